@@ -1,0 +1,328 @@
+# NixOS module for xtcp2: `services.xtcp2`.
+#
+# Runs the daemon as a systemd service under a dynamic (non-root) user that
+# holds only the capabilities it needs as ambient capabilities, with as much
+# systemd sandboxing as the job allows. The job itself (setns(CLONE_NEWNET)
+# into every network namespace on the host and asking each one's kernel for
+# its sockets over netlink) rules a few settings out; each one left out is
+# listed below with the reason.
+#
+# The flags passed are the idiomatic `--kebab-case` spellings pinned in
+# docs/contract.md.
+{ config, lib, pkgs, utils, ... }:
+
+let
+  cfg = config.services.xtcp2;
+
+  # The capability check exits with this (EX_NOPERM) when CAP_NET_ADMIN or
+  # CAP_SYS_ADMIN is missing; see docs/contract.md.
+  exitNoPerm = 77;
+
+  isFileDest = lib.hasPrefix "file:" cfg.destination;
+  fileDestPath = lib.removePrefix "file:" cfg.destination;
+
+  # Directories systemd creates and hands to the dynamic user.
+  stateDir = "/var/lib/xtcp2";
+  logsDir = "/var/log/xtcp2";
+  underManagedDir = path:
+    lib.hasPrefix "${stateDir}/" path || lib.hasPrefix "${logsDir}/" path;
+
+  # ":9088", "0.0.0.0:9088" and "[::]:9088" all end in the port.
+  promPort = lib.toInt (lib.last (lib.splitString ":" cfg.promListen));
+
+  nonEmptyFlag = flag: value: lib.optional (value != "") "--${flag}=${value}";
+
+  args = [
+    "--frequency=${cfg.frequency}"
+    "--timeout=${cfg.timeout}"
+    "--dest=${cfg.destination}"
+    "--marshal=${cfg.marshal}"
+    "--deserializers=${cfg.deserializers}"
+    "--netlinkers=${toString cfg.netlinkers}"
+    "--prom-listen=${cfg.promListen}"
+    "--prom-path=${cfg.promPath}"
+  ]
+  ++ nonEmptyFlag "label" cfg.labels.label
+  ++ nonEmptyFlag "tag" cfg.labels.tag
+  ++ nonEmptyFlag "location" cfg.labels.location
+  ++ cfg.extraArgs;
+
+  # A string rather than a list: an empty list would leave the setting out
+  # of the unit (meaning "no limit"), while the empty string means "none".
+  capabilityString = lib.concatStringsSep " " cfg.capabilities;
+in
+{
+  options.services.xtcp2 = {
+    enable = lib.mkEnableOption "xtcp2, which streams the kernel's per-socket TCP state from every network namespace";
+
+    package = lib.mkPackageOption pkgs "xtcp2" {
+      extraDescription = ''
+        The flake's `nixosModules.default` sets this to the flake's own build,
+        so `pkgs.xtcp2` only has to exist when this file is imported directly
+        (for example with the flake's `overlays.default`).
+      '';
+    };
+
+    frequency = lib.mkOption {
+      type = lib.types.str;
+      default = "10s";
+      example = "500ms";
+      description = ''
+        Poll period (`--frequency`): `500ms`, `10s`, `1m`, or bare seconds.
+      '';
+    };
+
+    timeout = lib.mkOption {
+      type = lib.types.str;
+      default = "5s";
+      example = "2s";
+      description = ''
+        Per-namespace dump timeout (`--timeout`); must be shorter than
+        {option}`services.xtcp2.frequency`.
+      '';
+    };
+
+    destination = lib.mkOption {
+      type = lib.types.str;
+      default = "file:${stateDir}/rows.jsonl";
+      example = "udp:127.0.0.1:13000";
+      description = ''
+        Where records go (`--dest`): `null`, `stdout`, `stderr`, `file:PATH`,
+        `tcp:HOST:PORT`, `udp:HOST:PORT`, `unix:PATH`, `unixgram:PATH`,
+        `http://...` or `https://...`.
+
+        A `file:` path must be absolute. Under `${stateDir}` or `${logsDir}`
+        it is writable as is (systemd creates both for the service's dynamic
+        user); anywhere else its directory is made writable for the service
+        with `ReadWritePaths`, but it must already exist and be writable by
+        the dynamic user `xtcp2`. `systemctl reload xtcp2` sends SIGHUP, which
+        reopens the file (for log rotation).
+
+        `stdout`/`stderr` send every record into the journal, which is rarely
+        what you want on a busy host.
+      '';
+    };
+
+    marshal = lib.mkOption {
+      type = lib.types.enum [ "jsonl" "csv" "tsv" "protobufList" "msgpack" ];
+      default = "jsonl";
+      example = "protobufList";
+      description = "Record encoding (`--marshal`).";
+    };
+
+    deserializers = lib.mkOption {
+      type = lib.types.str;
+      default = "default";
+      example = "all";
+      description = ''
+        Which netlink attributes to decode (`--deserializers`): `default`,
+        `all`, the empty string for none, or a comma-separated list.
+      '';
+    };
+
+    netlinkers = lib.mkOption {
+      type = lib.types.ints.positive;
+      default = 4;
+      example = 8;
+      description = "Network namespaces dumped in parallel (`--netlinkers`).";
+    };
+
+    promListen = lib.mkOption {
+      type = lib.types.str;
+      default = ":9088";
+      example = "127.0.0.1:9088";
+      description = ''
+        Listen address for `/metrics`, `/healthz`, `/readyz` and the pprof
+        endpoints (`--prom-listen`). The empty string disables the listener.
+      '';
+    };
+
+    promPath = lib.mkOption {
+      type = lib.types.str;
+      default = "/metrics";
+      description = "HTTP path of the Prometheus metrics (`--prom-path`).";
+    };
+
+    labels = {
+      label = lib.mkOption {
+        type = lib.types.str;
+        default = "";
+        example = "prod";
+        description = "Stamped on every record (`--label`); empty leaves it out.";
+      };
+      tag = lib.mkOption {
+        type = lib.types.str;
+        default = "";
+        example = "edge-proxies";
+        description = "Stamped on every record (`--tag`); empty leaves it out.";
+      };
+      location = lib.mkOption {
+        type = lib.types.str;
+        default = "";
+        example = "fra1";
+        description = "Stamped on every record (`--location`); empty leaves it out.";
+      };
+    };
+
+    extraArgs = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      default = [ ];
+      example = [ "--states=established,listen" "--poll-jitter=2s" ];
+      description = ''
+        Further command-line arguments, appended after the ones generated from
+        the options above (see docs/contract.md for the full list).
+      '';
+    };
+
+    environmentFile = lib.mkOption {
+      type = lib.types.nullOr lib.types.path;
+      default = null;
+      example = "/run/secrets/xtcp2.env";
+      description = ''
+        File of `NAME=value` lines loaded into the service's environment, for
+        settings that must stay out of the world-readable Nix store, such as
+        `PYROSCOPE_URL` with credentials in it. systemd reads it as root
+        before dropping privileges, so it can be readable by root only. Give
+        it as a string path so it is not copied into the store.
+      '';
+    };
+
+    capabilities = lib.mkOption {
+      type = lib.types.listOf (lib.types.strMatching "CAP_[A-Z_]+");
+      default = [ "CAP_NET_ADMIN" "CAP_SYS_ADMIN" "CAP_SYS_PTRACE" "CAP_NET_RAW" "CAP_SYS_RESOURCE" ];
+      description = ''
+        Capabilities given to the (non-root) service, as both its ambient set
+        and its bounding set; everything else is dropped.
+
+        - `CAP_NET_ADMIN`: netlink inet_diag queries (required).
+        - `CAP_SYS_ADMIN`: setns(CLONE_NEWNET) into each network namespace
+          (required).
+        - `CAP_SYS_PTRACE`: open /proc/PID/ns/net of other users' processes.
+        - `CAP_NET_RAW`, `CAP_SYS_RESOURCE`: optional; the daemon logs a
+          warning and runs on without them.
+
+        Without either required capability the daemon exits with status
+        ${toString exitNoPerm} and systemd does not restart it.
+      '';
+    };
+
+    openFirewall = lib.mkOption {
+      type = lib.types.bool;
+      default = false;
+      description = ''
+        Open the TCP port of {option}`services.xtcp2.promListen` in the
+        firewall.
+      '';
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = isFileDest -> lib.hasPrefix "/" fileDestPath;
+        message = "services.xtcp2.destination: a file: destination needs an absolute path (the service's file system is read-only elsewhere), got `${cfg.destination}`.";
+      }
+      {
+        assertion = cfg.openFirewall -> cfg.promListen != "";
+        message = "services.xtcp2.openFirewall needs services.xtcp2.promListen to be set.";
+      }
+    ];
+
+    # The promListen test keeps promPort unevaluated when the listener is
+    # off, so the assertion above reports the mistake instead of toInt.
+    networking.firewall.allowedTCPPorts = lib.mkIf (cfg.openFirewall && cfg.promListen != "") [ promPort ];
+
+    systemd.services.xtcp2 = {
+      description = "xtcp2: per-socket TCP state from every network namespace";
+      documentation = [ "https://github.com/randomizedcoder/xtcp2" ];
+      wantedBy = [ "multi-user.target" ];
+      after = [ "network.target" ];
+
+      serviceConfig = {
+        ExecStart = "${lib.getExe cfg.package} ${utils.escapeSystemdExecArgs args}";
+        # SIGHUP reopens a file: destination (log rotation).
+        ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
+        EnvironmentFile = lib.mkIf (cfg.environmentFile != null) cfg.environmentFile;
+
+        Restart = "on-failure";
+        RestartSec = "5s";
+        # A missing capability is a configuration error: restarting cannot
+        # fix it, so let the unit fail once with a clear message instead of
+        # looping.
+        RestartPreventExitStatus = exitNoPerm;
+
+        # Not root: a throw-away user holding just the listed capabilities.
+        DynamicUser = true;
+        AmbientCapabilities = capabilityString;
+        CapabilityBoundingSet = capabilityString;
+        # Ambient capabilities survive execve() with this set.
+        NoNewPrivileges = true;
+
+        StateDirectory = "xtcp2";
+        LogsDirectory = "xtcp2";
+        ReadWritePaths = lib.optional
+          (isFileDest && !(underManagedDir fileDestPath))
+          (dirOf fileDestPath);
+        UMask = "0027";
+
+        # One descriptor per open namespace plus one netlink socket per
+        # netlinker: hosts with thousands of containers outgrow 1024.
+        LimitNOFILE = 65536;
+        # Tokio's blocking pool can grow to 512 threads on its own, on top of
+        # the workers and netlinkers; the default share of pid_max can be
+        # small on little VMs.
+        TasksMax = 8192;
+
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectClock = true;
+        ProtectHostname = true;
+        LockPersonality = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        RemoveIPC = true;
+        # No JIT anywhere in the daemon.
+        MemoryDenyWriteExecute = true;
+        SystemCallArchitectures = "native";
+        # AF_NETLINK: the inet_diag dumps. AF_UNIX: journald and unix:/
+        # unixgram: destinations. AF_INET/AF_INET6: the metrics listener and
+        # tcp:/udp:/http(s): destinations.
+        RestrictAddressFamilies = [ "AF_NETLINK" "AF_UNIX" "AF_INET" "AF_INET6" ];
+        # setns() is in @process and io_uring_* in @aio, both part of
+        # @system-service. @privileged is not subtracted (the usual
+        # "~@privileged") because it holds capset(), which the capability
+        # check and any later capability drop use; the bounding set above
+        # already limits what privileged calls can do.
+        SystemCallFilter = [ "@system-service" "~@mount" "~@swap" "~@reboot" "~@module" "~@clock" "~@cpu-emulation" "~@obsolete" "~@raw-io" ];
+        SystemCallErrorNumber = "EPERM";
+
+        # Settings deliberately left out, and why:
+        # - PrivateNetwork: would put the service in a fresh network
+        #   namespace of its own, hiding the host's sockets and namespaces.
+        # - PrivateUsers: runs the service in a new user namespace, where its
+        #   capabilities mean nothing to the init namespace: inet_diag and
+        #   setns() into the host's network namespaces would be refused.
+        # - RestrictNamespaces: entering namespaces with setns(CLONE_NEWNET)
+        #   is the job, and the filter covers setns() as well as unshare().
+        #   (RestrictNamespaces = "net" would allow it only as long as every
+        #   setns() call names CLONE_NEWNET rather than 0.)
+        # - ProtectProc=invisible: hides /proc/PID of processes owned by
+        #   other users, and with them their /proc/PID/ns/net.
+        # - ProcSubset=pid: hides /proc/sys and /proc/net, which the daemon
+        #   and its profiler may read.
+        # - IPAddressAllow/IPAddressDeny: the destination is any host the
+        #   operator names, so there is no fixed set to allow.
+        # - TemporaryFileSystem/InaccessiblePaths over /run: the network
+        #   namespaces bind-mounted under /run/netns and /run/docker/netns
+        #   (also after the service started; mounts propagate into its
+        #   mount namespace) must stay visible.
+      };
+    };
+  };
+}
