@@ -1,0 +1,486 @@
+//! Configuration: every flag is defined once here (clap), then validated
+//! into a [`Config`] that the rest of the program receives. Nothing outside
+//! this module parses flags or reads configuration environment variables.
+//!
+//! Each flag has an idiomatic `--kebab-case` name, the Go xtcp2 spelling as
+//! an alias (accepted with one dash, see [`argv`]), and an environment
+//! variable fallback.
+
+pub mod argv;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::decode::Deserializers;
+use crate::kernel::parse_states;
+
+/// Default poll period.
+pub const DEFAULT_FREQUENCY: &str = "10s";
+/// Longest profile an HTTP request may ask for, so a request cannot pin the
+/// profiler for long.
+pub const MAX_PROFILE_SECONDS: u64 = 60;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "xtcp2",
+    version,
+    about = "Streams the kernel's per-socket TCP state (inet_diag) from every network namespace",
+    after_help = "Go xtcp2 spellings such as -promListen, -maxLoops, -profile.mode are accepted too."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<CliCommand>,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Decode saved netlink traffic (no capabilities needed) and print records.
+    Decode(DecodeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct DecodeArgs {
+    /// A DLT_NETLINK pcap (only packets of netlink protocol 4 are read).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// A bare stream of netlink messages.
+    #[arg(long, value_name = "FILE")]
+    pub raw: Option<PathBuf>,
+}
+
+/// Flags of the collector daemon (also used by `decode` for decoder and
+/// output choices).
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// Poll period (e.g. 500ms, 10s, 1m; a bare number is seconds).
+    #[arg(long, alias = "frequency", env = "XTCP2_FREQUENCY", default_value = DEFAULT_FREQUENCY, global = true)]
+    pub frequency: String,
+    /// Per-namespace dump deadline; must be shorter than --frequency.
+    #[arg(long, env = "XTCP2_TIMEOUT", default_value = "5s", global = true)]
+    pub timeout: String,
+    /// Collections to run before exiting; 0 = forever, 1 = one-shot.
+    #[arg(long = "max-loops", alias = "maxLoops", env = "XTCP2_MAX_LOOPS", default_value_t = 0, global = true)]
+    pub max_loops: u64,
+    /// Random delay before the first poll, up to this, to spread a fleet.
+    #[arg(long = "poll-jitter", alias = "pollJitter", env = "XTCP2_POLL_JITTER", default_value = "0s", global = true)]
+    pub poll_jitter: String,
+    /// Destination: null, stdout, stderr, file:PATH, tcp:HOST:PORT, udp:HOST:PORT,
+    /// unix:PATH, unixgram:PATH, http://..., https://...
+    #[arg(long, env = "XTCP2_DEST", default_value = "stdout", global = true)]
+    pub dest: String,
+    /// Output format: jsonl, csv, tsv, protobufList, msgpack.
+    #[arg(long, env = "XTCP2_MARSHAL", default_value = "jsonl", global = true)]
+    pub marshal: String,
+    /// csv/tsv columns, comma separated, in order (default: all).
+    #[arg(long, env = "XTCP2_COLUMNS", default_value = "", global = true)]
+    pub columns: String,
+    /// Attribute decoders: default (all but meminfo), all, "" or a comma list
+    /// of info,cong,meminfo,skmem,bbr,dctcp,vegas,tos,tc,shut,classid,cgroup,sockopt.
+    #[arg(long, env = "XTCP2_DESERIALIZERS", default_value = "default", global = true)]
+    pub deserializers: String,
+    /// TCP states to dump: all, or a comma list (established,listen,time-wait,...).
+    #[arg(long, env = "XTCP2_STATES", default_value = "all", global = true)]
+    pub states: String,
+    /// Netlink receive timeout, milliseconds.
+    #[arg(long, env = "XTCP2_NLTIMEOUT", default_value_t = 1000, global = true)]
+    pub nltimeout: u64,
+    /// Namespaces dumped in parallel.
+    #[arg(long, env = "XTCP2_NETLINKERS", default_value_t = 4, global = true)]
+    pub netlinkers: usize,
+    /// Directories of bind-mounted namespaces to watch, comma separated.
+    #[arg(long = "netns-dirs", alias = "netnsDirs", env = "XTCP2_NETNS_DIRS", default_value = "/run/netns,/run/docker/netns", global = true)]
+    pub netns_dirs: String,
+    /// Scan /proc/*/ns/net for namespaces held only by processes.
+    #[arg(long = "netns-proc-scan", alias = "netnsProcScan", env = "XTCP2_NETNS_PROC_SCAN", default_value = "true",
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool), global = true)]
+    pub netns_proc_scan: bool,
+    /// Flush an envelope when it holds this many records.
+    #[arg(long = "envelope-flush-rows", alias = "envelopeFlushRows", env = "XTCP2_ENVELOPE_FLUSH_ROWS", default_value_t = 10_000, global = true)]
+    pub envelope_flush_rows: usize,
+    /// Flush an envelope when its encoded size reaches this many bytes.
+    #[arg(long = "envelope-flush-bytes", alias = "envelopeFlushBytes", env = "XTCP2_ENVELOPE_FLUSH_BYTES", default_value_t = 768 * 1024, global = true)]
+    pub envelope_flush_bytes: usize,
+    /// Envelopes that may wait for a slow destination before the oldest is dropped.
+    #[arg(long = "queue-envelopes", alias = "queueEnvelopes", env = "XTCP2_QUEUE_ENVELOPES", default_value_t = 64, global = true)]
+    pub queue_envelopes: usize,
+    /// Timeout of one write or POST to the destination.
+    #[arg(long = "produce-timeout", alias = "produceTimeout", env = "XTCP2_PRODUCE_TIMEOUT", default_value = "5s", global = true)]
+    pub produce_timeout: String,
+    /// Listener for /metrics, /healthz, /readyz and /debug/pprof; empty disables.
+    #[arg(long = "prom-listen", alias = "promListen", env = "XTCP2_PROM_LISTEN", default_value = ":9088", global = true)]
+    pub prom_listen: String,
+    /// Path of the Prometheus exposition.
+    #[arg(long = "prom-path", alias = "promPath", env = "XTCP2_PROM_PATH", default_value = "/metrics", global = true)]
+    pub prom_path: String,
+    /// One-shot profile of the whole run, written at exit: cpu or mem.
+    #[arg(long = "profile-mode", alias = "profile.mode", env = "XTCP2_PROFILE_MODE", default_value = "", global = true)]
+    pub profile_mode: String,
+    /// Directory the one-shot profile is written to.
+    #[arg(long = "profile-path", alias = "profile.path", env = "XTCP2_PROFILE_PATH", default_value = ".", global = true)]
+    pub profile_path: PathBuf,
+    /// Pyroscope server URL; empty disables the push.
+    #[arg(long = "pyroscope-url", alias = "pyroscopeUrl", env = "PYROSCOPE_URL", default_value = "", global = true)]
+    pub pyroscope_url: String,
+    /// Application name reported to Pyroscope.
+    #[arg(long = "pyroscope-app-name", alias = "pyroscopeAppName", env = "PYROSCOPE_APP_NAME", default_value = "xtcp2", global = true)]
+    pub pyroscope_app_name: String,
+    /// Sampling frequency of the Pyroscope CPU profile.
+    #[arg(long = "pyroscope-sample-hz", alias = "pyroscopeSampleHz", env = "PYROSCOPE_SAMPLE_HZ", default_value_t = 100, global = true)]
+    pub pyroscope_sample_hz: u32,
+    /// Seconds between Pyroscope uploads.
+    #[arg(long = "pyroscope-upload-sec", alias = "pyroscopeUploadSec", env = "PYROSCOPE_UPLOAD_SEC", default_value_t = 15, global = true)]
+    pub pyroscope_upload_sec: u64,
+    /// Label stamped on every record.
+    #[arg(long, env = "XTCP2_LABEL", default_value = "", global = true)]
+    pub label: String,
+    /// Tag stamped on every record.
+    #[arg(long, env = "XTCP2_TAG", default_value = "", global = true)]
+    pub tag: String,
+    /// Location stamped on every record.
+    #[arg(long, env = "XTCP2_LOCATION", default_value = "", global = true)]
+    pub location: String,
+    /// Host name stamped on every record (default: the kernel's host name).
+    #[arg(long, env = "XTCP_HOSTNAME", default_value = "", global = true)]
+    pub hostname: String,
+    /// Receive with io_uring instead of recv(2).
+    #[arg(long = "io-uring", alias = "ioUring", env = "XTCP2_IO_URING", default_value = "false",
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool), global = true)]
+    pub io_uring: bool,
+    /// io_uring: receive submissions kept in flight per dump.
+    #[arg(long = "io-uring-recv-batch", alias = "ioUringRecvBatch", env = "XTCP2_IO_URING_RECV_BATCH", default_value_t = 4, global = true)]
+    pub io_uring_recv_batch: u32,
+    /// io_uring: completions reaped per wait.
+    #[arg(long = "io-uring-cqe-batch", alias = "ioUringCqeBatch", env = "XTCP2_IO_URING_CQE_BATCH", default_value_t = 4, global = true)]
+    pub io_uring_cqe_batch: u32,
+    /// Skip the startup capability check (for unprivileged decode/testing only).
+    #[arg(long = "skip-capability-check", env = "XTCP2_SKIP_CAPABILITY_CHECK", hide = true, global = true)]
+    pub skip_capability_check: bool,
+}
+
+/// Parses process arguments, accepting Go spellings.
+pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cli, clap::Error> {
+    let normalised = argv::normalise(args, &Cli::command());
+    Cli::try_parse_from(normalised)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--{flag}: {value:?} is not a duration (use e.g. 500ms, 10s, 1m, or bare seconds)")]
+    Duration { flag: &'static str, value: String },
+    #[error("--timeout ({timeout:?}) must be shorter than --frequency ({frequency:?}), or a slow namespace would overlap the next poll")]
+    TimeoutNotBelowFrequency { timeout: Duration, frequency: Duration },
+    #[error("--frequency must be above zero")]
+    ZeroFrequency,
+    #[error("--netlinkers must be at least 1")]
+    ZeroNetlinkers,
+    #[error("--nltimeout must be at least 1 millisecond")]
+    ZeroNetlinkTimeout,
+    #[error(transparent)]
+    Deserializers(#[from] crate::decode::UnknownDeserializer),
+    #[error(transparent)]
+    States(#[from] crate::kernel::request::UnknownState),
+    #[error("--profile-mode {0:?}: mutex and block are Go runtime profiles with no Rust equivalent; use cpu or mem")]
+    GoOnlyProfile(String),
+    #[error("--profile-mode {0:?} is unknown; use cpu or mem")]
+    UnknownProfile(String),
+    #[error("--prom-path must start with '/', got {0:?}")]
+    PromPath(String),
+    #[error("--prom-listen {0:?} is not HOST:PORT or :PORT")]
+    PromListen(String),
+    #[error("--envelope-flush-rows and --envelope-flush-bytes must be above zero")]
+    ZeroFlush,
+    #[error("--queue-envelopes must be at least 1")]
+    ZeroQueue,
+    #[error("--pyroscope-sample-hz and --pyroscope-upload-sec must be above zero")]
+    ZeroPyroscope,
+    #[error("{0}")]
+    Output(String),
+}
+
+/// One-shot whole-run profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileMode {
+    Cpu,
+    Mem,
+}
+
+/// Strings stamped on every record; shared, never copied per record.
+#[derive(Debug, Clone)]
+pub struct Stamps {
+    pub hostname: Arc<str>,
+    pub label: Option<Arc<str>>,
+    pub tag: Option<Arc<str>>,
+    pub location: Option<Arc<str>>,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub frequency: Duration,
+    pub timeout: Duration,
+    pub max_loops: u64,
+    pub poll_jitter: Duration,
+    pub dest: String,
+    pub marshal: String,
+    pub columns: Vec<String>,
+    pub deserializers: Deserializers,
+    pub states: u32,
+    pub netlink_timeout: Duration,
+    pub netlinkers: usize,
+    pub netns_dirs: Vec<PathBuf>,
+    pub netns_proc_scan: bool,
+    pub envelope_flush_rows: usize,
+    pub envelope_flush_bytes: usize,
+    pub queue_envelopes: usize,
+    pub produce_timeout: Duration,
+    pub prom_listen: Option<std::net::SocketAddr>,
+    pub prom_path: String,
+    pub profile_mode: Option<ProfileMode>,
+    pub profile_path: PathBuf,
+    pub pyroscope: Option<PyroscopeConfig>,
+    pub stamps: Stamps,
+    pub io_uring: bool,
+    pub io_uring_recv_batch: u32,
+    pub io_uring_cqe_batch: u32,
+    pub skip_capability_check: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PyroscopeConfig {
+    pub url: String,
+    pub app_name: String,
+    pub sample_hz: u32,
+    pub upload_period: Duration,
+}
+
+impl Config {
+    pub fn from_args(a: &DaemonArgs) -> Result<Config, ConfigError> {
+        let frequency = parse_duration("frequency", &a.frequency)?;
+        let timeout = parse_duration("timeout", &a.timeout)?;
+        if frequency.is_zero() {
+            return Err(ConfigError::ZeroFrequency);
+        }
+        if timeout >= frequency {
+            return Err(ConfigError::TimeoutNotBelowFrequency { timeout, frequency });
+        }
+        if a.netlinkers == 0 {
+            return Err(ConfigError::ZeroNetlinkers);
+        }
+        if a.nltimeout == 0 {
+            return Err(ConfigError::ZeroNetlinkTimeout);
+        }
+        if a.envelope_flush_rows == 0 || a.envelope_flush_bytes == 0 {
+            return Err(ConfigError::ZeroFlush);
+        }
+        if a.queue_envelopes == 0 {
+            return Err(ConfigError::ZeroQueue);
+        }
+        let profile_mode = match a.profile_mode.trim() {
+            "" => None,
+            "cpu" => Some(ProfileMode::Cpu),
+            "mem" => Some(ProfileMode::Mem),
+            "mutex" | "block" => return Err(ConfigError::GoOnlyProfile(a.profile_mode.clone())),
+            other => return Err(ConfigError::UnknownProfile(other.to_string())),
+        };
+        if !a.prom_path.starts_with('/') {
+            return Err(ConfigError::PromPath(a.prom_path.clone()));
+        }
+        let prom_listen = parse_listen(&a.prom_listen)?;
+        let pyroscope = if a.pyroscope_url.trim().is_empty() {
+            None
+        } else {
+            if a.pyroscope_sample_hz == 0 || a.pyroscope_upload_sec == 0 {
+                return Err(ConfigError::ZeroPyroscope);
+            }
+            Some(PyroscopeConfig {
+                url: a.pyroscope_url.trim().trim_end_matches('/').to_string(),
+                app_name: a.pyroscope_app_name.clone(),
+                sample_hz: a.pyroscope_sample_hz,
+                upload_period: Duration::from_secs(a.pyroscope_upload_sec),
+            })
+        };
+        let non_empty = |s: &str| (!s.is_empty()).then(|| Arc::<str>::from(s));
+        let hostname = if a.hostname.is_empty() {
+            system_hostname()
+        } else {
+            a.hostname.clone()
+        };
+        Ok(Config {
+            frequency,
+            timeout,
+            max_loops: a.max_loops,
+            poll_jitter: parse_duration("poll-jitter", &a.poll_jitter)?,
+            dest: a.dest.clone(),
+            marshal: a.marshal.clone(),
+            columns: a
+                .columns
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect(),
+            deserializers: Deserializers::parse(&a.deserializers)?,
+            states: parse_states(&a.states)?,
+            netlink_timeout: Duration::from_millis(a.nltimeout),
+            netlinkers: a.netlinkers,
+            netns_dirs: a
+                .netns_dirs
+                .split(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .collect(),
+            netns_proc_scan: a.netns_proc_scan,
+            envelope_flush_rows: a.envelope_flush_rows,
+            envelope_flush_bytes: a.envelope_flush_bytes,
+            queue_envelopes: a.queue_envelopes,
+            produce_timeout: parse_duration("produce-timeout", &a.produce_timeout)?,
+            prom_listen,
+            prom_path: a.prom_path.clone(),
+            profile_mode,
+            profile_path: a.profile_path.clone(),
+            pyroscope,
+            stamps: Stamps {
+                hostname: Arc::from(hostname.as_str()),
+                label: non_empty(&a.label),
+                tag: non_empty(&a.tag),
+                location: non_empty(&a.location),
+            },
+            io_uring: a.io_uring,
+            io_uring_recv_batch: a.io_uring_recv_batch.max(1),
+            io_uring_cqe_batch: a.io_uring_cqe_batch.max(1),
+            skip_capability_check: a.skip_capability_check,
+        })
+    }
+}
+
+/// `:9088` means every address (as Go's net.Listen does); empty disables.
+fn parse_listen(spec: &str) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let spec = spec.trim();
+    if spec.is_empty() {
+        return Ok(None);
+    }
+    let full = if spec.starts_with(':') {
+        format!("[::]{spec}")
+    } else {
+        spec.to_string()
+    };
+    use std::net::ToSocketAddrs;
+    full.to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.next())
+        .map(Some)
+        .ok_or_else(|| ConfigError::PromListen(spec.to_string()))
+}
+
+/// Parses `500ms`, `10s`, `1.5s`, `2m`, `1h`, `250us`, or a bare number of seconds.
+pub fn parse_duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let err = || ConfigError::Duration {
+        flag,
+        value: value.to_string(),
+    };
+    let v = value.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let number: f64 = number.parse().map_err(|_| err())?;
+    let seconds_per_unit = match unit {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "ns" => 1e-9,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(err()),
+    };
+    Duration::try_from_secs_f64(number * seconds_per_unit).map_err(|_| err())
+}
+
+/// The kernel's host name (`/proc/sys/kernel/hostname`), or "unknown".
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        parse_args(args.iter().map(|s| s.to_string()))
+    }
+
+    /// Go spellings with one dash and idiomatic ones with two both parse.
+    #[test]
+    fn go_and_idiomatic_spellings_are_equivalent() {
+        let go = parse(&["xtcp2", "-promListen", ":9999", "-maxLoops=3", "-profile.mode", "cpu", "-nltimeout", "50", "-deserializers", "info"]).unwrap();
+        let idiomatic = parse(&["xtcp2", "--prom-listen", ":9999", "--max-loops=3", "--profile-mode", "cpu", "--nltimeout", "50", "--deserializers", "info"]).unwrap();
+        for cli in [&go, &idiomatic] {
+            assert_eq!(cli.daemon.prom_listen, ":9999");
+            assert_eq!(cli.daemon.max_loops, 3);
+            assert_eq!(cli.daemon.profile_mode, "cpu");
+            assert_eq!(cli.daemon.nltimeout, 50);
+            assert_eq!(cli.daemon.deserializers, "info");
+        }
+    }
+
+    /// Go-style bare boolean flags mean true; `=false` turns them off.
+    #[test]
+    fn boolean_flags_take_go_forms() {
+        let cli = parse(&["xtcp2", "-ioUring", "-netnsProcScan=false"]).unwrap();
+        assert!(cli.daemon.io_uring);
+        assert!(!cli.daemon.netns_proc_scan);
+    }
+
+    /// An unknown single-dash flag is left for clap to reject.
+    #[test]
+    fn unknown_single_dash_flag_is_rejected() {
+        assert!(parse(&["xtcp2", "-bogusFlag", "1"]).is_err());
+    }
+
+    /// Timeout must stay below frequency.
+    #[test]
+    fn timeout_at_or_above_frequency_is_rejected() {
+        let cli = parse(&["xtcp2", "-frequency", "1s", "-timeout", "1s"]).unwrap();
+        let err = Config::from_args(&cli.daemon).unwrap_err();
+        assert!(err.to_string().contains("must be shorter than --frequency"), "{err}");
+    }
+
+    /// Go-only profile kinds are refused with the reason.
+    #[test]
+    fn mutex_profile_is_refused_with_reason() {
+        let cli = parse(&["xtcp2", "-profile.mode", "mutex"]).unwrap();
+        let err = Config::from_args(&cli.daemon).unwrap_err();
+        assert!(err.to_string().contains("Go runtime profiles"), "{err}");
+    }
+
+    /// Durations accept Go forms and bare seconds.
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("x", "500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("x", "10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("x", "2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("x", "1.5m").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("x", "ten").is_err());
+        assert!(parse_duration("x", "5 parsecs").is_err());
+    }
+
+    /// `:PORT` listens on every address; empty disables the server.
+    #[test]
+    fn prom_listen_forms() {
+        assert_eq!(parse_listen(":9088").unwrap().unwrap().port(), 9088);
+        assert_eq!(parse_listen("127.0.0.1:0").unwrap().unwrap().ip().to_string(), "127.0.0.1");
+        assert!(parse_listen("").unwrap().is_none());
+        assert!(parse_listen("nope").is_err());
+    }
+}

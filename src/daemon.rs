@@ -1,0 +1,82 @@
+//! The daemon's wiring: runtime, metrics, queue, destination, poll loop,
+//! signals. Kept apart from flag handling so tests can run it in-process.
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use crate::batch::EnvelopeQueue;
+use crate::config::Config;
+use crate::netns::watch::{self, Wake};
+use crate::observe::metrics::Metrics;
+use crate::poll::Poller;
+use crate::shutdown::Shutdown;
+use crate::sink::{deliver, Sink};
+
+/// How long a shutdown waits for queued envelopes to reach a healthy destination.
+const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs until `--max-loops` polls are done or `shutdown` is triggered
+/// (SIGTERM/SIGINT trigger it too), then flushes and returns.
+pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("xtcp2-async")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let metrics = Arc::new(Metrics::new());
+    let queue = Arc::new(EnvelopeQueue::new(config.queue_envelopes, metrics.clone()));
+    let sink = runtime
+        .block_on(Sink::open(&config.dest))
+        .with_context(|| format!("opening destination {}", config.dest))?;
+    let delivery = runtime.spawn(deliver(sink, queue.clone(), metrics.clone(), config.produce_timeout));
+
+    let (wake_tx, wake_rx) = std::sync::mpsc::channel();
+    {
+        let shutdown = shutdown.clone();
+        runtime.spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested: finishing the current poll and flushing");
+            shutdown.trigger();
+        });
+    }
+    {
+        let shutdown = shutdown.clone();
+        let wake_tx = wake_tx.clone();
+        runtime.spawn(async move {
+            shutdown.wait().await;
+            let _ = wake_tx.send(Wake::Shutdown);
+        });
+    }
+    let watcher = watch::spawn(config.netns_dirs.clone(), wake_tx, shutdown.clone());
+
+    let mut poller = Poller::new(config, metrics.clone(), queue.clone())?;
+    poller.run(wake_rx, |_report| {});
+
+    shutdown.trigger();
+    queue.close();
+    let flushed = runtime.block_on(async { tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, delivery).await });
+    if flushed.is_err() {
+        tracing::warn!(pending = queue.len(), "destination did not take the remaining envelopes in time; dropping them");
+    }
+    if let Some(w) = watcher {
+        let _ = w.join();
+    }
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Kernel: the `NETLINK_SOCK_DIAG` socket and the dump conversation.
+//!
+//! Owns sending `inet_diag_req_v2` requests and receiving the multi-part
+//! reply safely (truncation, sequence numbers, `NLMSG_DONE` errno,
+//! `NLMSG_ERROR`, `NLM_F_DUMP_INTR`, timeouts). It hands each socket's bytes
+//! to a callback and must not decode them (that is `decode`) nor know which
+//! namespace it is in (that is `netns`).
+
+pub mod request;
+pub mod socket;
+pub mod uring;
+
+pub use request::{parse_states, DumpRequest, ALL_TCP_STATES};
+pub use socket::{DiagSocket, DumpError, DumpSummary, RECV_BUFFER_BYTES};

@@ -1,0 +1,191 @@
+//! A `NETLINK_SOCK_DIAG` socket and one dump over it.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
+
+use super::request::DumpRequest;
+use crate::decode::netlink::NLM_F_DUMP_INTR;
+use crate::decode::{classify, DecodeError, NetlinkMessages, Reply};
+
+/// Receive buffer size. The kernel fills dump datagrams up to 32 KiB
+/// (and to the size of the largest buffer it has seen us offer, capped);
+/// 64 KiB leaves room so a full datagram is never truncated, and
+/// `MSG_TRUNC` reports it if one ever is.
+pub const RECV_BUFFER_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("opening NETLINK_SOCK_DIAG socket: {0}")]
+    Open(#[source] io::Error),
+    #[error("sending inet_diag dump request: {0}")]
+    Send(#[source] io::Error),
+    #[error("receiving inet_diag dump: {0}")]
+    Recv(#[source] io::Error),
+    #[error("inet_diag dump timed out after {0:?} (no reply within -nltimeout or the dump deadline)")]
+    Timeout(Duration),
+    #[error("netlink datagram of {len} bytes truncated to the {buffer}-byte receive buffer")]
+    Truncated { len: usize, buffer: usize },
+    #[error("kernel answered the dump with error {errno} ({})", io::Error::from_raw_os_error(*errno))]
+    Kernel { errno: i32 },
+    #[error("kernel sent a malformed netlink datagram: {0}")]
+    Malformed(#[from] DecodeError),
+}
+
+impl DumpError {
+    /// After these the socket may still hold the rest of an unfinished dump,
+    /// and the kernel refuses a new dump while one runs: open a new socket.
+    pub fn poisons_socket(&self) -> bool {
+        matches!(
+            self,
+            DumpError::Timeout(_) | DumpError::Truncated { .. } | DumpError::Recv(_) | DumpError::Malformed(_)
+        )
+    }
+
+    /// Short, stable name for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DumpError::Open(_) => "open",
+            DumpError::Send(_) => "send",
+            DumpError::Recv(_) => "recv",
+            DumpError::Timeout(_) => "timeout",
+            DumpError::Truncated { .. } => "truncated",
+            DumpError::Kernel { .. } => "kernel",
+            DumpError::Malformed(_) => "malformed",
+        }
+    }
+}
+
+/// What one dump cost and saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DumpSummary {
+    pub recv_calls: u64,
+    pub bytes: u64,
+    pub messages: u64,
+    pub sockets: u64,
+    /// Messages from an earlier, abandoned dump (wrong sequence number).
+    pub stale_messages: u64,
+    /// The kernel flagged the dump `NLM_F_DUMP_INTR`: its socket table
+    /// changed mid-dump, so a socket may be missing or repeated. The data is
+    /// still kept; the next poll sees a consistent table.
+    pub interrupted: bool,
+}
+
+/// One `NETLINK_SOCK_DIAG` socket, bound to the network namespace of the
+/// thread that created it, for its whole life.
+pub struct DiagSocket {
+    socket: Socket,
+    seq: u32,
+    recv_timeout: Duration,
+}
+
+impl DiagSocket {
+    /// Opens a socket in the calling thread's current network namespace.
+    pub fn open(recv_timeout: Duration) -> Result<Self, DumpError> {
+        let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(DumpError::Open)?;
+        socket.bind_auto().map_err(DumpError::Open)?;
+        socket
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(DumpError::Open)?;
+        set_recv_timeout(&socket, recv_timeout).map_err(DumpError::Open)?;
+        Ok(DiagSocket {
+            socket,
+            seq: 0,
+            recv_timeout,
+        })
+    }
+
+    /// Runs one dump and calls `on_socket(payload, receive_time_ns)` for each
+    /// socket reply, straight from the receive buffer.
+    ///
+    /// `deadline` bounds the whole dump; each receive also waits at most the
+    /// socket's receive timeout (`-nltimeout`).
+    pub fn dump(
+        &mut self,
+        request: &DumpRequest,
+        buf: &mut [u8],
+        deadline: Instant,
+        mut on_socket: impl FnMut(&[u8], u64),
+    ) -> Result<DumpSummary, DumpError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let started = Instant::now();
+        self.socket
+            .send(&request.encode(seq), 0)
+            .map_err(DumpError::Send)?;
+
+        let mut summary = DumpSummary::default();
+        loop {
+            if Instant::now() >= deadline {
+                return Err(DumpError::Timeout(started.elapsed()));
+            }
+            let mut window: &mut [u8] = &mut buf[..];
+            let capacity = window.len();
+            let received = match self.socket.recv(&mut window, libc::MSG_TRUNC) {
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    return Err(DumpError::Timeout(started.elapsed().max(self.recv_timeout)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(DumpError::Recv(e)),
+            };
+            summary.recv_calls += 1;
+            if received > capacity {
+                return Err(DumpError::Truncated {
+                    len: received,
+                    buffer: capacity,
+                });
+            }
+            summary.bytes += received as u64;
+            let now_ns = crate::clock::now_ns();
+            for msg in NetlinkMessages::new(&buf[..received]) {
+                let msg = msg?;
+                summary.messages += 1;
+                if msg.seq != seq {
+                    summary.stale_messages += 1;
+                    continue;
+                }
+                if msg.flags & NLM_F_DUMP_INTR != 0 {
+                    summary.interrupted = true;
+                }
+                match classify(&msg) {
+                    Reply::Socket(payload) => {
+                        summary.sockets += 1;
+                        on_socket(payload, now_ns);
+                    }
+                    Reply::Done { errno: 0 } => return Ok(summary),
+                    Reply::Done { errno } | Reply::Error { errno } if errno != 0 => {
+                        return Err(DumpError::Kernel { errno: -errno });
+                    }
+                    // An ack (NLMSG_ERROR with errno 0) or an unrelated type.
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn set_recv_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
+    };
+    // SAFETY: `tv` is a valid timeval that outlives the call, the length
+    // passed is its exact size, and the fd is owned by `socket`.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -1,0 +1,1 @@
+//! io_uring receive path (issue 8); filled in later.

@@ -1,0 +1,151 @@
+//! The `xtcp2` binary: parses flags, checks capabilities, and runs either
+//! the collector daemon or the offline `decode` command.
+//!
+//! Exit codes (documented in README.md):
+//! - 0: finished (`--max-loops` reached, or SIGTERM/SIGINT after a flush);
+//! - 1: a runtime error (destination cannot be opened, corrupt capture, ...);
+//! - 2: bad flags or configuration (clap's convention);
+//! - 77: a required capability is missing (sysexits EX_NOPERM). Restarting
+//!   will not help, so the NixOS unit does not restart on it.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use xtcp2::config::{self, CliCommand, Config, DecodeArgs};
+use xtcp2::observe::caps;
+
+fn main() -> ExitCode {
+    let cli = match config::parse_args(std::env::args()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    init_logging();
+    match cli.command {
+        Some(CliCommand::Decode(args)) => match run_decode(&args, &cli.daemon) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtcp2 decode: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        None => {
+            // The capability check comes before anything opens a socket.
+            if !cli.daemon.skip_capability_check {
+                if let Some(code) = check_capabilities() {
+                    return code;
+                }
+            }
+            let config = match Config::from_args(&cli.daemon) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("xtcp2: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match xtcp2::daemon::run(config, xtcp2::shutdown::Shutdown::new()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("xtcp2: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Logs go to stderr only: stdout may be the data destination.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("XTCP2_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Returns an exit code when the daemon must not start.
+fn check_capabilities() -> Option<ExitCode> {
+    match caps::check() {
+        Ok(report) => {
+            for missing in &report.missing_optional {
+                tracing::warn!(capability = missing.name, "missing capability {}: {}; running degraded", missing.name, missing.reason);
+            }
+            if report.missing_required.is_empty() {
+                None
+            } else {
+                eprint!("{}", caps::fatal_message(&report));
+                Some(ExitCode::from(caps::EXIT_MISSING_CAPABILITIES as u8))
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the capability sets; skipping the capability check");
+            None
+        }
+    }
+}
+
+/// `xtcp2 decode --pcap FILE | --raw FILE`: the same records as a live dump.
+fn run_decode(args: &DecodeArgs, flags: &config::DaemonArgs) -> anyhow::Result<()> {
+    use xtcp2::decode::capture::{for_each_pcap_reply, for_each_raw_reply};
+    use xtcp2::decode::{Deserializers, SocketDecoder};
+
+    let (path, is_pcap) = match (&args.pcap, &args.raw) {
+        (Some(p), _) => (p, true),
+        (None, Some(p)) => (p, false),
+        (None, None) => anyhow::bail!("give --pcap FILE or --raw FILE"),
+    };
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let deserializers = Deserializers::parse(&flags.deserializers)?;
+    let mut encoder = xtcp2::format::encoder_for(&flags.marshal, &[])?;
+    let mut decoder = SocketDecoder::new(deserializers);
+    let hostname: Arc<str> = Arc::from(if flags.hostname.is_empty() { "" } else { flags.hostname.as_str() });
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut write_error = None;
+    let mut first_error = None;
+    encoder.begin_envelope(&mut buf);
+    let on_socket = |origin: xtcp2::decode::capture::ReplyOrigin, payload: &[u8]| {
+        let (record, error) = decoder.decode(payload);
+        if let Some(e) = error {
+            first_error.get_or_insert(e);
+        }
+        if let Some(record) = record {
+            record.timestamp_ns = origin.timestamp_ns;
+            if !hostname.is_empty() {
+                record.hostname = Some(hostname.clone());
+            }
+            encoder.encode(record, &mut buf);
+        }
+        if buf.len() >= 64 * 1024 && write_error.is_none() {
+            write_error = out.write_all(&buf).err();
+            buf.clear();
+        }
+    };
+    let dumps = if is_pcap {
+        for_each_pcap_reply(&data, on_socket)
+    } else {
+        for_each_raw_reply(&data, on_socket)
+    }
+    .with_context(|| format!("decoding {}", path.display()))?;
+    encoder.end_envelope(&mut buf);
+    out.write_all(&buf).context("writing stdout")?;
+    if let Some(e) = write_error {
+        return Err(e).context("writing stdout");
+    }
+    out.flush().context("writing stdout")?;
+    let stats = &decoder.stats;
+    if let Some(e) = first_error {
+        tracing::warn!(errors = stats.errors, first = %e, "some messages did not decode");
+    }
+    tracing::info!(sockets = stats.sockets, dumps, "decoded {}", path.display());
+    if stats.sockets == 0 && stats.errors > 0 {
+        anyhow::bail!("no socket in {} could be decoded ({} errors)", path.display(), stats.errors);
+    }
+    Ok(())
+}
+

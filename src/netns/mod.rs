@@ -1,0 +1,191 @@
+//! Namespaces: find every network namespace on the host, and hold one
+//! `NETLINK_SOCK_DIAG` socket inside each.
+//!
+//! A netlink socket sees only the namespace it was created in. Discovery
+//! ([`discover`]) merges the host namespace, bind mounts under the watched
+//! directories (`/run/netns`, `/run/docker/netns`) and namespaces held only
+//! by processes (`/proc/PID/ns/net`), deduplicated by the nsfs file's
+//! device and inode ([`NetnsId`]). [`enter::open_socket_in`] creates each
+//! namespace's socket from a short-lived thread that `setns()`s and exits,
+//! so no long-lived thread (and never a tokio worker) sits in a foreign
+//! namespace. The [`NetnsRegistry`] keeps those sockets across polls and
+//! closes a socket the moment its namespace is gone, because an open socket
+//! keeps a dead namespace alive in the kernel.
+//!
+//! This module must not dump or decode; it only provides sockets and names.
+
+pub mod discover;
+pub mod enter;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::collect::NamespaceStamp;
+use crate::kernel::DiagSocket;
+use crate::observe::metrics::{KindLabel, Metrics};
+
+pub use discover::{discover, DiscoveryConfig};
+
+/// Identity of a network namespace: device and inode of its nsfs file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NetnsId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// Where a namespace was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetnsOrigin {
+    /// The namespace xtcp2 itself runs in.
+    Host,
+    /// A bind mount: `name` is the file name (`ip netns` name, Docker id).
+    BindMount { name: Arc<str> },
+    /// Held only by process `pid`.
+    Process { pid: u32 },
+}
+
+/// A namespace found by one discovery pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveredNetns {
+    pub id: NetnsId,
+    /// A path that refers to the namespace, to open for `setns`.
+    pub path: PathBuf,
+    pub origin: NetnsOrigin,
+}
+
+impl DiscoveredNetns {
+    pub fn stamp(&self) -> NamespaceStamp {
+        let (name, pid) = match &self.origin {
+            NetnsOrigin::Host => (None, None),
+            NetnsOrigin::BindMount { name } => (Some(name.clone()), None),
+            NetnsOrigin::Process { pid } => (None, Some(*pid)),
+        };
+        NamespaceStamp {
+            inode: Some(self.id.ino),
+            name,
+            pid,
+        }
+    }
+}
+
+/// One namespace the daemon collects, with its socket once opened.
+pub struct NetnsEntry {
+    pub found: DiscoveredNetns,
+    pub stamp: NamespaceStamp,
+    pub socket: Option<DiagSocket>,
+    /// Consecutive failed polls; the first failure of a streak is logged.
+    pub failure_streak: u32,
+}
+
+impl NetnsEntry {
+    /// Opens the socket if there is none. Errors are counted and logged once
+    /// per failure streak; the namespace is retried on the next poll.
+    pub fn ensure_socket(&mut self, recv_timeout: Duration, metrics: &Metrics) -> Option<&mut DiagSocket> {
+        if self.socket.is_none() {
+            match enter::open_socket_in(&self.found, recv_timeout) {
+                Ok(socket) => self.socket = Some(socket),
+                Err(e) => {
+                    metrics
+                        .netns
+                        .enter_failures
+                        .get_or_create(&KindLabel { kind: e.kind() })
+                        .inc();
+                    self.note_failure(&e);
+                    return None;
+                }
+            }
+        }
+        self.socket.as_mut()
+    }
+
+    /// Logs the first failure of a streak; later ones only count.
+    pub fn note_failure(&mut self, error: &dyn std::fmt::Display) {
+        if self.failure_streak == 0 {
+            tracing::warn!(netns = ?self.found.origin, inode = self.found.id.ino, path = %self.found.path.display(),
+                error = %error, "namespace failed; will retry every poll (further failures not logged until it recovers)");
+        }
+        self.failure_streak += 1;
+    }
+
+    pub fn note_success(&mut self) {
+        if self.failure_streak > 0 {
+            tracing::info!(netns = ?self.found.origin, inode = self.found.id.ino, failed_polls = self.failure_streak, "namespace recovered");
+            self.failure_streak = 0;
+        }
+    }
+}
+
+/// The namespaces being collected, keyed by identity.
+#[derive(Default)]
+pub struct NetnsRegistry {
+    entries: HashMap<NetnsId, NetnsEntry>,
+}
+
+impl NetnsRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies a discovery pass: new namespaces are added, vanished ones are
+    /// removed and their sockets closed at once. A namespace whose origin
+    /// changed (e.g. the holding process changed) keeps its socket.
+    pub fn apply(&mut self, discovered: Vec<DiscoveredNetns>, metrics: &Metrics) {
+        let mut seen: HashMap<NetnsId, DiscoveredNetns> =
+            discovered.into_iter().map(|d| (d.id, d)).collect();
+        let before = self.entries.len();
+        self.entries.retain(|id, entry| match seen.remove(id) {
+            Some(found) => {
+                if found.origin != entry.found.origin {
+                    entry.stamp = found.stamp();
+                    entry.found = found;
+                }
+                true
+            }
+            None => {
+                tracing::debug!(inode = id.ino, origin = ?entry.found.origin, "namespace gone; closing its socket");
+                false
+            }
+        });
+        let removed = before - self.entries.len();
+        metrics.netns.removed.inc_by(removed as u64);
+        for (id, found) in seen {
+            tracing::debug!(inode = id.ino, origin = ?found.origin, "namespace discovered");
+            metrics.netns.discovered.inc();
+            self.entries.insert(
+                id,
+                NetnsEntry {
+                    stamp: found.stamp(),
+                    found,
+                    socket: None,
+                    failure_streak: 0,
+                },
+            );
+        }
+        metrics.netns.active.set(self.entries.len() as i64);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// All entries, for one poll to work through.
+    pub fn entries_mut(&mut self) -> Vec<&mut NetnsEntry> {
+        self.entries.values_mut().collect()
+    }
+
+    pub fn ids(&self) -> Vec<NetnsId> {
+        self.entries.keys().copied().collect()
+    }
+
+    /// Number of namespaces that currently hold an open socket.
+    pub fn open_sockets(&self) -> usize {
+        self.entries.values().filter(|e| e.socket.is_some()).count()
+    }
+}

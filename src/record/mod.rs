@@ -1,0 +1,241 @@
+//! The flat socket record: one struct per socket per poll.
+//!
+//! Every field is declared once, in [`fields`], with its JSON/CSV name (the
+//! kernel's own name), its protobuf tag and what it means. The struct, the
+//! field table used by the formats, the generated `.proto` text and the field
+//! documentation all come from that one declaration, so they cannot drift.
+//!
+//! Absent is not zero: a field the kernel did not send is `None` and is left
+//! out of every output, so a 4.19 kernel's 224-byte `tcp_info` never shows a
+//! `tcpi_rcv_wnd` of 0.
+//!
+//! This module must not know about netlink bytes (that is `decode`) nor about
+//! output encodings (that is `format`).
+
+mod fields;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+pub use fields::{Record, FIELDS};
+
+/// How a field's value is rendered by the human-oriented formats (CSV/TSV).
+/// Machine formats (JSON, protobuf, msgpack) write the raw value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// A plain unsigned counter or size.
+    Uint,
+    /// Nanoseconds since the Unix epoch; CSV renders RFC 3339.
+    TimestampNs,
+    /// `idiag_state` / `tcpi_state`: CSV renders the TCP state name.
+    TcpState,
+    /// `idiag_family`: CSV renders `AF_INET` / `AF_INET6`.
+    Family,
+    /// Text.
+    Str,
+    /// An IPv4 or IPv6 address; protobuf carries the 4 or 16 raw bytes.
+    Addr,
+}
+
+/// Static description of one record field.
+#[derive(Debug)]
+pub struct FieldMeta {
+    /// The output name: the kernel's own name where there is one.
+    pub name: &'static str,
+    /// The protobuf field number in `proto/xtcp2.proto`.
+    pub tag: u32,
+    pub kind: FieldKind,
+    /// Where the value comes from (kernel struct and member).
+    pub source: &'static str,
+    /// Unit of the value, empty when it has none.
+    pub unit: &'static str,
+    /// One-line meaning.
+    pub doc: &'static str,
+}
+
+/// A present field value, borrowed from the record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    Uint(u64),
+    Str(&'a str),
+    Addr(IpAddr),
+}
+
+/// Receives every present field of a record, in declaration order.
+///
+/// Formats implement this; it is monomorphised per format, so walking a record
+/// costs one branch per field and no allocation.
+pub trait FieldVisitor {
+    fn field(&mut self, meta: &'static FieldMeta, value: Value<'_>);
+}
+
+/// Conversion of a stored field into a [`Value`], used by the generated code.
+pub trait AsValue {
+    fn as_value(&self) -> Value<'_>;
+}
+
+macro_rules! uint_as_value {
+    ($($t:ty),*) => {$(
+        impl AsValue for $t {
+            #[inline]
+            fn as_value(&self) -> Value<'_> {
+                Value::Uint(u64::from(*self))
+            }
+        }
+    )*};
+}
+uint_as_value!(u8, u16, u32, u64);
+
+impl AsValue for IpAddr {
+    #[inline]
+    fn as_value(&self) -> Value<'_> {
+        Value::Addr(*self)
+    }
+}
+
+impl AsValue for Arc<str> {
+    #[inline]
+    fn as_value(&self) -> Value<'_> {
+        Value::Str(self)
+    }
+}
+
+impl AsValue for ShortName {
+    #[inline]
+    fn as_value(&self) -> Value<'_> {
+        Value::Str(self.as_str())
+    }
+}
+
+/// Longest congestion control name the kernel has (`TCP_CA_NAME_MAX`).
+pub const TCP_CA_NAME_MAX: usize = 16;
+
+/// A congestion-control name held inline, so decoding `INET_DIAG_CONG`
+/// does not allocate per socket.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ShortName {
+    bytes: [u8; TCP_CA_NAME_MAX],
+    len: u8,
+}
+
+impl ShortName {
+    /// Takes the bytes up to the first NUL, at most [`TCP_CA_NAME_MAX`],
+    /// keeping only the longest valid UTF-8 prefix (kernel names are ASCII).
+    pub fn from_c_bytes(raw: &[u8]) -> Self {
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+        let mut take = end.min(TCP_CA_NAME_MAX);
+        while std::str::from_utf8(&raw[..take]).is_err() {
+            take -= 1;
+        }
+        let mut bytes = [0u8; TCP_CA_NAME_MAX];
+        bytes[..take].copy_from_slice(&raw[..take]);
+        ShortName {
+            bytes,
+            len: take as u8,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only valid UTF-8 prefixes are ever stored (see `from_c_bytes`).
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for ShortName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
+/// Looks a field up by its output name.
+pub fn field_by_name(name: &str) -> Option<&'static FieldMeta> {
+    FIELDS.iter().copied().find(|f| f.name == name)
+}
+
+/// TCP state names as `ss` prints them, indexed by the kernel's state number
+/// (`include/net/tcp_states.h`).
+pub const TCP_STATE_NAMES: [&str; 13] = [
+    "UNKNOWN",
+    "ESTAB",
+    "SYN-SENT",
+    "SYN-RECV",
+    "FIN-WAIT-1",
+    "FIN-WAIT-2",
+    "TIME-WAIT",
+    "UNCONN",
+    "CLOSE-WAIT",
+    "LAST-ACK",
+    "LISTEN",
+    "CLOSING",
+    "NEW-SYN-RECV",
+];
+
+/// The `ss`-style name of a TCP state number.
+pub fn tcp_state_name(state: u64) -> &'static str {
+    usize::try_from(state)
+        .ok()
+        .and_then(|i| TCP_STATE_NAMES.get(i))
+        .copied()
+        .unwrap_or("UNKNOWN")
+}
+
+/// A collecting visitor, handy for tests and for tools that want a
+/// name → value map of one record.
+impl FieldVisitor for Vec<(&'static str, String)> {
+    fn field(&mut self, meta: &'static FieldMeta, value: Value<'_>) {
+        let text = match value {
+            Value::Uint(v) => v.to_string(),
+            Value::Str(s) => s.to_string(),
+            Value::Addr(a) => a.to_string(),
+        };
+        self.push((meta.name, text));
+    }
+}
+
+impl Record {
+    /// Every present field as `(name, text)`, in declaration order.
+    pub fn to_pairs(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        self.visit(&mut out);
+        out
+    }
+
+    /// The text of one present field, by name; `None` when absent.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.to_pairs()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field name is unique and every protobuf tag is unique and non-zero.
+    #[test]
+    fn field_names_and_tags_are_unique() {
+        let mut names = std::collections::HashSet::new();
+        let mut tags = std::collections::HashSet::new();
+        for f in FIELDS {
+            assert!(names.insert(f.name), "duplicate name {}", f.name);
+            assert!(f.tag != 0 && tags.insert(f.tag), "bad tag {} on {}", f.tag, f.name);
+            assert!(!f.doc.is_empty(), "{} has no doc", f.name);
+        }
+    }
+
+    /// An empty record writes nothing: absent fields are omitted, not zero.
+    #[test]
+    fn empty_record_has_no_fields() {
+        assert!(Record::default().to_pairs().is_empty());
+    }
+
+    /// Congestion names stop at NUL and never exceed the kernel's maximum.
+    #[test]
+    fn short_name_stops_at_nul_and_truncates() {
+        assert_eq!(ShortName::from_c_bytes(b"cubic\0\0").as_str(), "cubic");
+        assert_eq!(ShortName::from_c_bytes(b"abcdefghijklmnopqrstuvwxyz").as_str().len(), 16);
+        assert_eq!(ShortName::from_c_bytes(&[0xff, b'a']).as_str(), "");
+    }
+}
