@@ -78,7 +78,8 @@ http_get() {
 	if command -v curl >/dev/null 2>&1; then
 		curl -fsS --max-time 5 "http://$XTCP2_PROM$1"
 	else
-		wget -q -T 5 -O - "http://$XTCP2_PROM$1"
+		# Not wget -T: busybox 1.35's wget crashes with it.
+		timeout 10 wget -q -O - "http://$XTCP2_PROM$1"
 	fi
 }
 
