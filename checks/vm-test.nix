@@ -35,5 +35,6 @@ pkgs.testers.runNixOSTest {
     # The scenario prints its checks and ends with "N passed, M failed";
     # it exits non-zero when M > 0, which fails machine.succeed.
     print(machine.succeed("env ${envArgs} xtcp2-scenario-${flavor} 2>&1"))
+    ${spec.serviceChecks}
   '';
 }

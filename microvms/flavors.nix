@@ -5,6 +5,8 @@
 # - module: the NixOS settings of services.xtcp2 under test;
 # - env: the environment the scenario script runs with (the daemon is the
 #   xtcp2.service unit, so XTCP2_START is always "systemd");
+# - serviceChecks: Python lines the NixOS VM test runs after the script,
+#   about the unit itself (the scripts test the daemon, not the module);
 # - index: a small number that keeps the microVMs' forwarded host ports and
 #   MAC addresses apart, so both can run at once.
 let
@@ -29,11 +31,15 @@ in
         timeout = "500ms";
       };
     };
-    env = commonEnv;
+    # The script waits for polls in multiples of this.
+    env = commonEnv // { XTCP2_FREQ_S = "1"; };
+    serviceChecks = "";
   };
 
-  # The capability check: without CAP_NET_ADMIN and CAP_SYS_ADMIN the unit
-  # must fail once with exit status 77 and name both capabilities.
+  # The capability check. The script runs the binary itself with
+  # capabilities taken away by setpriv; the unit, started without
+  # CAP_NET_ADMIN and CAP_SYS_ADMIN, must fail once with exit status 77,
+  # name both capabilities in the journal and not be restarted.
   capcheck-fail = {
     index = 2;
     description = "xtcp2 capability-check scenario: the module without CAP_NET_ADMIN and CAP_SYS_ADMIN";
@@ -49,5 +55,14 @@ in
       };
     };
     env = commonEnv;
+    serviceChecks = ''
+      machine.wait_until_succeeds("systemctl is-failed --quiet xtcp2.service")
+      status = machine.succeed("systemctl show --property=ExecMainStatus --value xtcp2.service").strip()
+      assert status == "77", f"xtcp2.service exited {status}, expected 77"
+      restarts = machine.succeed("systemctl show --property=NRestarts --value xtcp2.service").strip()
+      assert restarts == "0", f"xtcp2.service was restarted {restarts} times after exit 77"
+      machine.succeed("journalctl -u xtcp2.service --no-pager | grep -F 'xtcp2: missing capability CAP_NET_ADMIN: required for netlink inet_diag queries'")
+      machine.succeed("journalctl -u xtcp2.service --no-pager | grep -F 'xtcp2: missing capability CAP_SYS_ADMIN: required for setns(CLONE_NEWNET) into each network namespace'")
+    '';
   };
 }

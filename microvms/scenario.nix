@@ -3,9 +3,9 @@
 #
 # The scripts themselves live only under microvms/scenarios/ (they also run
 # outside Nix, see microvms/run); this file only wraps them. Their interface:
-# XTCP2_BIN, XTCP2_START, XTCP2_ROWS, XTCP2_PROM, IP and SS in the
-# environment, and a last line "N passed, M failed" with a non-zero exit
-# status when M > 0.
+# XTCP2_BIN, XTCP2_START, XTCP2_ROWS, XTCP2_PROM, IP, SS, SETPRIV and NC in
+# the environment (see microvms/scenarios/lib.sh), and a last line
+# "N passed, M failed" with a non-zero exit status when M > 0.
 { pkgs, xtcp2, flavor }:
 
 pkgs.writeShellApplication {
@@ -26,7 +26,7 @@ pkgs.writeShellApplication {
     pkgs.python3
     pkgs.socat
     pkgs.systemd
-    pkgs.util-linux
+    pkgs.util-linux # setpriv, nsenter, unshare, setsid, mount
   ];
   # Runs the script with bash rather than pasting it in here, so it does not
   # inherit the errexit/nounset/pipefail that writeShellApplication sets (the
@@ -36,6 +36,10 @@ pkgs.writeShellApplication {
     export XTCP2_BIN="''${XTCP2_BIN:-${pkgs.lib.getExe xtcp2}}"
     export IP="''${IP:-${pkgs.iproute2}/bin/ip}"
     export SS="''${SS:-${pkgs.iproute2}/bin/ss}"
+    export SETPRIV="''${SETPRIV:-${pkgs.util-linux}/bin/setpriv}"
+    # The scripts speak busybox nc (nc -l -p PORT). Only nc is taken from
+    # busybox: on PATH its other applets would shadow the GNU tools.
+    export NC="''${NC:-${pkgs.busybox}/bin/nc}"
     exec ${pkgs.bash}/bin/bash ${./scenarios}/${flavor}.sh "$@"
   '';
 }
