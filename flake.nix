@@ -42,7 +42,9 @@
               ./checks
               ./ci
               ./.ci
+              ./.git
               ./target
+              ./result # nix build's output link
             ]));
           };
 
