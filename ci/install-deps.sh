@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian 12 machine that has
+# only the Rust toolchain, gcc, python3 and the Debian archive. Idempotent:
+# packages already present are not fetched again.
+set -euo pipefail
+
+log() { printf 'install-deps: %s\n' "$*"; }
+
+# command → Debian package
+declare -A needs=(
+    [qemu-system-x86_64]=qemu-system-x86
+    [busybox]=busybox-static
+    [depmod]=kmod
+    [cpio]=cpio
+    [promtool]=prometheus
+    [nix-instantiate]=nix-bin
+    [ip]=iproute2
+    [ss]=iproute2
+    [setpriv]=util-linux
+    [unshare]=util-linux
+    [nc]=netcat-openbsd
+)
+missing=()
+for cmd in "${!needs[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || missing+=("${needs[$cmd]}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    mapfile -t unique < <(printf '%s\n' "${missing[@]}" | sort -u)
+    log "apt-get install ${unique[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${unique[@]}" >/dev/null
+else
+    log "all Debian packages present"
+fi
