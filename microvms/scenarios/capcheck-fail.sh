@@ -7,8 +7,10 @@
 #   without only the soft ones (CAP_SYS_PTRACE, CAP_NET_RAW,
 #   CAP_SYS_RESOURCE): one warning naming each, and a normal one-shot run.
 #
-# The daemon is always started here directly (XTCP2_START does not matter):
-# this is about the binary, not the service. Must run as root.
+# The daemon is started here directly under setpriv in both modes. With
+# XTCP2_START=systemd the scenario first checks the xtcp2 unit as well,
+# which the NixOS flavor configures without CAP_NET_ADMIN and CAP_SYS_ADMIN:
+# it must have exited 77 with both lines in its journal. Must run as root.
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
@@ -55,6 +57,17 @@ lacks_line() { ! grep -qxF "$1" "$ERR"; }
 warns() { cat "$OUT" "$ERR" | grep -i 'warn' | grep -q "$1"; }
 
 check_eq "running as root" 0 "$(id -u)"
+
+# --- the service, when systemd started it -------------------------------------
+if [ "$XTCP2_START" = systemd ]; then
+	unit_status() { systemctl show -p ExecMainStatus "$XTCP2_UNIT" | sed 's/^ExecMainStatus=//'; }
+	unit_exited_77() { [ "$(unit_status)" = "$EX_NOPERM" ]; }
+	journal_has() { journalctl -u "$XTCP2_UNIT" -o cat --no-pager 2>/dev/null | grep -qxF "$1"; }
+	check "the $XTCP2_UNIT unit without both capabilities exits 77" wait_for 60 unit_exited_77
+	check "the unit's journal has the exact CAP_NET_ADMIN line" wait_for 10 journal_has "$MSG_NET_ADMIN"
+	check "the unit's journal has the exact CAP_SYS_ADMIN line" wait_for 10 journal_has "$MSG_SYS_ADMIN"
+	check "the unit is not running" sh -c '! systemctl is-active --quiet "$1"' - "$XTCP2_UNIT"
+fi
 
 # The harness itself: the dropped capability must really be gone, and the
 # others kept (CAP_NET_ADMIN is bit 12, CAP_SYS_ADMIN 21, CAP_NET_RAW 13,

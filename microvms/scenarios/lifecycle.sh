@@ -12,10 +12,11 @@
 # root namespace). The scenario asserts health and readiness, the metrics,
 # that every connection appears in the captured rows in the right namespace
 # with sane tcp_info, that a deleted namespace stops being polled, and that
-# SIGTERM flushes and exits 0.
+# SIGHUP reopens the file destination, and SIGTERM flushes and exits 0.
 #
 # Besides the variables of lib.sh:
-#   NC                    busybox-compatible nc (nc -l -p PORT; nc HOST PORT)
+#   NC                    busybox-compatible nc (nc -l -p PORT; nc HOST PORT);
+#                         without NC, socat is used when on PATH, else nc
 #   XTCP2_DOCKER_NETNS_DIR  the Docker-like directory (direct: a non-default
 #                         /run/fakedocker/netns passed with --netns-dirs;
 #                         systemd: /run/docker/netns, which the unit's default
@@ -27,7 +28,13 @@
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-NC=${NC:-nc}
+# The TCP tool: busybox nc in the microVM, socat in the NixOS checks.
+if [ -z "${NC:-}" ] && command -v socat >/dev/null 2>&1; then
+	NET_TOOL=socat
+else
+	NET_TOOL=nc
+	NC=${NC:-nc}
+fi
 FREQ_S=${XTCP2_FREQ_S:-1}
 WAIT=${XTCP2_WAIT:-45}
 if [ "$XTCP2_START" = systemd ]; then
@@ -118,12 +125,34 @@ established() { # established DEST_PORT (client side, root namespace)
 	$SS -Htn state established "dport = :$1" | grep -q .
 }
 
+# server_cmd PORT: a dual-stack server that accepts one connection and
+# holds it while its stdin stays open (IPv4 clients arrive as v4-mapped).
+server_cmd() {
+	if [ "$NET_TOOL" = socat ]; then
+		echo "socat STDIO TCP6-LISTEN:$1,ipv6only=0,reuseaddr"
+	else
+		echo "$NC -l -p $1"
+	fi
+}
+# client_cmd ADDRESS PORT: a client holding its connection likewise.
+client_cmd() {
+	if [ "$NET_TOOL" = socat ]; then
+		case $1 in
+		*:*) echo "socat STDIO TCP6:[$1]:$2" ;;
+		*) echo "socat STDIO TCP4:$1:$2" ;;
+		esac
+	else
+		echo "$NC $1 $2"
+	fi
+}
+
 # serve_and_connect KIND ADDRESS PORT
 serve_and_connect() {
 	_kind=$1 _addr=$2 _port=$3
-	spawn "sleep $HOLD_S | $(in_ns_cmd "$_kind") $NC -l -p $_port"
+	spawn "sleep $HOLD_S | $(in_ns_cmd "$_kind") $(server_cmd "$_port")"
 	wait_for 10 listening "$_kind" "$_port" || log "no listener on $_kind port $_port"
-	spawn "(echo hello; sleep $HOLD_S) | $NC $_addr $_port"
+	# The line sent gives both ends an RTT sample beyond the handshake.
+	spawn "(echo hello; sleep $HOLD_S) | $(client_cmd "$_addr" "$_port")"
 	wait_for 10 established "$_port" || log "no connection to $_addr port $_port"
 }
 
@@ -140,6 +169,14 @@ start_daemon() {
 	DAEMON_PID=$!
 	sleep 1
 	check "xtcp2 is running after start" kill -0 "$DAEMON_PID"
+}
+
+daemon_running() {
+	if [ "$XTCP2_START" = systemd ]; then
+		systemctl is-active --quiet "$XTCP2_UNIT"
+	else
+		kill -0 "$DAEMON_PID" 2>/dev/null
+	fi
 }
 
 daemon_log() {
@@ -278,13 +315,27 @@ check "polling goes on after the deletion (docker rows keep coming)" \
 check_eq "no rows from the deleted namespace" 0 \
 	"$(count_rows "f(\"netns_inode\") == \"$NAMED_INODE\"" /tmp/xtcp2-rows-after-delete.jsonl)"
 
+# --- SIGHUP reopens the file destination --------------------------------------
+# What logrotate does: move the file away, signal, expect a new file.
+mv "$XTCP2_ROWS" "$XTCP2_ROWS.rotated"
+if [ "$XTCP2_START" = systemd ]; then
+	systemctl kill -s HUP "$XTCP2_UNIT"
+else
+	kill -HUP "$DAEMON_PID"
+fi
+check "after SIGHUP the daemon writes a new $XTCP2_ROWS" wait_for "$WAIT" test -s "$XTCP2_ROWS"
+size_then=$(wc -c <"$XTCP2_ROWS.rotated" | tr -d ' ')
+sleep $((2 * FREQ_S + 1))
+check_eq "after SIGHUP the moved file no longer grows" "$size_then" "$(wc -c <"$XTCP2_ROWS.rotated" | tr -d ' ')"
+check "the daemon survives SIGHUP" daemon_running
+
 # --- SIGTERM flushes and exits 0 ----------------------------------------------
 if [ "$XTCP2_START" = systemd ]; then
 	systemctl stop "$XTCP2_UNIT"
 	status=$(systemctl show -p ExecMainStatus "$XTCP2_UNIT" | sed 's/^ExecMainStatus=//')
 	check_eq "xtcp2 exits 0 on SIGTERM (systemctl stop)" 0 "$status"
 else
-	check "xtcp2 is still running before SIGTERM" kill -0 "$DAEMON_PID"
+	check "xtcp2 is still running before SIGTERM" daemon_running
 	# A watchdog so that a daemon ignoring SIGTERM fails instead of hanging.
 	(sleep 15; kill -KILL "$DAEMON_PID" 2>/dev/null) &
 	watchdog=$!
