@@ -1,0 +1,221 @@
+//! Every network namespace: named, Docker-style, anonymous and the host's
+//! own, collected by the real binary, each connection exactly once per side
+//! with the right namespace identity; and namespace churn without leaks.
+
+mod netns_support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use netns_support::*;
+
+fn xtcp2() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_xtcp2"))
+}
+
+/// Asserts both sides of `conn` appear exactly once, tagged as `check` says.
+fn assert_both_sides(records: &[serde_json::Value], conn: &LoopbackConnection, what: &str, check: impl Fn(&serde_json::Value)) {
+    for (sport, dport, side) in [
+        (conn.server_port, conn.client_port, "server"),
+        (conn.client_port, conn.server_port, "client"),
+    ] {
+        let found = with_ports(records, sport, dport);
+        assert_eq!(found.len(), 1, "{what} {side} side {sport}->{dport}: expected once, got {found:?}");
+        assert_eq!(found[0]["idiag_state"], 1, "{what} {side}: not ESTABLISHED");
+        check(found[0]);
+    }
+}
+
+/// A one-shot collection finds connections in a named namespace, a
+/// Docker-style bind mount, a process-held anonymous namespace and the host,
+/// each exactly once per side and tagged with its namespace.
+#[test]
+fn netns_every_kind_of_namespace_is_collected_once_and_tagged() {
+    if !can_create_namespaces("netns_every_kind_of_namespace_is_collected_once_and_tagged") {
+        return;
+    }
+    let tag = std::process::id();
+    let named = NamedNetns::new(&format!("xtcp2t-{tag}-named"));
+    let docker_dir = tempfile::tempdir().expect("tempdir");
+    let docker = BindMountedNetns::new(docker_dir.path(), "0123456789ab");
+    let anonymous = ProcessNetns::new();
+
+    let host_conn = LoopbackConnection::open();
+    let named_conn = LoopbackConnection::open_in(&named.path());
+    let docker_conn = LoopbackConnection::open_in(&docker.path);
+    let anon_conn = LoopbackConnection::open_in(&anonymous.path());
+
+    let dirs = format!("/run/netns,{}", docker_dir.path().display());
+    let out = xtcp2()
+        .args(["--max-loops", "1", "--prom-listen", "", "--netns-dirs", &dirs, "--deserializers", "info"])
+        .output()
+        .expect("run xtcp2");
+    assert!(out.status.success(), "xtcp2 failed: {}", String::from_utf8_lossy(&out.stderr));
+    let records = parse_records(&String::from_utf8_lossy(&out.stdout));
+
+    let host_inode = netns_inode(Path::new("/proc/self/ns/net"));
+    assert_both_sides(&records, &host_conn, "host", |r| {
+        assert_eq!(r["netns_inode"], host_inode);
+        assert!(r.get("netns_name").is_none() && r.get("netns_pid").is_none(), "host record has a name: {r}");
+    });
+    let named_inode = netns_inode(&named.path());
+    assert_both_sides(&records, &named_conn, "named", |r| {
+        assert_eq!(r["netns_inode"], named_inode);
+        assert_eq!(r["netns_name"], named.name.as_str());
+    });
+    let docker_inode = netns_inode(&docker.path);
+    assert_both_sides(&records, &docker_conn, "docker", |r| {
+        assert_eq!(r["netns_inode"], docker_inode);
+        assert_eq!(r["netns_name"], "0123456789ab");
+    });
+    let anon_inode = netns_inode(&anonymous.path());
+    assert_both_sides(&records, &anon_conn, "anonymous", |r| {
+        assert_eq!(r["netns_inode"], anon_inode);
+        assert_eq!(r["netns_pid"], anonymous.pid());
+        assert!(r.get("netns_name").is_none());
+        assert!(r["tcpi_rtt"].as_u64().unwrap_or(0) > 0, "no rtt: {r}");
+    });
+}
+
+/// With the /proc scan off, a process-held namespace is not collected.
+#[test]
+fn netns_proc_scan_can_be_turned_off() {
+    if !can_create_namespaces("netns_proc_scan_can_be_turned_off") {
+        return;
+    }
+    let anonymous = ProcessNetns::new();
+    let conn = LoopbackConnection::open_in(&anonymous.path());
+    let out = xtcp2()
+        .args(["--max-loops", "1", "--prom-listen", "", "--netns-dirs", "", "--netns-proc-scan=false"])
+        .output()
+        .expect("run xtcp2");
+    assert!(out.status.success());
+    let records = parse_records(&String::from_utf8_lossy(&out.stdout));
+    assert!(with_ports(&records, conn.server_port, conn.client_port).is_empty());
+    assert!(records.iter().all(|r| r.get("netns_pid").is_none()));
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:").map(|v| v.trim().parse().unwrap_or(0)))
+        })
+        .unwrap_or(0)
+}
+
+/// The daemon's idle resource use: the minimum over a few samples, so a
+/// sample taken mid-poll (scoped netlinker threads) does not count.
+fn idle_usage(pid: u32) -> (usize, usize) {
+    let mut fds = usize::MAX;
+    let mut threads = usize::MAX;
+    for _ in 0..10 {
+        fds = fds.min(fd_count(pid));
+        threads = threads.min(thread_count(pid));
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    (fds, threads)
+}
+
+/// 200 namespaces, each with a live connection, come and go while the
+/// daemon polls every 200 ms: every one that lived two polls is collected,
+/// and afterwards the daemon's fds and threads are back to baseline.
+#[test]
+fn netns_churn_of_200_namespaces_leaks_nothing() {
+    if !can_create_namespaces("netns_churn_of_200_namespaces_leaks_nothing") {
+        return;
+    }
+    const NAMESPACES: usize = 200;
+    const LIVE_AT_ONCE: usize = 25;
+    const LIFETIME: Duration = Duration::from_millis(900);
+    let tag = std::process::id();
+
+    let mut daemon = xtcp2()
+        .args([
+            "--frequency", "200ms", "--timeout", "150ms", "--prom-listen", "", "--netns-proc-scan=false",
+            "--netns-dirs", "/run/netns", "--deserializers", "", "--states", "established",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn xtcp2");
+    let pid = daemon.id();
+    let seen_names: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+    let reader = {
+        let seen = seen_names.clone();
+        let stdout = daemon.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if let Some(name) = v["netns_name"].as_str() {
+                        seen.lock().unwrap().insert(name.to_string());
+                    }
+                }
+            }
+        })
+    };
+    let stderr_reader = {
+        let stderr = daemon.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                text.push_str(&line);
+                text.push('\n');
+            }
+            text
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    let (base_fds, base_threads) = idle_usage(pid);
+
+    let mut live: std::collections::VecDeque<(Instant, NamedNetns, LoopbackConnection)> = Default::default();
+    let mut names = Vec::new();
+    for i in 0..NAMESPACES {
+        while live.len() >= LIVE_AT_ONCE || live.front().is_some_and(|(born, ..)| born.elapsed() >= LIFETIME) {
+            let (born, ns, conn) = live.pop_front().expect("non-empty");
+            if let Some(left) = LIFETIME.checked_sub(born.elapsed()) {
+                std::thread::sleep(left);
+            }
+            drop(conn);
+            drop(ns);
+        }
+        let ns = NamedNetns::new(&format!("xtcp2c-{tag}-{i}"));
+        let conn = LoopbackConnection::open_in(&ns.path());
+        names.push(ns.name.clone());
+        live.push_back((Instant::now(), ns, conn));
+    }
+    while let Some((born, ns, conn)) = live.pop_front() {
+        if let Some(left) = LIFETIME.checked_sub(born.elapsed()) {
+            std::thread::sleep(left);
+        }
+        drop(conn);
+        drop(ns);
+    }
+    // Give the daemon two polls to notice the last deletions.
+    std::thread::sleep(Duration::from_millis(600));
+    let (end_fds, end_threads) = idle_usage(pid);
+    let alive = daemon.try_wait().expect("try_wait").is_none();
+
+    // SAFETY: kill with a valid pid of our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = daemon.wait().expect("wait");
+    reader.join().expect("reader");
+    let stderr = stderr_reader.join().expect("stderr reader");
+
+    assert!(alive, "daemon died during churn: {stderr}");
+    assert!(status.success(), "daemon exit {status:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "daemon panicked: {stderr}");
+    assert_eq!(end_fds, base_fds, "open fds not back to baseline");
+    assert_eq!(end_threads, base_threads, "threads not back to baseline");
+    let seen = seen_names.lock().unwrap();
+    let missing: Vec<_> = names.iter().filter(|n| !seen.contains(*n)).collect();
+    assert!(missing.is_empty(), "{} of {NAMESPACES} namespaces never collected: {missing:?}", missing.len());
+}
