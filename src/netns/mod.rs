@@ -189,3 +189,82 @@ impl NetnsRegistry {
         self.entries.values().filter(|e| e.socket.is_some()).count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(ino: u64, origin: NetnsOrigin, path: &str) -> DiscoveredNetns {
+        DiscoveredNetns {
+            id: NetnsId { dev: 4, ino },
+            path: PathBuf::from(path),
+            origin,
+        }
+    }
+
+    /// A namespace that cannot be entered is counted by kind, logged once
+    /// per streak, and left for the next poll instead of failing the poll.
+    #[test]
+    fn enter_failure_is_counted_and_retried() {
+        let metrics = Metrics::new();
+        let mut registry = NetnsRegistry::new();
+        registry.apply(
+            vec![found(7, NetnsOrigin::Process { pid: 999_999_999 }, "/proc/999999999/ns/net")],
+            &metrics,
+        );
+        for attempt in 1..=2 {
+            let entry = registry.entries_mut().pop().unwrap();
+            assert!(entry.ensure_socket(Duration::from_millis(100), &metrics).is_none());
+            assert_eq!(entry.failure_streak, attempt);
+        }
+        let kind = KindLabel { kind: "enoent" };
+        assert_eq!(metrics.netns.enter_failures.get_or_create(&kind).get(), 2);
+    }
+
+    /// Vanished namespaces are removed at once, new ones added, and the
+    /// gauges and counters follow.
+    #[test]
+    fn apply_adds_and_removes_namespaces() {
+        let metrics = Metrics::new();
+        let mut registry = NetnsRegistry::new();
+        let name: Arc<str> = Arc::from("blue");
+        registry.apply(
+            vec![
+                found(1, NetnsOrigin::Host, "/proc/self/ns/net"),
+                found(2, NetnsOrigin::BindMount { name: name.clone() }, "/run/netns/blue"),
+            ],
+            &metrics,
+        );
+        assert_eq!(registry.len(), 2);
+        assert_eq!(metrics.netns.active.get(), 2);
+        registry.apply(vec![found(1, NetnsOrigin::Host, "/proc/self/ns/net")], &metrics);
+        assert_eq!(registry.ids(), vec![NetnsId { dev: 4, ino: 1 }]);
+        assert_eq!(metrics.netns.active.get(), 1);
+        assert_eq!(metrics.netns.discovered.get(), 2);
+        assert_eq!(metrics.netns.removed.get(), 1);
+    }
+
+    /// The host namespace's socket opens without setns and is kept until
+    /// the namespace disappears from discovery.
+    #[test]
+    fn host_socket_is_opened_and_closed_with_the_namespace() {
+        let metrics = Metrics::new();
+        let mut registry = NetnsRegistry::new();
+        registry.apply(vec![found(1, NetnsOrigin::Host, "/proc/self/ns/net")], &metrics);
+        let entry = registry.entries_mut().pop().unwrap();
+        assert!(entry.ensure_socket(Duration::from_millis(100), &metrics).is_some());
+        assert_eq!(registry.open_sockets(), 1);
+        registry.apply(vec![], &metrics);
+        assert_eq!(registry.open_sockets(), 0);
+        assert!(registry.is_empty());
+    }
+
+    /// Namespace identity is stamped as the record fields expect.
+    #[test]
+    fn stamps_carry_name_or_pid() {
+        let named = found(5, NetnsOrigin::BindMount { name: Arc::from("red") }, "/run/netns/red").stamp();
+        assert_eq!((named.inode, named.name.as_deref(), named.pid), (Some(5), Some("red"), None));
+        let held = found(6, NetnsOrigin::Process { pid: 42 }, "/proc/42/ns/net").stamp();
+        assert_eq!((held.inode, held.name.as_deref(), held.pid), (Some(6), None, Some(42)));
+    }
+}
