@@ -139,32 +139,55 @@ impl DiagSocket {
                 });
             }
             summary.bytes += received as u64;
-            let now_ns = crate::clock::now_ns();
-            for msg in NetlinkMessages::new(&buf[..received]) {
-                let msg = msg?;
-                summary.messages += 1;
-                if msg.seq != seq {
-                    summary.stale_messages += 1;
-                    continue;
-                }
-                if msg.flags & NLM_F_DUMP_INTR != 0 {
-                    summary.interrupted = true;
-                }
-                match classify(&msg) {
-                    Reply::Socket(payload) => {
-                        summary.sockets += 1;
-                        on_socket(payload, now_ns);
-                    }
-                    Reply::Done { errno: 0 } => return Ok(summary),
-                    Reply::Done { errno } | Reply::Error { errno } if errno != 0 => {
-                        return Err(DumpError::Kernel { errno: -errno });
-                    }
-                    // An ack (NLMSG_ERROR with errno 0) or an unrelated type.
-                    _ => {}
-                }
+            if let DumpProgress::Done = absorb_datagram(&buf[..received], seq, crate::clock::now_ns(), &mut summary, &mut on_socket)? {
+                return Ok(summary);
             }
         }
     }
+}
+
+/// Whether a dump continues after a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpProgress {
+    More,
+    Done,
+}
+
+/// Processes one received datagram of the dump with sequence number `seq`:
+/// hands socket replies to `on_socket`, skips messages of other dumps, and
+/// turns `NLMSG_DONE`/`NLMSG_ERROR` into the dump's outcome. Shared by the
+/// recv(2) and io_uring receive paths, and testable without a kernel.
+pub fn absorb_datagram(
+    datagram: &[u8],
+    seq: u32,
+    now_ns: u64,
+    summary: &mut DumpSummary,
+    on_socket: &mut impl FnMut(&[u8], u64),
+) -> Result<DumpProgress, DumpError> {
+    for msg in NetlinkMessages::new(datagram) {
+        let msg = msg?;
+        summary.messages += 1;
+        if msg.seq != seq {
+            summary.stale_messages += 1;
+            continue;
+        }
+        if msg.flags & NLM_F_DUMP_INTR != 0 {
+            summary.interrupted = true;
+        }
+        match classify(&msg) {
+            Reply::Socket(payload) => {
+                summary.sockets += 1;
+                on_socket(payload, now_ns);
+            }
+            Reply::Done { errno: 0 } => return Ok(DumpProgress::Done),
+            Reply::Done { errno } | Reply::Error { errno } if errno != 0 => {
+                return Err(DumpError::Kernel { errno: errno.saturating_neg() });
+            }
+            // An ack (NLMSG_ERROR with errno 0) or an unrelated type.
+            _ => {}
+        }
+    }
+    Ok(DumpProgress::More)
 }
 
 fn set_recv_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
@@ -187,5 +210,110 @@ fn set_recv_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::netlink::{NLMSG_DONE, NLMSG_ERROR, SOCK_DIAG_BY_FAMILY};
+
+    fn message(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&((16 + payload.len()) as u32).to_ne_bytes());
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.extend_from_slice(&flags.to_ne_bytes());
+        v.extend_from_slice(&seq.to_ne_bytes());
+        v.extend_from_slice(&0u32.to_ne_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+
+    fn absorb(datagram: &[u8], seq: u32) -> (Result<DumpProgress, DumpError>, DumpSummary, Vec<Vec<u8>>) {
+        let mut summary = DumpSummary::default();
+        let mut seen = Vec::new();
+        let r = absorb_datagram(datagram, seq, 5, &mut summary, &mut |p: &[u8], _| seen.push(p.to_vec()));
+        (r, summary, seen)
+    }
+
+    /// Several replies in one datagram are all delivered; DONE ends the dump.
+    #[test]
+    fn multi_message_datagram_then_done() {
+        let mut d = message(SOCK_DIAG_BY_FAMILY, 2, 9, &[1; 72]);
+        d.extend(message(SOCK_DIAG_BY_FAMILY, 2, 9, &[2; 72]));
+        d.extend(message(NLMSG_DONE, 2, 9, &0i32.to_ne_bytes()));
+        let (r, summary, seen) = absorb(&d, 9);
+        assert_eq!(r.unwrap(), DumpProgress::Done);
+        assert_eq!(seen.len(), 2);
+        assert_eq!((summary.messages, summary.sockets), (3, 2));
+    }
+
+    /// A negative errno in DONE's payload is the dump's error.
+    #[test]
+    fn done_with_negative_errno_is_a_kernel_error() {
+        let d = message(NLMSG_DONE, 2, 3, &(-libc::ENOMEM).to_ne_bytes());
+        match absorb(&d, 3).0 {
+            Err(DumpError::Kernel { errno }) => assert_eq!(errno, libc::ENOMEM),
+            other => panic!("expected kernel error, got {other:?}"),
+        }
+    }
+
+    /// NLMSG_ERROR with a non-zero errno fails the dump; errno 0 is an ack.
+    #[test]
+    fn nlmsg_error_fails_but_ack_does_not() {
+        let d = message(NLMSG_ERROR, 0, 4, &(-libc::EPERM).to_ne_bytes());
+        assert!(matches!(absorb(&d, 4).0, Err(DumpError::Kernel { errno }) if errno == libc::EPERM));
+        let ack = message(NLMSG_ERROR, 0, 4, &0i32.to_ne_bytes());
+        assert_eq!(absorb(&ack, 4).0.unwrap(), DumpProgress::More);
+    }
+
+    /// Messages of an abandoned earlier dump are skipped and counted.
+    #[test]
+    fn stale_sequence_numbers_are_skipped() {
+        let mut d = message(SOCK_DIAG_BY_FAMILY, 2, 1, &[1; 72]);
+        d.extend(message(NLMSG_DONE, 2, 1, &0i32.to_ne_bytes()));
+        let (r, summary, seen) = absorb(&d, 2);
+        assert_eq!(r.unwrap(), DumpProgress::More);
+        assert!(seen.is_empty());
+        assert_eq!(summary.stale_messages, 2);
+    }
+
+    /// NLM_F_DUMP_INTR is reported, and the data is still delivered.
+    #[test]
+    fn interrupted_dump_is_flagged_but_kept() {
+        let d = message(SOCK_DIAG_BY_FAMILY, 2 | NLM_F_DUMP_INTR, 6, &[1; 72]);
+        let (r, summary, seen) = absorb(&d, 6);
+        assert_eq!(r.unwrap(), DumpProgress::More);
+        assert!(summary.interrupted);
+        assert_eq!(seen.len(), 1);
+    }
+
+    /// A corrupt datagram is an error, not a panic.
+    #[test]
+    fn corrupt_datagram_is_malformed() {
+        let mut d = message(SOCK_DIAG_BY_FAMILY, 2, 6, &[1; 72]);
+        d[0] = 0xff;
+        assert!(matches!(absorb(&d, 6).0, Err(DumpError::Malformed(_))));
+    }
+
+    /// A live dump of the host namespace ends cleanly (no privileges needed
+    /// to dump one's own namespace's TCP sockets).
+    #[test]
+    fn live_dump_of_own_namespace_completes() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut socket = DiagSocket::open(Duration::from_secs(1)).unwrap();
+        let request = DumpRequest { family: 2, states: super::super::ALL_TCP_STATES, ext: 0 };
+        let mut buf = vec![0u8; RECV_BUFFER_BYTES];
+        let mut ports = Vec::new();
+        let summary = socket
+            .dump(&request, &mut buf, Instant::now() + Duration::from_secs(2), |p, _| {
+                ports.push(u16::from_be_bytes([p[4], p[5]]))
+            })
+            .unwrap();
+        assert!(ports.contains(&port));
+        assert_eq!(summary.sockets as usize, ports.len());
+        // The same socket serves a second dump (sequence numbers advance).
+        socket.dump(&request, &mut buf, Instant::now() + Duration::from_secs(2), |_, _| {}).unwrap();
     }
 }
