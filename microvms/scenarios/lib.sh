@@ -52,12 +52,17 @@ check_ge() {
 }
 
 # wait_for SECONDS COMMAND...: retry COMMAND every half second until it
-# succeeds; fails after SECONDS.
+# succeeds; fails after SECONDS, or at once when the command named in
+# WAIT_GUARD (e.g. "is the daemon still running") fails, so that a dead
+# daemon does not cost every wait its full time.
 wait_for() {
 	_deadline=$(($(date +%s) + $1))
 	shift
 	while ! "$@" >/dev/null 2>&1; do
 		[ "$(date +%s)" -ge "$_deadline" ] && return 1
+		if [ -n "${WAIT_GUARD:-}" ] && ! $WAIT_GUARD >/dev/null 2>&1; then
+			return 1
+		fi
 		sleep 0.5
 	done
 	return 0

@@ -24,7 +24,7 @@
 #   XTCP2_FREQ_S          the daemon's poll period in seconds (direct: 1,
 #                         which this script passes; systemd: what the unit
 #                         uses, 1 recommended)
-#   XTCP2_WAIT            seconds to wait for anything that takes polls (45)
+#   XTCP2_WAIT            seconds to wait for anything that takes polls (30)
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
@@ -36,7 +36,7 @@ else
 	NC=${NC:-nc}
 fi
 FREQ_S=${XTCP2_FREQ_S:-1}
-WAIT=${XTCP2_WAIT:-45}
+WAIT=${XTCP2_WAIT:-30}
 if [ "$XTCP2_START" = systemd ]; then
 	DOCKER_DIR=${XTCP2_DOCKER_NETNS_DIR:-/run/docker/netns}
 else
@@ -168,7 +168,7 @@ start_daemon() {
 		--netns-dirs "/run/netns,$DOCKER_DIR" >"$DAEMON_LOG" 2>&1 &
 	DAEMON_PID=$!
 	sleep 1
-	check "xtcp2 is running after start" kill -0 "$DAEMON_PID"
+	check "xtcp2 is running after start" daemon_running
 }
 
 daemon_running() {
@@ -190,6 +190,13 @@ daemon_log() {
 # --- the daemon comes up ----------------------------------------------------
 mkdir -p "$DOCKER_DIR"
 start_daemon
+if daemon_running; then
+	# From here on a dead daemon ends every wait at once.
+	WAIT_GUARD=daemon_running
+else
+	daemon_log
+	WAIT=1
+fi
 check "/healthz answers 200" wait_for 20 http_get /healthz
 check "/readyz answers 200 after the first poll" wait_for "$WAIT" http_get /readyz
 
@@ -317,7 +324,7 @@ check_eq "no rows from the deleted namespace" 0 \
 
 # --- SIGHUP reopens the file destination --------------------------------------
 # What logrotate does: move the file away, signal, expect a new file.
-mv "$XTCP2_ROWS" "$XTCP2_ROWS.rotated"
+mv "$XTCP2_ROWS" "$XTCP2_ROWS.rotated" 2>/dev/null
 if [ "$XTCP2_START" = systemd ]; then
 	systemctl kill -s HUP "$XTCP2_UNIT"
 else
@@ -330,6 +337,7 @@ check_eq "after SIGHUP the moved file no longer grows" "$size_then" "$(wc -c <"$
 check "the daemon survives SIGHUP" daemon_running
 
 # --- SIGTERM flushes and exits 0 ----------------------------------------------
+WAIT_GUARD=""
 if [ "$XTCP2_START" = systemd ]; then
 	systemctl stop "$XTCP2_UNIT"
 	status=$(systemctl show -p ExecMainStatus "$XTCP2_UNIT" | sed 's/^ExecMainStatus=//')
@@ -349,5 +357,5 @@ fi
 check "the rows file ends with a complete line" sh -c '[ -s "$1" ] && [ "$(tail -c 1 "$1" | od -An -c | tr -d " ")" = "\\n" ]' - "$XTCP2_ROWS"
 check "the last row is a complete JSON object" sh -c 'tail -n 1 "$1" | grep -q "^{.*}$"' - "$XTCP2_ROWS"
 
-[ "$FAILED" -gt 0 ] && daemon_log
+if [ "$FAILED" -gt 0 ]; then daemon_log; fi
 finish
