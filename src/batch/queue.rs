@@ -6,35 +6,47 @@
 //! operator.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use super::Envelope;
-use crate::observe::metrics::Metrics;
-use std::sync::Arc;
+use crate::observe::metrics::{FormatLabel, Metrics};
 
 pub struct EnvelopeQueue {
     inner: Mutex<Inner>,
     capacity: usize,
     ready: Notify,
+    closed: watch::Sender<bool>,
     metrics: Arc<Metrics>,
 }
 
 struct Inner {
     envelopes: VecDeque<Envelope>,
     closed: bool,
+    /// Highest depth ever reached (tests and the bound's proof).
+    peak: usize,
+}
+
+/// What [`EnvelopeQueue::discard_all`] threw away.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Discarded {
+    pub envelopes: u64,
+    pub rows: u64,
 }
 
 impl EnvelopeQueue {
     pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
+        let capacity = capacity.max(1);
         EnvelopeQueue {
             inner: Mutex::new(Inner {
                 envelopes: VecDeque::with_capacity(capacity),
                 closed: false,
+                peak: 0,
             }),
-            capacity: capacity.max(1),
+            capacity,
             ready: Notify::new(),
+            closed: watch::channel(false).0,
             metrics,
         }
     }
@@ -45,23 +57,32 @@ impl EnvelopeQueue {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Counts an envelope that will never reach the destination.
+    pub fn count_dropped(&self, envelopes: u64, rows: u64) {
+        self.metrics.destination.dropped_envelopes.inc_by(envelopes);
+        self.metrics.destination.dropped_rows.inc_by(rows);
+    }
+
     /// Adds an envelope, dropping the oldest when full.
     pub fn push(&self, envelope: Envelope) {
         let rows = envelope.rows as u64;
+        let bytes = envelope.payload().len() as u64;
+        let format = envelope.format.name();
         {
             let mut inner = self.lock();
             if inner.envelopes.len() >= self.capacity {
                 if let Some(dropped) = inner.envelopes.pop_front() {
-                    self.metrics.destination.dropped_envelopes.inc();
-                    self.metrics.destination.dropped_rows.inc_by(dropped.rows as u64);
+                    self.count_dropped(1, dropped.rows as u64);
                     tracing::warn!(rows = dropped.rows, poll_seq = dropped.poll_seq, "destination queue full: dropped the oldest envelope");
                 }
             }
             inner.envelopes.push_back(envelope);
+            inner.peak = inner.peak.max(inner.envelopes.len());
             self.metrics.destination.queue_depth.set(inner.envelopes.len() as i64);
         }
         self.metrics.envelope.rows_flushed.inc_by(rows);
         self.metrics.envelope.envelopes_flushed.inc();
+        self.metrics.envelope.bytes_marshalled.get_or_create(&FormatLabel { format }).inc_by(bytes);
         self.ready.notify_one();
     }
 
@@ -84,24 +105,61 @@ impl EnvelopeQueue {
     }
 
     /// Puts an envelope back at the front after a failed send, unless newer
-    /// data has filled the queue meanwhile (then it is dropped and counted).
+    /// data has filled the queue meanwhile (then it, the oldest, is dropped
+    /// and counted).
     pub fn requeue_front(&self, envelope: Envelope) {
         let mut inner = self.lock();
         if inner.envelopes.len() >= self.capacity {
-            self.metrics.destination.dropped_envelopes.inc();
-            self.metrics.destination.dropped_rows.inc_by(envelope.rows as u64);
+            self.count_dropped(1, envelope.rows as u64);
             tracing::warn!(rows = envelope.rows, "destination queue full while retrying: dropped the oldest envelope");
             return;
         }
         inner.envelopes.push_front(envelope);
+        inner.peak = inner.peak.max(inner.envelopes.len());
         self.metrics.destination.queue_depth.set(inner.envelopes.len() as i64);
     }
 
     /// No more envelopes will come; `pop` drains what is left then ends.
     pub fn close(&self) {
         self.lock().closed = true;
+        self.closed.send_replace(true);
         self.ready.notify_waiters();
         self.ready.notify_one();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Resolves once [`EnvelopeQueue::close`] has been called.
+    pub async fn wait_closed(&self) {
+        let mut rx = self.closed.subscribe();
+        // The sender lives as long as self.
+        let _ = rx.wait_for(|closed| *closed).await;
+    }
+
+    /// Drops every waiting envelope, counting them (shutdown with a dead
+    /// destination).
+    pub fn discard_all(&self) -> Discarded {
+        let mut inner = self.lock();
+        let mut d = Discarded::default();
+        for e in inner.envelopes.drain(..) {
+            d.envelopes += 1;
+            d.rows += e.rows as u64;
+        }
+        self.metrics.destination.queue_depth.set(0);
+        drop(inner);
+        self.count_dropped(d.envelopes, d.rows);
+        d
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The highest number of envelopes ever waiting at once.
+    pub fn peak_len(&self) -> usize {
+        self.lock().peak
     }
 
     pub fn len(&self) -> usize {
@@ -110,5 +168,65 @@ impl EnvelopeQueue {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::jsonl::JsonLines;
+    use crate::record::Record;
+
+    fn envelope(rows: u16) -> Envelope {
+        let records: Vec<Record> = (0..rows).map(|p| Record { idiag_sport: Some(p), ..Record::default() }).collect();
+        Envelope::from_records(&mut JsonLines::new(), &records, Arc::from("h"), 1)
+    }
+
+    /// A full queue drops its oldest envelope, counts it, and never grows past capacity.
+    #[test]
+    fn full_queue_drops_oldest_and_counts() {
+        let metrics = Arc::new(Metrics::new());
+        let q = EnvelopeQueue::new(2, metrics.clone());
+        let ids: Vec<u64> = (1..=4).map(|rows| {
+            let e = envelope(rows);
+            let id = e.id;
+            q.push(e);
+            id
+        }).collect();
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.peak_len(), 2);
+        assert_eq!(metrics.destination.dropped_envelopes.get(), 2);
+        assert_eq!(metrics.destination.dropped_rows.get(), 1 + 2);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let left: Vec<u64> = rt.block_on(async { vec![q.pop().await.unwrap().id, q.pop().await.unwrap().id] });
+        assert_eq!(left, ids[2..]);
+    }
+
+    /// Discarding at shutdown empties the queue and counts every row as dropped.
+    #[test]
+    fn discard_all_counts_rows() {
+        let metrics = Arc::new(Metrics::new());
+        let q = EnvelopeQueue::new(8, metrics.clone());
+        q.push(envelope(3));
+        q.push(envelope(4));
+        assert_eq!(q.discard_all(), Discarded { envelopes: 2, rows: 7 });
+        assert!(q.is_empty());
+        assert_eq!(metrics.destination.dropped_rows.get(), 7);
+    }
+
+    /// A requeued envelope goes back to the front, or is dropped when newer data filled the queue.
+    #[test]
+    fn requeue_front_respects_the_bound() {
+        let metrics = Arc::new(Metrics::new());
+        let q = EnvelopeQueue::new(1, metrics.clone());
+        let first = envelope(5);
+        let first_id = first.id;
+        q.requeue_front(first);
+        assert_eq!(q.len(), 1);
+        q.requeue_front(envelope(6));
+        assert_eq!(q.len(), 1);
+        assert_eq!(metrics.destination.dropped_rows.get(), 6);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert_eq!(rt.block_on(q.pop()).unwrap().id, first_id);
     }
 }

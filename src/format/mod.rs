@@ -1,34 +1,305 @@
 //! Format: records → bytes, one encoder per `-marshal` value.
 //!
 //! An encoder appends one record at a time to a caller-owned buffer (the
-//! envelope being filled), so encoding never allocates per record. Envelope
-//! framing (CSV header, protobuf length prefix) is the encoder's business
-//! too, through [`Encoder::begin_envelope`] / [`Encoder::end_envelope`].
+//! envelope being filled), so encoding never allocates per record. Every
+//! format's records are self-delimiting, so an envelope is the
+//! concatenation of its records plus, for protobufList, a length prefix
+//! that [`Format::frame_prefix`] computes when the envelope is sealed.
+//!
+//! What opens an output stream (the CSV/TSV header line) is not part of any
+//! envelope: [`StreamFormat::header`] hands it to the sink, which writes it
+//! once per file, connection or HTTP request.
+//!
+//! This module must not know about destinations (that is `sink`) nor about
+//! netlink (that is `decode`).
 
+pub mod csv;
 pub mod jsonl;
+pub mod msgpack;
+pub mod protobuf;
+pub mod text;
 
-use crate::record::Record;
+use std::sync::{Arc, OnceLock};
+
+use crate::record::{field_by_name, FieldMeta, Record, FIELDS};
+
+/// Longest frame prefix of any format: a u64 varint (protobufList's
+/// envelope length). Envelope buffers keep this much headroom so sealing
+/// never moves the records.
+pub const MAX_FRAME_PREFIX: usize = 10;
+
+/// An output format (`-marshal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    Jsonl,
+    Csv,
+    Tsv,
+    ProtobufList,
+    Msgpack,
+}
+
+impl Format {
+    pub const ALL: [Format; 5] = [Format::Jsonl, Format::Csv, Format::Tsv, Format::ProtobufList, Format::Msgpack];
+
+    /// Parses a `-marshal` value (the Go spellings; `json` is kept as an
+    /// alias of `jsonl`).
+    pub fn parse(name: &str) -> Result<Format, FormatError> {
+        match name {
+            "jsonl" | "json" => Ok(Format::Jsonl),
+            "csv" => Ok(Format::Csv),
+            "tsv" => Ok(Format::Tsv),
+            "protobufList" | "protobuflist" => Ok(Format::ProtobufList),
+            "msgpack" => Ok(Format::Msgpack),
+            other => Err(FormatError::UnknownFormat(other.to_string())),
+        }
+    }
+
+    /// The `-marshal` spelling, also the `format` label of metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Jsonl => "jsonl",
+            Format::Csv => "csv",
+            Format::Tsv => "tsv",
+            Format::ProtobufList => "protobufList",
+            Format::Msgpack => "msgpack",
+        }
+    }
+
+    /// MIME type for HTTP destinations.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Jsonl => "application/x-ndjson",
+            Format::Csv => "text/csv; charset=utf-8; header=present",
+            Format::Tsv => "text/tab-separated-values; charset=utf-8",
+            Format::ProtobufList => "application/x-protobuf",
+            Format::Msgpack => "application/msgpack",
+        }
+    }
+
+    /// Writes, right-aligned in `prefix`, what must precede `records_len`
+    /// bytes of records to make them one self-contained envelope, and
+    /// returns its length (0 for the formats that are plain concatenation).
+    ///
+    /// protobufList is ClickHouse's framing: the varint length of one
+    /// `Envelope` message whose field 1 repeats the records.
+    #[inline]
+    pub fn frame_prefix(self, records_len: usize, prefix: &mut [u8; MAX_FRAME_PREFIX]) -> usize {
+        match self {
+            Format::ProtobufList => {
+                let mut varint = [0u8; MAX_FRAME_PREFIX];
+                let n = protobuf::varint_into(records_len as u64, &mut varint);
+                prefix[MAX_FRAME_PREFIX - n..].copy_from_slice(&varint[..n]);
+                n
+            }
+            Format::Jsonl | Format::Csv | Format::Tsv | Format::Msgpack => 0,
+        }
+    }
+
+    /// Appends `records` (whole encoded records) framed as one envelope.
+    pub fn frame(self, records: &[u8], out: &mut Vec<u8>) {
+        let mut prefix = [0u8; MAX_FRAME_PREFIX];
+        let n = self.frame_prefix(records.len(), &mut prefix);
+        out.extend_from_slice(&prefix[MAX_FRAME_PREFIX - n..]);
+        out.extend_from_slice(records);
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("unknown --marshal {0:?}; valid: jsonl, csv, tsv, protobufList, msgpack")]
+    UnknownFormat(String),
+    #[error("unknown --columns name {0:?}; columns are record field names such as timestamp_ns, idiag_src, idiag_state, tcpi_rtt (see docs/record.md)")]
+    UnknownColumn(String),
+    #[error("--columns names {0:?} twice")]
+    DuplicateColumn(String),
+}
 
 /// Encodes records for one output format.
 pub trait Encoder: Send {
+    fn format(&self) -> Format;
+
     /// MIME type for HTTP destinations.
-    fn content_type(&self) -> &'static str;
-    /// Called before the first record of an envelope.
-    fn begin_envelope(&mut self, _out: &mut Vec<u8>) {}
-    /// Appends one record.
+    fn content_type(&self) -> &'static str {
+        self.format().content_type()
+    }
+
+    /// Appends one record. The bytes are self-delimiting, so records can be
+    /// concatenated and later split again at record boundaries.
     fn encode(&mut self, record: &Record, out: &mut Vec<u8>);
-    /// Called after the last record of an envelope.
+
+    /// For callers that write one whole standalone output into a buffer
+    /// without an [`EnvelopeBuilder`](crate::batch::EnvelopeBuilder) (the
+    /// `decode` command): writes what opens it (the CSV header, room for the
+    /// protobuf length). The buffer must keep everything from here to
+    /// [`Encoder::end_envelope`].
+    fn begin_envelope(&mut self, _out: &mut Vec<u8>) {}
+
+    /// Closes what [`Encoder::begin_envelope`] opened.
     fn end_envelope(&mut self, _out: &mut Vec<u8>) {}
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("unknown --marshal {0:?}; valid: jsonl, csv, tsv, protobufList, msgpack")]
-pub struct UnknownFormat(pub String);
+/// What a destination needs to know about the format: the framing and the
+/// bytes that open every output stream.
+#[derive(Debug, Clone)]
+pub struct StreamFormat {
+    format: Format,
+    columns: Arc<[&'static FieldMeta]>,
+    header: Arc<[u8]>,
+}
 
-/// Builds the encoder for a `-marshal` name.
-pub fn encoder_for(name: &str, _columns: &[String]) -> Result<Box<dyn Encoder>, UnknownFormat> {
-    match name {
-        "jsonl" | "json" => Ok(Box::new(jsonl::JsonLines)),
-        other => Err(UnknownFormat(other.to_string())),
+impl StreamFormat {
+    /// Validates `-marshal` and `-columns` (column names are checked for
+    /// every format; they select and order only the csv/tsv columns).
+    pub fn new(marshal: &str, columns: &[String]) -> Result<StreamFormat, FormatError> {
+        let format = Format::parse(marshal)?;
+        let mut selected: Vec<&'static FieldMeta> = Vec::with_capacity(columns.len());
+        for name in columns {
+            let meta = field_by_name(name).ok_or_else(|| FormatError::UnknownColumn(name.clone()))?;
+            if selected.iter().any(|m| m.name == meta.name) {
+                return Err(FormatError::DuplicateColumn(name.clone()));
+            }
+            selected.push(meta);
+        }
+        if selected.is_empty() {
+            selected = FIELDS.to_vec();
+        }
+        let columns: Arc<[&'static FieldMeta]> = selected.into();
+        let header: Arc<[u8]> = match format {
+            Format::Csv => csv::header_line(&columns, csv::Separator::Comma).into(),
+            Format::Tsv => csv::header_line(&columns, csv::Separator::Tab).into(),
+            Format::Jsonl | Format::ProtobufList | Format::Msgpack => Arc::from(&[][..]),
+        };
+        Ok(StreamFormat { format, columns, header })
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The csv/tsv columns in output order (every field by default).
+    pub fn columns(&self) -> &[&'static FieldMeta] {
+        &self.columns
+    }
+
+    /// Bytes that open every output stream: the csv/tsv header line, empty
+    /// for the other formats.
+    pub fn header(&self) -> &[u8] {
+        &self.header
+    }
+
+    /// A fresh encoder (one per collecting thread).
+    pub fn encoder(&self) -> Box<dyn Encoder> {
+        match self.format {
+            Format::Jsonl => Box::new(jsonl::JsonLines::new()),
+            Format::Csv => Box::new(csv::Delimited::new(csv::Separator::Comma, self.columns.clone(), self.header.clone())),
+            Format::Tsv => Box::new(csv::Delimited::new(csv::Separator::Tab, self.columns.clone(), self.header.clone())),
+            Format::ProtobufList => Box::new(protobuf::ProtobufList::new()),
+            Format::Msgpack => Box::new(msgpack::Msgpack::new()),
+        }
+    }
+}
+
+/// Builds the encoder for a `-marshal` name and `-columns` list.
+pub fn encoder_for(name: &str, columns: &[String]) -> Result<Box<dyn Encoder>, FormatError> {
+    Ok(StreamFormat::new(name, columns)?.encoder())
+}
+
+/// Per-field bytes every encoder would otherwise rebuild for each value,
+/// indexed by protobuf tag (tags are small and unique).
+pub(crate) struct FieldTables {
+    /// `"name":` for JSON.
+    pub json_keys: Vec<Box<[u8]>>,
+    /// The msgpack string of the name (marker and bytes).
+    pub msgpack_keys: Vec<Box<[u8]>>,
+    /// The protobuf key varint: field number and wire type.
+    pub protobuf_keys: Vec<([u8; 2], u8)>,
+}
+
+/// Highest protobuf tag whose key fits the two-byte table entry.
+pub(crate) const MAX_TABLE_TAG: u32 = 2047;
+
+pub(crate) fn field_tables() -> &'static FieldTables {
+    static TABLES: OnceLock<FieldTables> = OnceLock::new();
+    TABLES.get_or_init(|| {
+        let size = FIELDS.iter().map(|f| f.tag).max().unwrap_or(0) as usize + 1;
+        let mut json_keys = vec![Box::<[u8]>::default(); size];
+        let mut msgpack_keys = vec![Box::<[u8]>::default(); size];
+        let mut protobuf_keys = vec![([0u8; 2], 0u8); size];
+        for f in FIELDS {
+            let tag = f.tag as usize;
+            json_keys[tag] = format!("\"{}\":", f.name).into_bytes().into_boxed_slice();
+            let mut key = Vec::new();
+            msgpack::write_str(&mut key, f.name);
+            msgpack_keys[tag] = key.into_boxed_slice();
+            protobuf_keys[tag] = protobuf::field_key(f);
+        }
+        FieldTables {
+            json_keys,
+            msgpack_keys,
+            protobuf_keys,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every contract spelling parses and round-trips through `name`.
+    #[test]
+    fn every_marshal_name_parses() {
+        for f in Format::ALL {
+            assert_eq!(Format::parse(f.name()).unwrap(), f);
+        }
+        assert_eq!(Format::parse("json").unwrap(), Format::Jsonl);
+        assert_eq!(
+            Format::parse("xml").unwrap_err().to_string(),
+            "unknown --marshal \"xml\"; valid: jsonl, csv, tsv, protobufList, msgpack"
+        );
+    }
+
+    /// An unknown or repeated column is refused, naming the column.
+    #[test]
+    fn bad_columns_are_config_errors() {
+        let err = StreamFormat::new("csv", &["idiag_src".into(), "tcpi_rtt_typo".into()]).unwrap_err();
+        assert_eq!(err, FormatError::UnknownColumn("tcpi_rtt_typo".into()));
+        assert!(err.to_string().starts_with("unknown --columns name \"tcpi_rtt_typo\""), "{err}");
+        let err = StreamFormat::new("tsv", &["tcpi_rtt".into(), "tcpi_rtt".into()]).unwrap_err();
+        assert_eq!(err, FormatError::DuplicateColumn("tcpi_rtt".into()));
+    }
+
+    /// Only csv and tsv streams open with a header, and it lists the chosen columns in order.
+    #[test]
+    fn header_only_for_delimited_formats() {
+        let cols = ["tcpi_rtt".to_string(), "idiag_src".to_string()];
+        assert_eq!(StreamFormat::new("csv", &cols).unwrap().header(), b"tcpi_rtt,idiag_src\n");
+        assert_eq!(StreamFormat::new("tsv", &cols).unwrap().header(), b"tcpi_rtt\tidiag_src\n");
+        for f in ["jsonl", "protobufList", "msgpack"] {
+            assert!(StreamFormat::new(f, &cols).unwrap().header().is_empty(), "{f}");
+        }
+    }
+
+    /// protobufList envelopes carry their length as a varint; the others are bare concatenation.
+    #[test]
+    fn frame_prefix_is_the_protobuf_length() {
+        let mut out = Vec::new();
+        Format::ProtobufList.frame(&[0xaa; 300], &mut out);
+        assert_eq!(&out[..2], &[0xac, 0x02]);
+        assert_eq!(out.len(), 302);
+        let mut out = Vec::new();
+        Format::Jsonl.frame(b"{}\n", &mut out);
+        assert_eq!(out, b"{}\n");
+    }
+
+    /// Every tag fits the two-byte protobuf key table.
+    #[test]
+    fn tags_fit_the_key_table() {
+        assert!(FIELDS.iter().all(|f| f.tag <= MAX_TABLE_TAG));
     }
 }

@@ -69,11 +69,11 @@ impl Sink {
         match self {
             Sink::Null => Ok(()),
             Sink::Stdout(out) => {
-                out.write_all(&envelope.bytes).await.map_err(io("stdout"))?;
+                out.write_all(envelope.payload()).await.map_err(io("stdout"))?;
                 out.flush().await.map_err(io("stdout"))
             }
             Sink::Stderr(out) => {
-                out.write_all(&envelope.bytes).await.map_err(io("stderr"))?;
+                out.write_all(envelope.payload()).await.map_err(io("stderr"))?;
                 out.flush().await.map_err(io("stderr"))
             }
         }
@@ -94,7 +94,7 @@ pub async fn deliver(mut sink: Sink, queue: Arc<EnvelopeQueue>, metrics: Arc<Met
         match result {
             Ok(()) => {
                 metrics.destination.sends.inc();
-                metrics.destination.send_bytes.inc_by(envelope.bytes.len() as u64);
+                metrics.destination.send_bytes.inc_by(envelope.payload().len() as u64);
                 backoff = RETRY_INITIAL;
             }
             Err(e) => {
