@@ -11,6 +11,7 @@ use crate::batch::EnvelopeBuilder;
 use crate::config::Stamps;
 use crate::decode::inet_diag::{AF_INET, AF_INET6};
 use crate::decode::{Deserializers, SocketDecoder};
+use crate::kernel::uring::UringReceiver;
 use crate::kernel::{DiagSocket, DumpError, DumpRequest, RECV_BUFFER_BYTES};
 use crate::observe::metrics::{KindLabel, Metrics};
 
@@ -47,6 +48,8 @@ pub struct Collector {
     buf: Vec<u8>,
     stamps: Stamps,
     metrics: Arc<Metrics>,
+    /// The io_uring receive path, when `-ioUring` is on and the kernel allows it.
+    uring: Option<UringReceiver>,
     pub builder: EnvelopeBuilder,
 }
 
@@ -58,7 +61,23 @@ impl Collector {
             buf: vec![0u8; RECV_BUFFER_BYTES],
             stamps,
             metrics,
+            uring: None,
             builder,
+        }
+    }
+
+    /// Receives with io_uring from now on (`-ioUring`); when the kernel or a
+    /// seccomp filter refuses, says why and stays on recv(2) (returns false).
+    pub fn use_io_uring(&mut self, recv_batch: u32, cqe_batch: u32) -> bool {
+        match UringReceiver::new(recv_batch, cqe_batch) {
+            Ok(uring) => {
+                self.uring = Some(uring);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "-ioUring: io_uring unavailable, falling back to recv(2)");
+                false
+            }
         }
     }
 
@@ -80,9 +99,10 @@ impl Collector {
                 stamps,
                 builder,
                 metrics,
+                uring,
                 ..
             } = self;
-            let result = socket.dump(&request, buf, deadline, |payload, now_ns| {
+            let on_socket = |payload: &[u8], now_ns: u64| {
                 let (record, error) = decoder.decode(payload);
                 if let Some(e) = error {
                     metrics.decode.errors.get_or_create(&KindLabel { kind: e.kind() }).inc();
@@ -101,7 +121,11 @@ impl Collector {
                     builder.push(record);
                     produced += 1;
                 }
-            });
+            };
+            let result = match uring {
+                Some(uring) => uring.dump(socket, &request, deadline, on_socket),
+                None => socket.dump(&request, buf, deadline, on_socket),
+            };
             metrics.record_decode(&std::mem::take(&mut decoder.stats));
             match result {
                 Ok(summary) => metrics.record_dump(&summary),

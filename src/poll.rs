@@ -48,10 +48,16 @@ impl Poller {
             bytes: config.envelope_flush_bytes,
         };
         let mut collectors = Vec::with_capacity(config.netlinkers);
+        // Tried once per collector until it fails, so a refusal is logged once.
+        let mut io_uring = config.io_uring;
         for _ in 0..config.netlinkers {
             let encoder = encoder_for(&config.marshal, &config.columns)?;
             let builder = EnvelopeBuilder::new(encoder, limits, queue.clone(), config.stamps.hostname.clone());
-            collectors.push(Collector::new(plan, config.stamps.clone(), builder, metrics.clone()));
+            let mut collector = Collector::new(plan, config.stamps.clone(), builder, metrics.clone());
+            if io_uring {
+                io_uring = collector.use_io_uring(config.io_uring_recv_batch, config.io_uring_cqe_batch);
+            }
+            collectors.push(collector);
         }
         Ok(Poller {
             discovery: DiscoveryConfig::new(config.netns_dirs.clone(), config.netns_proc_scan),
@@ -167,6 +173,16 @@ impl Poller {
             tracing::debug!(?report, "poll done");
             on_poll(&report);
             if self.config.max_loops > 0 && report.seq >= self.config.max_loops {
+                // One line with the run's totals, so a one-shot run (and
+                // bench/run.py) can check that no record went missing.
+                let m = &self.metrics;
+                tracing::info!(
+                    polls = report.seq,
+                    sockets_decoded = m.decode.sockets.get(),
+                    records_flushed = m.envelope.rows_flushed.get(),
+                    records_dropped = m.destination.dropped_rows.get(),
+                    "max-loops reached"
+                );
                 return;
             }
             let next = Instant::now() + self.config.frequency.saturating_sub(report.duration);

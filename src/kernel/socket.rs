@@ -109,13 +109,8 @@ impl DiagSocket {
         deadline: Instant,
         mut on_socket: impl FnMut(&[u8], u64),
     ) -> Result<DumpSummary, DumpError> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
+        let seq = self.send_request(request)?;
         let started = Instant::now();
-        self.socket
-            .send(&request.encode(seq), 0)
-            .map_err(DumpError::Send)?;
-
         let mut summary = DumpSummary::default();
         loop {
             if Instant::now() >= deadline {
@@ -143,6 +138,28 @@ impl DiagSocket {
                 return Ok(summary);
             }
         }
+    }
+
+    /// Sends the request of a new dump and returns its sequence number; the
+    /// caller receives the reply (recv(2) in [`DiagSocket::dump`], or the
+    /// io_uring path), feeding each datagram to [`absorb_datagram`].
+    pub(crate) fn send_request(&mut self, request: &DumpRequest) -> Result<u32, DumpError> {
+        self.seq = self.seq.wrapping_add(1);
+        self.socket
+            .send(&request.encode(self.seq), 0)
+            .map_err(DumpError::Send)?;
+        Ok(self.seq)
+    }
+
+    /// How long one receive may wait (`-nltimeout`).
+    pub fn recv_timeout(&self) -> Duration {
+        self.recv_timeout
+    }
+}
+
+impl AsRawFd for DiagSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.socket.as_raw_fd()
     }
 }
 

@@ -1,0 +1,655 @@
+#!/usr/bin/env python3
+"""xtcp2 benchmark: how close one collection sits to the kernel's floor.
+
+Run as root from anywhere, after `cargo build --release --examples`:
+
+    python3 bench/run.py                    # issue 8: the full matrix (< 10 min)
+    python3 bench/run.py --mode namespaces  # issue 3: discovery and 100 x 100
+    python3 bench/run.py --smoke            # CI: N=1,000, K=2, 1 repetition
+
+Mode `collect` (issue 8), for each N connections spread over K network
+namespaces (K=0: all in the root namespace), measures every case
+`--repeat` times and reports median and range of wall time, CPU time
+(user+sys of the child, from wait4) and peak RSS (ru_maxrss):
+
+  floor          examples/floor_dump: one dump per family and namespace, same
+                 idiag_ext as xtcp2's default decoders, counts, decodes nothing
+  floor_uring    the same with the io_uring receive path
+  ss             `ss -tinmOe` > /dev/null, once per namespace (nsenter)
+  null           xtcp2 --max-loops 1 --dest null
+  null_uring     the same with --io-uring
+  jsonl          xtcp2 --max-loops 1 --marshal jsonl --dest file:...
+  protobufList   xtcp2 --max-loops 1 --marshal protobufList --dest file:...
+
+and, at N=10,000 K=0, xtcp2 as a daemon polling every second for
+`--daemon-seconds`, reporting CPU % per 5-second window and RSS.
+
+Every xtcp2 run is checked for lost records: the sockets xtcp2 decoded and
+the records it flushed and dropped (its own counters, from the summary it
+logs at --max-loops) against the records found in the output file.
+
+Mode `namespaces` (issue 3) times `netns::discover` with the /proc scan over
+1,000 namespaces held only by processes, and over 10,000 processes in the
+host namespace, then runs the 100 namespaces x 100 connections collection.
+
+Results go to a table on stdout and a JSON file (`--out`) for comparing
+commits (`bench/compare.py OLD.json NEW.json`).
+
+Everything the benchmark creates (namespaces, helper processes, output
+files) lives under one private directory and is removed on exit, also on
+Ctrl-C or an error.
+"""
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HELPER = ROOT / "bench" / "conn_helper.py"
+# Connections per helper process: two fds each, under the 20,000 open-file
+# hard limit of the benchmark machine (see conn_helper.MAX_CONNECTIONS).
+CONNECTIONS_PER_HELPER = 9_000
+# A helper that has not established its connections in this time is stuck.
+HELPER_READY_TIMEOUT_S = 120
+# One xtcp2 or floor run at 100,000 sockets takes well under a second; a
+# run past this is hung and is killed.
+RUN_TIMEOUT_S = 120
+# Windows the daemon's CPU is averaged over.
+DAEMON_WINDOW_S = 5
+
+FULL_CONNECTIONS = [1_000, 10_000, 50_000]
+FULL_NAMESPACES = [0, 10, 100]
+ONE_SHOT_CASES = ["floor", "floor_uring", "ss", "null", "null_uring", "jsonl", "protobufList"]
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Workspace:
+    """The private directory for namespaces and outputs, and every helper
+    process started; `close()` undoes all of it."""
+
+    def __init__(self, keep_outputs=False):
+        self.dir = Path(tempfile.mkdtemp(prefix="xtcp2-bench-", dir="/run"))
+        self.netns_dir = self.dir / "netns"
+        self.netns_dir.mkdir()
+        # `unshare --net=FILE` bind-mounts the namespace on FILE, which the
+        # kernel refuses under a shared mount (systemd makes / shared): give
+        # the directory a private mount of its own, as `ip netns` does.
+        subprocess.run(["mount", "--bind", str(self.netns_dir), str(self.netns_dir)], check=True)
+        subprocess.run(["mount", "--make-private", str(self.netns_dir)], check=True)
+        self.namespaces = []
+        self.helpers = []
+        self.keep_outputs = keep_outputs
+
+    def add_namespace(self, name):
+        path = self.netns_dir / name
+        path.touch()
+        subprocess.run(["unshare", f"--net={path}", "true"], check=True)
+        subprocess.run(["nsenter", f"--net={path}", "ip", "link", "set", "lo", "up"], check=True)
+        self.namespaces.append(path)
+        return path
+
+    def start_helper(self, argv, netns=None):
+        """Starts a helper that prints `ready ...` and holds its load until
+        its stdin closes."""
+        if netns is not None:
+            argv = ["nsenter", f"--net={netns}"] + argv
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.helpers.append(proc)
+        return proc
+
+    def wait_ready(self, procs):
+        deadline = time.monotonic() + HELPER_READY_TIMEOUT_S
+        for proc in procs:
+            line = proc.stdout.readline()
+            if not line.startswith("ready") or time.monotonic() > deadline:
+                raise RuntimeError(f"helper {proc.args} did not get ready: {line!r}")
+
+    def stop_helpers(self):
+        for proc in self.helpers:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        for proc in self.helpers:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.helpers = []
+
+    def remove_namespaces(self):
+        for path in self.namespaces:
+            subprocess.run(["umount", str(path)], check=False)
+            path.unlink(missing_ok=True)
+        self.namespaces = []
+
+    def close(self):
+        self.stop_helpers()
+        self.remove_namespaces()
+        subprocess.run(["umount", str(self.netns_dir)], check=False)
+        if self.keep_outputs:
+            log(f"outputs kept in {self.dir}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def load_connections(ws, connections, namespaces):
+    """N established loopback connections, in the root namespace (K=0) or
+    spread evenly over K new namespaces. Returns the namespace files."""
+    targets = [None] if namespaces == 0 else [ws.add_namespace(f"bench-{i}") for i in range(namespaces)]
+    per_target = [connections // len(targets)] * len(targets)
+    for i in range(connections % len(targets)):
+        per_target[i] += 1
+    procs = []
+    for netns, count in zip(targets, per_target):
+        while count > 0:
+            chunk = min(count, CONNECTIONS_PER_HELPER)
+            procs.append(ws.start_helper([sys.executable, str(HELPER), str(chunk)], netns))
+            count -= chunk
+    ws.wait_ready(procs)
+    return [t for t in targets if t is not None]
+
+
+# Set by main(): examples/floor_dump, which also serves as the launcher of
+# every measured program (see `floor_dump measure`).
+LAUNCHER = None
+
+
+def measured(argv, stdout=subprocess.DEVNULL, env=None):
+    """Runs argv to completion through `floor_dump measure`: wall time, CPU
+    (user+sys) and peak RSS of the program from wait4, plus its stderr."""
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile(suffix=".json") as report:
+        launch = [str(LAUNCHER), "measure", "--report", report.name, "--"] + [str(a) for a in argv]
+        proc = subprocess.run(launch, stdout=stdout, stderr=err, env=env, timeout=RUN_TIMEOUT_S)
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(map(str, argv))} exited {proc.returncode}: {stderr[-2000:]}")
+        usage = json.loads(Path(report.name).read_text())
+    return {
+        "wall_s": usage["wall_s"],
+        "cpu_s": usage["user_s"] + usage["sys_s"],
+        "user_s": usage["user_s"],
+        "sys_s": usage["sys_s"],
+        "rss_kb": usage["rss_kb"],
+        "stderr": stderr,
+    }
+
+
+# The summary line xtcp2 logs when --max-loops is reached; key=value fields.
+SUMMARY_RE = re.compile(r"max-loops reached.*")
+
+
+def xtcp2_counters(stderr):
+    """The counters from xtcp2's --max-loops summary log line."""
+    for line in stderr.splitlines():
+        if SUMMARY_RE.search(line):
+            return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+    return {}
+
+
+def count_output_records(path, marshal):
+    """Records in an output file: lines for jsonl; for protobufList, the
+    length-delimited XtcpFlatRecord messages inside each envelope."""
+    data = Path(path).read_bytes()
+    if marshal == "jsonl":
+        return data.count(b"\n")
+    return count_protobuf_list(data)
+
+
+def read_varint(data, pos):
+    value, shift = 0, 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def count_protobuf_list(data):
+    """protobufList: a stream of envelopes, each a varint length then an
+    `Envelope` message whose field 1 (`row`, repeated, length-delimited)
+    holds one record. Counts those rows without decoding them."""
+    rows, pos = 0, 0
+    while pos < len(data):
+        length, pos = read_varint(data, pos)
+        end = pos + length
+        while pos < end:
+            key, pos = read_varint(data, pos)
+            wire = key & 7
+            if wire == 2:
+                size, pos = read_varint(data, pos)
+                if key >> 3 == 1:
+                    rows += 1
+                pos += size
+            elif wire == 0:
+                _, pos = read_varint(data, pos)
+            elif wire == 1:
+                pos += 8
+            elif wire == 5:
+                pos += 4
+            else:
+                raise ValueError(f"unexpected protobuf wire type {wire} at byte {pos}")
+    return rows
+
+
+class Tools:
+    def __init__(self, args):
+        self.xtcp2 = Path(args.xtcp2)
+        self.floor = Path(args.floor)
+        for p in (self.xtcp2, self.floor):
+            if not p.exists():
+                sys.exit(f"{p} is missing: run `cargo build --release --examples` first")
+        self.env = dict(os.environ, XTCP2_LOG="info", RUST_BACKTRACE="0")
+
+    def xtcp2_argv(self, netns_dir, extra):
+        return [
+            str(self.xtcp2), "--max-loops", "1", "--prom-listen", "",
+            "--netns-dirs", str(netns_dir), "--netns-proc-scan=false",
+            "--deserializers", "default",
+        ] + extra
+
+
+def run_case(case, tools, ws, namespaces):
+    """One run of one case; returns the measurement and what it counted."""
+    netns_dir = ws.netns_dir
+    if case in ("floor", "floor_uring"):
+        argv = [str(tools.floor), "dump", "--netns-dirs", str(netns_dir), "--deserializers", "default"]
+        if case == "floor_uring":
+            argv.append("--io-uring")
+        with tempfile.TemporaryFile() as out:
+            m = measured(argv, stdout=out)
+            out.seek(0)
+            counts = json.loads(out.read())
+        m["sockets"] = counts["sockets"]
+        m["namespaces"] = counts["namespaces"]
+        return m
+    if case == "ss":
+        total = {"wall_s": 0.0, "cpu_s": 0.0, "user_s": 0.0, "sys_s": 0.0, "rss_kb": 0}
+        for netns in [None] + namespaces:
+            argv = ["ss", "-tinmOe"] if netns is None else ["nsenter", f"--net={netns}", "ss", "-tinmOe"]
+            m = measured(argv)
+            for k in ("wall_s", "cpu_s", "user_s", "sys_s"):
+                total[k] += m[k]
+            total["rss_kb"] = max(total["rss_kb"], m["rss_kb"])
+        return total
+    out_path = ws.dir / "out.data"
+    marshal = {"jsonl": "jsonl", "protobufList": "protobufList"}.get(case, "jsonl")
+    if case in ("null", "null_uring"):
+        extra = ["--dest", "null"]
+        if case == "null_uring":
+            extra.append("--io-uring")
+    else:
+        out_path.unlink(missing_ok=True)
+        extra = ["--dest", f"file:{out_path}", "--marshal", marshal]
+    m = measured(tools.xtcp2_argv(netns_dir, extra), env=tools.env)
+    counters = xtcp2_counters(m["stderr"])
+    m["counters"] = counters
+    m["sockets"] = counters.get("sockets_decoded")
+    if case in ("jsonl", "protobufList"):
+        m["records_in_file"] = count_output_records(out_path, marshal)
+        m["output_bytes"] = out_path.stat().st_size
+        out_path.unlink()
+    if "uring" in case and "falling back" in m["stderr"]:
+        m["uring_fallback"] = True
+    return m
+
+
+def summarise(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def run_collect_config(tools, ws, connections, namespaces, repeat, cases):
+    log(f"N={connections} K={namespaces}: opening {connections} connections")
+    started = time.monotonic()
+    netns_files = load_connections(ws, connections, namespaces)
+    log(f"N={connections} K={namespaces}: ready in {time.monotonic() - started:.1f}s; measuring")
+    runs = {case: [] for case in cases}
+    # Interleave the cases so a burst of load from elsewhere on the machine
+    # spreads over all of them instead of skewing one.
+    for _ in range(repeat):
+        for case in cases:
+            runs[case].append(run_case(case, tools, ws, netns_files))
+    ws.stop_helpers()
+    ws.remove_namespaces()
+    result = {"connections": connections, "namespaces": namespaces, "cases": {}}
+    for case, ms in runs.items():
+        entry = {
+            "runs": len(ms),
+            "wall_s": summarise([m["wall_s"] for m in ms]),
+            "cpu_s": summarise([m["cpu_s"] for m in ms]),
+            "user_s": summarise([m["user_s"] for m in ms]),
+            "sys_s": summarise([m["sys_s"] for m in ms]),
+            "rss_mb": summarise([m["rss_kb"] / 1024 for m in ms]),
+            "sockets": summarise([m.get("sockets") for m in ms]),
+        }
+        if case not in ("floor", "floor_uring", "ss"):
+            lost = []
+            for m in ms:
+                c = m["counters"]
+                decoded = c.get("sockets_decoded")
+                written = m.get("records_in_file", c.get("records_flushed"))
+                if decoded is None or written is None:
+                    lost.append(None)
+                else:
+                    lost.append(decoded - written)
+            entry["records_lost"] = lost
+            entry["records_dropped"] = [m["counters"].get("records_dropped") for m in ms]
+            entry["records_in_file"] = [m.get("records_in_file") for m in ms]
+            entry["output_bytes"] = summarise([m.get("output_bytes") for m in ms])
+            entry["uring_fallback"] = any(m.get("uring_fallback") for m in ms)
+        result["cases"][case] = entry
+    floor = result["cases"].get("floor")
+    if floor:
+        for case, entry in result["cases"].items():
+            entry["cpu_ratio"] = entry["cpu_s"]["median"] / floor["cpu_s"]["median"]
+            entry["wall_ratio"] = entry["wall_s"]["median"] / floor["wall_s"]["median"]
+            sockets = floor["sockets"]["median"] if floor["sockets"] else None
+            if sockets:
+                entry["cpu_us_per_socket"] = entry["cpu_s"]["median"] / sockets * 1e6
+    return result
+
+
+def proc_cpu_s(pid):
+    """utime+stime of a live process from /proc/PID/stat, seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def proc_status_kb(pid, key):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port, path="/metrics"):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.read().decode()
+    except OSError:
+        return None
+
+
+def metric_value(text, name):
+    if not text:
+        return None
+    m = re.search(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def run_daemon(tools, ws, connections, seconds, profile_seconds=0):
+    """xtcp2 polling every second: CPU % per window and RSS over `seconds`."""
+    log(f"daemon: N={connections}, 1 s polls, {seconds}s")
+    load_connections(ws, connections, 0)
+    port = free_port()
+    argv = [
+        str(tools.xtcp2), "--frequency", "1s", "--timeout", "900ms", "--dest", "null",
+        "--prom-listen", f"127.0.0.1:{port}", "--netns-dirs", str(ws.netns_dir),
+        "--netns-proc-scan=false", "--deserializers", "default",
+    ]
+    err = open(ws.dir / "daemon.stderr", "w+")
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=tools.env)
+    try:
+        time.sleep(3)  # first polls, allocations settle
+        if proc.poll() is not None:
+            err.seek(0)
+            raise RuntimeError(f"daemon exited {proc.returncode}: {err.read()[-2000:]}")
+        polls_before = metric_value(scrape(port), "xtcp2_poll_cycles_total")
+        cpu_marks = [proc_cpu_s(proc.pid)]
+        rss = []
+        start = time.monotonic()
+        next_mark = start
+        for i in range(seconds):
+            next_mark += 1
+            time.sleep(max(0, next_mark - time.monotonic()))
+            rss.append(proc_status_kb(proc.pid, "VmRSS") / 1024)
+            if (i + 1) % DAEMON_WINDOW_S == 0:
+                cpu_marks.append(proc_cpu_s(proc.pid))
+        elapsed = time.monotonic() - start
+        metrics = scrape(port)
+        polls_after = metric_value(metrics, "xtcp2_poll_cycles_total")
+        windows = [(b - a) / DAEMON_WINDOW_S * 100 for a, b in zip(cpu_marks, cpu_marks[1:])]
+        result = {
+            "connections": connections,
+            "seconds": round(elapsed, 1),
+            "cpu_percent": summarise(windows),
+            "cpu_percent_windows": [round(w, 2) for w in windows],
+            "cpu_s_total": cpu_marks[-1] - cpu_marks[0],
+            "rss_mb": summarise(rss),
+            "hwm_mb": proc_status_kb(proc.pid, "VmHWM") / 1024,
+            "polls": (polls_after - polls_before) if polls_after is not None and polls_before is not None else None,
+        }
+        if profile_seconds:
+            result["profile"] = fetch_profile(port, profile_seconds, ws)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        err.close()
+        ws.stop_helpers()
+    return result
+
+
+def fetch_profile(port, seconds, ws):
+    """The daemon's own CPU profile, if its /debug/pprof endpoint exists."""
+    url = f"http://127.0.0.1:{port}/debug/pprof/profile?seconds={seconds}"
+    try:
+        with urllib.request.urlopen(url, timeout=seconds + 30) as r:
+            data = r.read()
+    except OSError as e:
+        return {"error": str(e)}
+    path = ws.dir / "profile.pb"
+    path.write_bytes(data)
+    return {"bytes": len(data), "path": str(path)}
+
+
+def fmt_range(s, scale=1.0, digits=3):
+    if s is None:
+        return "-"
+    return f"{s['median'] * scale:.{digits}f} [{s['min'] * scale:.{digits}f}-{s['max'] * scale:.{digits}f}]"
+
+
+def print_collect_table(results):
+    header = f"{'N':>6} {'K':>4} {'case':<13} {'wall ms med [range]':>26} {'cpu ms med [range]':>26} {'rss MB med [range]':>22} {'sockets':>8} {'us/sock':>7} {'cpu/floor':>9} {'lost':>5}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        for case, e in r["cases"].items():
+            lost = e.get("records_lost")
+            lost_text = "-" if lost is None else ("?" if None in lost else str(max(lost)))
+            sockets = e["sockets"]["median"] if e["sockets"] else None
+            print(
+                f"{r['connections']:>6} {r['namespaces']:>4} {case:<13} "
+                f"{fmt_range(e['wall_s'], 1e3, 1):>26} {fmt_range(e['cpu_s'], 1e3, 1):>26} "
+                f"{fmt_range(e['rss_mb'], 1, 1):>22} {sockets if sockets is not None else '-':>8} "
+                f"{e.get('cpu_us_per_socket', 0):>7.2f} {e.get('cpu_ratio', 0):>8.2f}x {lost_text:>5}"
+            )
+    print()
+    for r in results:
+        for case, e in r["cases"].items():
+            if case == "floor":
+                continue
+            print(
+                f"N={r['connections']} K={r['namespaces']} {case}: cpu {e['cpu_ratio']:.2f}x floor, "
+                f"wall {e['wall_ratio']:.2f}x floor, peak rss {e['rss_mb']['max']:.1f} MB"
+                + (f", records lost {e['records_lost']}" if "records_lost" in e else "")
+            )
+
+
+def git_describe():
+    try:
+        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine_load():
+    return {"loadavg": Path("/proc/loadavg").read_text().split()[:3], "cpus": os.cpu_count()}
+
+
+def mode_collect(args, tools, ws, report):
+    cases = args.cases.split(",") if args.cases else ONE_SHOT_CASES
+    results = []
+    for n in args.connections:
+        for k in args.namespaces:
+            results.append(run_collect_config(tools, ws, n, k, args.repeat, cases))
+    report["collect"] = results
+    print_collect_table(results)
+    if args.daemon_seconds > 0:
+        d = run_daemon(tools, ws, args.daemon_connections, args.daemon_seconds)
+        report["daemon"] = d
+        floor_per_poll = None
+        for r in results:
+            if r["connections"] == args.daemon_connections and r["namespaces"] == 0 and "floor" in r["cases"]:
+                floor_per_poll = r["cases"]["floor"]["cpu_s"]["median"]
+        print()
+        print(
+            f"daemon N={d['connections']} 1 s polls over {d['seconds']}s ({d['polls']} polls): "
+            f"cpu {fmt_range(d['cpu_percent'], 1, 2)} % per {DAEMON_WINDOW_S}s window, "
+            f"rss {fmt_range(d['rss_mb'], 1, 1)} MB, VmHWM {d['hwm_mb']:.1f} MB"
+        )
+        if floor_per_poll and d["polls"]:
+            per_poll = d["cpu_s_total"] / d["polls"]
+            d["cpu_per_poll_ratio"] = per_poll / floor_per_poll
+            print(f"daemon: {per_poll * 1e3:.1f} ms CPU per poll, {d['cpu_per_poll_ratio']:.2f}x the one-shot floor")
+
+
+def hold(ws, processes, new_netns):
+    argv = [str(ws.tools.floor), "hold", "--processes", str(processes)] + (["--new-netns"] if new_netns else [])
+    proc = ws.start_helper(argv)
+    ws.wait_ready([proc])
+    return proc
+
+
+def discovery(tools, ws, processes, new_netns, repeat):
+    log(f"discovery: {processes} processes{' each in its own namespace' if new_netns else ' in the host namespace'}")
+    ws.tools = tools
+    hold(ws, processes, new_netns)
+    with tempfile.TemporaryFile() as out:
+        measured([str(tools.floor), "discover", "--proc-scan", "--netns-dirs", "", "--repeat", str(repeat)], stdout=out)
+        out.seek(0)
+        timing = json.loads(out.read())
+    ws.stop_helpers()
+    return {
+        "processes": processes,
+        "new_netns": new_netns,
+        "namespaces_found": timing["namespaces"],
+        "wall_ms": summarise(timing["wall_ms"]),
+        "cpu_ms": summarise(timing["cpu_ms"]),
+    }
+
+
+def mode_namespaces(args, tools, ws, report):
+    rows = [
+        discovery(tools, ws, args.discover_namespaces, True, args.repeat),
+        discovery(tools, ws, args.discover_processes, False, args.repeat),
+    ]
+    coll = run_collect_config(tools, ws, args.ns_connections * args.ns_count, args.ns_count, args.repeat, ["floor", "null", "jsonl"])
+    report["namespaces"] = {"discovery": rows, "collection": coll}
+    print(f"{'load':<40} {'found':>6} {'wall ms med [range]':>24} {'cpu ms med [range]':>24}")
+    for r in rows:
+        what = f"{r['processes']} processes" + (", one netns each" if r["new_netns"] else ", host netns")
+        print(f"{what:<40} {r['namespaces_found']:>6} {fmt_range(r['wall_ms'], 1, 2):>24} {fmt_range(r['cpu_ms'], 1, 2):>24}")
+    print()
+    print_collect_table([coll])
+
+
+def stop_on_sigterm(_signum, _frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=["collect", "namespaces"], default="collect")
+    p.add_argument("--smoke", action="store_true", help="CI size: N=1,000, K=2, 1 repetition, 5 s daemon")
+    p.add_argument("--connections", type=lambda s: [int(x) for x in s.split(",")], default=FULL_CONNECTIONS)
+    p.add_argument("--namespaces", type=lambda s: [int(x) for x in s.split(",")], default=FULL_NAMESPACES)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--cases", default="", help=f"comma list of {','.join(ONE_SHOT_CASES)}")
+    p.add_argument("--daemon-seconds", type=int, default=60)
+    p.add_argument("--daemon-connections", type=int, default=10_000)
+    p.add_argument("--discover-namespaces", type=int, default=1_000)
+    p.add_argument("--discover-processes", type=int, default=10_000)
+    p.add_argument("--ns-count", type=int, default=100)
+    p.add_argument("--ns-connections", type=int, default=100)
+    p.add_argument("--xtcp2", default=str(ROOT / "target/release/xtcp2"))
+    p.add_argument("--floor", default=str(ROOT / "target/release/examples/floor_dump"))
+    p.add_argument("--out", default="", help="JSON results (default target/bench/<mode>-<rev>-<time>.json)")
+    p.add_argument("--keep-outputs", action="store_true")
+    args = p.parse_args()
+    if args.smoke:
+        args.connections, args.namespaces, args.repeat = [1_000], [2], 1
+        args.daemon_seconds, args.daemon_connections = 5, 1_000
+        args.discover_namespaces, args.discover_processes = 20, 200
+        args.ns_count, args.ns_connections = 2, 100
+    if os.geteuid() != 0:
+        sys.exit("bench/run.py needs root (namespaces, inet_diag of every socket)")
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    tools = Tools(args)
+    global LAUNCHER
+    LAUNCHER = tools.floor
+    report = {
+        "mode": args.mode,
+        "commit": git_describe(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "kernel": os.uname().release,
+        "machine": machine_load(),
+        "args": {k: v for k, v in vars(args).items()},
+    }
+    started = time.monotonic()
+    ws = Workspace(args.keep_outputs)
+    # SIGTERM (CI timeouts) must clean up like Ctrl-C does.
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        if args.mode == "collect":
+            mode_collect(args, tools, ws, report)
+        else:
+            mode_namespaces(args, tools, ws, report)
+    finally:
+        ws.close()
+    report["duration_s"] = round(time.monotonic() - started, 1)
+    report["machine_after"] = machine_load()
+    out = Path(args.out) if args.out else ROOT / "target" / "bench" / f"{args.mode}-{report['commit']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=str))
+    print(f"\nresults: {out} ({report['duration_s']}s, load {report['machine']['loadavg']} -> {report['machine_after']['loadavg']})")
+
+
+if __name__ == "__main__":
+    main()
