@@ -1,0 +1,114 @@
+//! `docs/record.md` lists every record field exactly as `record::FIELDS`
+//! declares it, so the documentation cannot drift from the code.
+//!
+//! The tables between the `BEGIN`/`END` markers are generated here from
+//! `FIELDS`. After changing a field, regenerate them with
+//! `XTCP2_BLESS=1 cargo test --test record_docs`; the prose around the
+//! markers is kept.
+
+use std::path::Path;
+
+use xtcp2::record::{FieldKind, FieldMeta, FIELDS};
+
+const BEGIN: &str = "<!-- BEGIN FIELDS: generated from record::FIELDS by tests/record_docs.rs -->";
+const END: &str = "<!-- END FIELDS -->";
+
+/// Field groups by protobuf tag range (see the comment atop
+/// `src/record/fields.rs`).
+const GROUPS: [(u32, u32, &str); 8] = [
+    (1, 9, "Context (stamped by xtcp2)"),
+    (10, 29, "`inet_diag_msg` header (every socket)"),
+    (30, 39, "`INET_DIAG_MEMINFO` (`--deserializers meminfo`)"),
+    (40, 49, "`INET_DIAG_SKMEMINFO` (`skmem`)"),
+    (50, 59, "Small attributes (`cong`, `tos`, `tc`, `shut`, `classid`, `cgroup`; `mark` when sent)"),
+    (60, 79, "`INET_DIAG_SOCKOPT` (`sockopt`, Linux 5.10+)"),
+    (80, 99, "Congestion-control info (`vegas`, `dctcp`, `bbr`; only the running algorithm's)"),
+    (100, 199, "`INET_DIAG_INFO`: `struct tcp_info` (`info`)"),
+];
+
+fn json_type(kind: FieldKind) -> &'static str {
+    match kind {
+        FieldKind::Uint => "integer",
+        FieldKind::TimestampNs => "integer (CSV: RFC 3339)",
+        FieldKind::TcpState => "integer (CSV: state name)",
+        FieldKind::Family => "integer (CSV: `AF_INET`/`AF_INET6`)",
+        FieldKind::Str => "string",
+        FieldKind::Addr => "string (protobuf: 4 or 16 bytes)",
+    }
+}
+
+/// Markdown table cells cannot hold a bare `|`.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|")
+}
+
+fn row(f: &FieldMeta) -> String {
+    let unit = if f.unit.is_empty() { "" } else { f.unit };
+    format!(
+        "| `{}` | {} | `{}` | {} | {} | {} |\n",
+        f.name,
+        json_type(f.kind),
+        cell(f.source),
+        cell(unit),
+        cell(f.doc),
+        f.tag
+    )
+}
+
+/// The generated part of docs/record.md.
+fn generated() -> String {
+    let mut out = String::new();
+    out.push_str(BEGIN);
+    out.push('\n');
+    for (low, high, title) in GROUPS {
+        let fields: Vec<_> = FIELDS.iter().filter(|f| (low..=high).contains(&f.tag)).collect();
+        if fields.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("\n### {title}\n\n"));
+        out.push_str("| JSON name | type | kernel source | unit | meaning | protobuf tag |\n");
+        out.push_str("|---|---|---|---|---|---|\n");
+        for f in fields {
+            out.push_str(&row(f));
+        }
+    }
+    out.push('\n');
+    out.push_str(END);
+    out
+}
+
+/// Every field of `FIELDS` appears in exactly one group, so none is left
+/// out of the page.
+#[test]
+fn every_field_has_a_group() {
+    for f in FIELDS {
+        let groups = GROUPS.iter().filter(|(low, high, _)| (*low..=*high).contains(&f.tag)).count();
+        assert_eq!(groups, 1, "{} (tag {}) is in {groups} groups", f.name, f.tag);
+    }
+}
+
+/// docs/record.md holds the field tables generated from `FIELDS`, byte for
+/// byte (rewrite them with `XTCP2_BLESS=1`).
+#[test]
+fn record_md_matches_the_field_declarations() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/record.md");
+    let current = std::fs::read_to_string(&path).unwrap_or_default();
+    let want = generated();
+    if std::env::var_os("XTCP2_BLESS").is_some_and(|v| v == "1") {
+        let updated = match (current.find(BEGIN), current.find(END)) {
+            (Some(b), Some(e)) if b < e => format!("{}{want}{}", &current[..b], &current[e + END.len()..]),
+            _ => format!("{current}\n{want}\n"),
+        };
+        if updated != current {
+            std::fs::write(&path, updated).expect("write docs/record.md");
+            println!("rewrote the field tables of {}", path.display());
+        }
+        return;
+    }
+    assert!(
+        current.contains(&want),
+        "{} is out of date with record::FIELDS; run `XTCP2_BLESS=1 cargo test --test record_docs`",
+        path.display()
+    );
+    assert_eq!(current.matches(BEGIN).count(), 1, "one generated block");
+}
