@@ -10,7 +10,8 @@ use crate::netns::watch::{self, Wake};
 use crate::observe::metrics::Metrics;
 use crate::poll::Poller;
 use crate::shutdown::Shutdown;
-use crate::sink::{deliver, Sink};
+use crate::format::StreamFormat;
+use crate::sink::{deliver, DeliveryPolicy, Sink};
 
 /// How long a shutdown waits for queued envelopes to reach a healthy destination.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,10 +27,11 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let metrics = Arc::new(Metrics::new());
     let queue = Arc::new(EnvelopeQueue::new(config.queue_envelopes, metrics.clone()));
+    let stream_format = StreamFormat::new(&config.marshal, &config.columns)?;
     let sink = runtime
-        .block_on(Sink::open(&config.dest))
+        .block_on(Sink::open(&config.dest, &stream_format))
         .with_context(|| format!("opening destination {}", config.dest))?;
-    let delivery = runtime.spawn(deliver(sink, queue.clone(), metrics.clone(), config.produce_timeout));
+    let delivery = runtime.spawn(deliver(sink, queue.clone(), metrics.clone(), DeliveryPolicy::new(config.produce_timeout)));
 
     let (wake_tx, wake_rx) = std::sync::mpsc::channel();
     {
@@ -57,7 +59,9 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     queue.close();
     let flushed = runtime.block_on(async { tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, delivery).await });
     if flushed.is_err() {
-        tracing::warn!(pending = queue.len(), "destination did not take the remaining envelopes in time; dropping them");
+        // Backstop only: delivery gives up by itself within sink::SHUTDOWN_BUDGET.
+        let dropped = queue.discard_all();
+        tracing::warn!(envelopes = dropped.envelopes, rows = dropped.rows, "destination did not take the remaining envelopes in time; dropped them");
     }
     if let Some(w) = watcher {
         let _ = w.join();

@@ -311,6 +311,17 @@ impl Config {
         } else {
             a.hostname.clone()
         };
+        let columns: Vec<String> = a
+            .columns
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect();
+        // Output choices are checked here, so a typo exits with code 2
+        // before anything is opened.
+        crate::format::StreamFormat::new(&a.marshal, &columns).map_err(|e| ConfigError::Output(e.to_string()))?;
+        crate::sink::Destination::parse(&a.dest).map_err(|e| ConfigError::Output(e.to_string()))?;
         Ok(Config {
             frequency,
             timeout,
@@ -318,13 +329,7 @@ impl Config {
             poll_jitter: parse_duration("poll-jitter", &a.poll_jitter)?,
             dest: a.dest.clone(),
             marshal: a.marshal.clone(),
-            columns: a
-                .columns
-                .split(',')
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
-                .map(str::to_string)
-                .collect(),
+            columns,
             deserializers: Deserializers::parse(&a.deserializers)?,
             states: parse_states(&a.states)?,
             netlink_timeout: Duration::from_millis(a.nltimeout),

@@ -1,0 +1,115 @@
+//! `file:PATH`: append to a file, created `0600` (records name hosts,
+//! addresses and ports, which are not for every local user), reopened after
+//! SIGHUP so logrotate can move it away.
+//!
+//! The reopen happens at the next send after the signal: the rotated file
+//! keeps every whole envelope written before it, the new file starts with
+//! the next one. A csv/tsv header is written whenever the file is empty at
+//! (re)open, so appending to an existing file never puts a second header in
+//! its middle.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use tokio::fs::{File, OpenOptions};
+use tokio::io::AsyncWriteExt;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use super::SinkError;
+use crate::batch::Envelope;
+
+/// Mode of a file xtcp2 creates: owner read/write only.
+pub const FILE_MODE: u32 = 0o600;
+
+pub struct FileSink {
+    path: PathBuf,
+    file: Option<File>,
+    header: Arc<[u8]>,
+    /// The file had no bytes when opened: write the header first.
+    needs_header: bool,
+    hangup: Option<Signal>,
+}
+
+impl FileSink {
+    /// Opens (creating) the file now, so a bad path fails at start.
+    pub async fn open(path: PathBuf, header: Arc<[u8]>) -> Result<FileSink, SinkError> {
+        let hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; the file destination will not be reopened on rotation");
+                None
+            }
+        };
+        let mut sink = FileSink {
+            path,
+            file: None,
+            header,
+            needs_header: false,
+            hangup,
+        };
+        let dest = format!("file:{}", sink.path.display());
+        sink.reopen(&dest).await?;
+        Ok(sink)
+    }
+
+    async fn reopen(&mut self, dest: &str) -> Result<(), SinkError> {
+        let io = |source| SinkError::Io {
+            dest: dest.to_string(),
+            source,
+        };
+        self.file = None;
+        let file = OpenOptions::new().create(true).append(true).mode(FILE_MODE).open(&self.path).await.map_err(io)?;
+        let len = file.metadata().await.map_err(io)?.len();
+        self.needs_header = len == 0 && !self.header.is_empty();
+        self.file = Some(file);
+        Ok(())
+    }
+
+    /// True if SIGHUP arrived since the last call (never waits). A noop
+    /// waker is enough: the signal is looked at before every send, nothing
+    /// needs waking in between.
+    fn hangup_received(&mut self) -> bool {
+        let Some(hangup) = &mut self.hangup else {
+            return false;
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut received = false;
+        // Several signals since the last send mean one reopen.
+        while let Poll::Ready(Some(())) = hangup.poll_recv(&mut cx) {
+            received = true;
+        }
+        received
+    }
+
+    pub async fn send(&mut self, envelope: &Envelope, dest: &str) -> Result<(), SinkError> {
+        if self.hangup_received() {
+            tracing::info!(path = %self.path.display(), "SIGHUP: reopening the destination file");
+            self.reopen(dest).await?;
+        }
+        if self.file.is_none() {
+            self.reopen(dest).await?;
+        }
+        let io = |source| SinkError::Io {
+            dest: dest.to_string(),
+            source,
+        };
+        let file = self.file.as_mut().ok_or_else(|| SinkError::Io {
+            dest: dest.to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::NotConnected, "file not open"),
+        })?;
+        if self.needs_header {
+            file.write_all(&self.header).await.map_err(io)?;
+            self.needs_header = false;
+        }
+        file.write_all(envelope.payload()).await.map_err(io)?;
+        // tokio writes files on a blocking thread: flush waits for it, so an
+        // error surfaces here and not at the next envelope.
+        file.flush().await.map_err(io)
+    }
+
+    /// Drops the handle after a failure; the next send reopens the path.
+    pub fn close(&mut self) {
+        self.file = None;
+    }
+}
