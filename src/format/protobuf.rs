@@ -189,6 +189,7 @@ fn proto_type(kind: FieldKind) -> &'static str {
 /// The key of a field (number and wire type) as a varint of at most two
 /// bytes; tags above [`super::MAX_TABLE_TAG`] are refused by a test.
 pub(crate) fn field_key(meta: &FieldMeta) -> ([u8; 2], u8) {
+    debug_assert!(meta.tag <= super::MAX_TABLE_TAG, "tag {} of {} needs a longer key", meta.tag, meta.name);
     let key = (u64::from(meta.tag) << 3) | u64::from(wire_type(meta.kind));
     let mut buf = [0u8; MAX_FRAME_PREFIX];
     let n = varint_into(key, &mut buf);
