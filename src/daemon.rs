@@ -8,6 +8,7 @@ use crate::batch::EnvelopeQueue;
 use crate::config::Config;
 use crate::netns::watch::{self, Wake};
 use crate::observe::metrics::Metrics;
+use crate::observe::Observability;
 use crate::poll::Poller;
 use crate::shutdown::Shutdown;
 use crate::format::StreamFormat;
@@ -26,11 +27,15 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let metrics = Arc::new(Metrics::new());
+    // Observability first: /healthz answers during startup, and a taken
+    // --prom-listen port fails before anything else is opened.
+    let observability = Observability::start(&runtime, &config, metrics.clone(), shutdown.clone())?;
     let queue = Arc::new(EnvelopeQueue::new(config.queue_envelopes, metrics.clone()));
     let stream_format = StreamFormat::new(&config.marshal, &config.columns)?;
     let sink = runtime
         .block_on(Sink::open(&config.dest, &stream_format))
         .with_context(|| format!("opening destination {}", config.dest))?;
+    observability.destination_opened();
     let delivery = runtime.spawn(deliver(sink, queue.clone(), metrics.clone(), DeliveryPolicy::new(config.produce_timeout)));
 
     let (wake_tx, wake_rx) = std::sync::mpsc::channel();
@@ -53,7 +58,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let watcher = watch::spawn(config.netns_dirs.clone(), wake_tx, shutdown.clone());
 
     let mut poller = Poller::new(config, metrics.clone(), queue.clone())?;
-    poller.run(wake_rx, |_report| {});
+    poller.run(wake_rx, |report| observability.poll_completed(report));
 
     shutdown.trigger();
     queue.close();
@@ -66,7 +71,10 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     if let Some(w) = watcher {
         let _ = w.join();
     }
+    // After the flush: /readyz kept answering 503 until here.
+    let finished = observability.finish(&runtime);
     runtime.shutdown_timeout(Duration::from_secs(1));
+    finished?;
     Ok(())
 }
 

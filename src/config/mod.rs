@@ -199,6 +199,12 @@ pub enum ConfigError {
     ZeroQueue,
     #[error("--pyroscope-sample-hz and --pyroscope-upload-sec must be above zero")]
     ZeroPyroscope,
+    #[error(transparent)]
+    PyroscopeUrl(#[from] crate::observe::pyroscope::PyroscopeUrlError),
+    #[error("--profile-mode mem needs a build with the heap-profiling feature (jemalloc): cargo build --release --features heap-profiling")]
+    HeapProfilingNotBuilt,
+    #[error("--profile-mode cpu and --pyroscope-url both need the one CPU profiler for the whole run; use one of them")]
+    ProfilerConflict,
     #[error("{0}")]
     Output(String),
 }
@@ -284,7 +290,8 @@ impl Config {
         let profile_mode = match a.profile_mode.trim() {
             "" => None,
             "cpu" => Some(ProfileMode::Cpu),
-            "mem" => Some(ProfileMode::Mem),
+            "mem" if cfg!(feature = "heap-profiling") => Some(ProfileMode::Mem),
+            "mem" => return Err(ConfigError::HeapProfilingNotBuilt),
             "mutex" | "block" => return Err(ConfigError::GoOnlyProfile(a.profile_mode.clone())),
             other => return Err(ConfigError::UnknownProfile(other.to_string())),
         };
@@ -297,6 +304,10 @@ impl Config {
         } else {
             if a.pyroscope_sample_hz == 0 || a.pyroscope_upload_sec == 0 {
                 return Err(ConfigError::ZeroPyroscope);
+            }
+            crate::observe::pyroscope::check_url(a.pyroscope_url.trim())?;
+            if profile_mode == Some(ProfileMode::Cpu) {
+                return Err(ConfigError::ProfilerConflict);
             }
             Some(PyroscopeConfig {
                 url: a.pyroscope_url.trim().trim_end_matches('/').to_string(),

@@ -6,12 +6,17 @@
 //! the life of the process (Prometheus handles restarts); gauges are set to
 //! the current value. Names get the `xtcp2_` prefix and counters the
 //! `_total` suffix at registration; `docs/observability.md` lists them.
+//!
+//! Two registries: `registry` holds everything of ours under `xtcp2_`;
+//! `process_registry` holds the standard `process_*` metrics, which are
+//! unprefixed by convention and read from `/proc` at scrape time.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
 
@@ -31,6 +36,23 @@ pub struct AttributeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FormatLabel {
     pub format: &'static str,
+}
+
+/// Labels of an on-demand profile request: which profile (`cpu`,
+/// `flamegraph`, `heap`) and what became of it (`ok`, `busy`, `error`,
+/// `unsupported`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProfileRequestLabel {
+    pub kind: &'static str,
+    pub outcome: &'static str,
+}
+
+/// The build's identity, as labels of `xtcp2_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabel {
+    pub version: &'static str,
+    /// "true" when built with the `heap-profiling` feature.
+    pub heap_profiling: &'static str,
 }
 
 #[derive(Default)]
@@ -87,6 +109,16 @@ pub struct NetnsMetrics {
     pub dump_failures: Family<KindLabel, Counter>,
 }
 
+/// On-demand profiles and the Pyroscope push.
+#[derive(Default)]
+pub struct ProfilingMetrics {
+    pub requests: Family<ProfileRequestLabel, Counter>,
+    pub pyroscope_uploads: Counter,
+    pub pyroscope_upload_bytes: Counter,
+    pub pyroscope_failures: Family<KindLabel, Counter>,
+    pub pyroscope_yields: Counter,
+}
+
 /// All metrics; create one, share it behind an `Arc`.
 pub struct Metrics {
     pub netlink: NetlinkMetrics,
@@ -95,7 +127,9 @@ pub struct Metrics {
     pub envelope: EnvelopeMetrics,
     pub destination: DestinationMetrics,
     pub netns: NetnsMetrics,
+    pub profiling: ProfilingMetrics,
     pub registry: Registry,
+    pub process_registry: Registry,
 }
 
 impl Metrics {
@@ -114,7 +148,9 @@ impl Metrics {
             envelope: EnvelopeMetrics::default(),
             destination: DestinationMetrics::default(),
             netns: NetnsMetrics::default(),
+            profiling: ProfilingMetrics::default(),
             registry: Registry::with_prefix("xtcp2"),
+            process_registry: Registry::default(),
         };
         m.register();
         m
@@ -159,6 +195,22 @@ impl Metrics {
         r.register("netns_removed", "Network namespaces that went away", ns.removed.clone());
         r.register("netns_enter_failures", "Failures to enter a namespace or open its socket, by kind", ns.enter_failures.clone());
         r.register("netns_dump_failures", "Failed dumps of a namespace, by kind", ns.dump_failures.clone());
+        let pr = &self.profiling;
+        r.register("profile_requests", "On-demand /debug/pprof requests, by profile kind and outcome", pr.requests.clone());
+        r.register("pyroscope_uploads", "CPU profiles accepted by the Pyroscope server", pr.pyroscope_uploads.clone());
+        r.register_with_unit("pyroscope_uploaded", "Bytes of CPU profiles accepted by the Pyroscope server", Unit::Bytes, pr.pyroscope_upload_bytes.clone());
+        r.register("pyroscope_upload_failures", "Pyroscope uploads that failed, by kind", pr.pyroscope_failures.clone());
+        r.register("pyroscope_yields", "Pyroscope periods cut short to let an on-demand profile run", pr.pyroscope_yields.clone());
+        r.register(
+            "build",
+            "The running build: version and optional features",
+            Info::new(BuildLabel {
+                version: env!("CARGO_PKG_VERSION"),
+                heap_profiling: if cfg!(feature = "heap-profiling") { "true" } else { "false" },
+            }),
+        );
+        self.process_registry
+            .register_collector(Box::new(super::process::ProcessCollector::this_process()));
     }
 
     /// Folds a finished dump's decode counters into the metrics.
@@ -195,13 +247,26 @@ impl Metrics {
         self.netlink.errors.get_or_create(&KindLabel { kind: e.kind() }).inc();
     }
 
-    /// The Prometheus text exposition.
+    /// The OpenMetrics text exposition of both registries.
     pub fn encode_text(&self) -> String {
-        let mut out = String::new();
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        let mut out = String::with_capacity(16 * 1024);
         // Encoding into a String only fails if a metric's encoder does;
-        // ours are all built-in types.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        // ours are built-in types and a collector that skips what it
+        // cannot read.
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.process_registry);
+        let _ = encode_eof(&mut out);
         out
+    }
+
+    /// The exposition in the format a scraper asked for.
+    pub fn encode(&self, format: super::exposition::ExpositionFormat) -> String {
+        let openmetrics = self.encode_text();
+        match format {
+            super::exposition::ExpositionFormat::OpenMetrics => openmetrics,
+            super::exposition::ExpositionFormat::Prometheus => super::exposition::to_prometheus_text(&openmetrics),
+        }
     }
 }
 

@@ -1,6 +1,161 @@
 //! Observability, beside the data path: metrics, the HTTP endpoints
 //! (metrics, health, readiness, pprof), profiling, Pyroscope and the
 //! startup capability check. Nothing here touches records.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`metrics`] | every metric family, the registries, `xtcp2_build_info` |
+//! | [`process`] | the standard `process_*` metrics, read from `/proc` per scrape |
+//! | [`exposition`] | Prometheus text vs OpenMetrics, chosen by `Accept` |
+//! | [`readiness`] | what `/readyz` answers |
+//! | [`server`] | the `--prom-listen` HTTP server and its routes |
+//! | [`profile`] | CPU/heap profiles, the whole-run profile, the profiler lock |
+//! | [`pyroscope`] | the periodic push to a Pyroscope server |
+//! | [`caps`] | the startup capability check (exit 77) |
+//! | [`log_throttle`] | rate limits for log lines that can repeat |
+//!
+//! [`Observability`] is what the daemon starts before the data path and
+//! finishes after it.
 
-pub mod metrics;
 pub mod caps;
+pub mod exposition;
+pub mod log_throttle;
+pub mod metrics;
+pub mod process;
+pub mod profile;
+pub mod pyroscope;
+pub mod readiness;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::poll::PollReport;
+use crate::shutdown::Shutdown;
+use metrics::Metrics;
+use profile::{ProfileError, ProfilerLock, WholeRunProfile};
+use readiness::Readiness;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error(transparent)]
+    Bind(#[from] server::BindError),
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    #[error(transparent)]
+    Pyroscope(#[from] pyroscope::PyroscopeUrlError),
+}
+
+/// The running observability side of the daemon.
+pub struct Observability {
+    pub readiness: Arc<Readiness>,
+    pub profiler: Arc<ProfilerLock>,
+    /// Where the HTTP server listens (the real port when `:0` was asked).
+    pub listen_addr: Option<SocketAddr>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    pyroscope: Option<tokio::task::JoinHandle<()>>,
+    drained: Shutdown,
+    whole_run: Option<WholeRunProfile>,
+}
+
+impl Observability {
+    /// Binds the HTTP server (a taken port is an error naming it), starts
+    /// the whole-run profile and the Pyroscope push. Call before the data
+    /// path so `/healthz` answers during startup.
+    pub fn start(
+        runtime: &tokio::runtime::Runtime,
+        config: &Config,
+        metrics: Arc<Metrics>,
+        shutdown: Shutdown,
+    ) -> Result<Self, ObserveError> {
+        let readiness = Arc::new(Readiness::new(config.frequency, shutdown.clone()));
+        let profiler = ProfilerLock::new();
+        let whole_run = config
+            .profile_mode
+            .map(|mode| WholeRunProfile::start(mode, &config.profile_path, &profiler))
+            .transpose()?;
+        let drained = Shutdown::new();
+        let (server, listen_addr) = match config.prom_listen {
+            None => (None, None),
+            Some(addr) => {
+                let std_listener = server::bind(addr)?;
+                let _guard = runtime.enter();
+                let listener = tokio::net::TcpListener::from_std(std_listener)
+                    .map_err(|cause| server::BindError { addr, cause })?;
+                let local = listener.local_addr().ok();
+                let endpoints = Arc::new(server::Endpoints {
+                    metrics: metrics.clone(),
+                    readiness: readiness.clone(),
+                    profiler: profiler.clone(),
+                    prom_path: config.prom_path.clone(),
+                    shutdown: shutdown.clone(),
+                });
+                tracing::info!(addr = %local.unwrap_or(addr), path = %config.prom_path, "serving metrics, health and pprof");
+                let task = runtime.spawn(server::serve(listener, endpoints, shutdown.clone(), drained.clone()));
+                (Some(task), local)
+            }
+        };
+        let pyroscope = match &config.pyroscope {
+            None => None,
+            Some(p) => {
+                let target = pyroscope::IngestTarget::new(p, &config.stamps.hostname)?;
+                Some(runtime.spawn(pyroscope::run(
+                    target,
+                    p.upload_period,
+                    profiler.clone(),
+                    metrics.clone(),
+                    shutdown.clone(),
+                )))
+            }
+        };
+        Ok(Observability {
+            readiness,
+            profiler,
+            listen_addr,
+            server,
+            pyroscope,
+            drained,
+            whole_run,
+        })
+    }
+
+    pub fn destination_opened(&self) {
+        self.readiness.destination_opened();
+    }
+
+    /// The poll loop's `on_poll` callback.
+    pub fn poll_completed(&self, report: &PollReport) {
+        self.readiness.poll_completed(report);
+    }
+
+    /// After the daemon has stopped polling and flushed: stops the server
+    /// and the push, and writes the whole-run profile. Returns the path of
+    /// the profile written, if any.
+    pub fn finish(self, runtime: &tokio::runtime::Runtime) -> Result<Option<PathBuf>, ObserveError> {
+        self.drained.trigger();
+        let written = match self.whole_run {
+            Some(p) => {
+                let path = p.finish(runtime)?;
+                tracing::info!(path = %path.display(), "wrote the whole-run profile");
+                Some(path)
+            }
+            None => None,
+        };
+        runtime.block_on(async {
+            let stop = async {
+                if let Some(t) = self.pyroscope {
+                    let _ = t.await;
+                }
+                if let Some(t) = self.server {
+                    let _ = t.await;
+                }
+            };
+            // Both end on their own once shutdown and drained are set;
+            // the bound only protects the exit from a wedged task.
+            let _ = tokio::time::timeout(server::CONNECTION_CLOSE_GRACE * 2, stop).await;
+        });
+        Ok(written)
+    }
+}

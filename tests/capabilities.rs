@@ -1,0 +1,131 @@
+//! The startup capability check of the real binary, with capabilities
+//! really removed: `setpriv` drops them from the bounding (and inheritable)
+//! set before exec, and for a root process exec then leaves them out of
+//! the permitted and effective sets. Needs root and setpriv (util-linux).
+//!
+//! Contract (docs/contract.md, docs/observability.md): a missing
+//! CAP_NET_ADMIN or CAP_SYS_ADMIN prints one exact line each plus a systemd
+//! snippet and exits 77, before anything is opened; missing soft
+//! capabilities log a warning each and the daemon runs.
+
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
+
+const NET_ADMIN_LINE: &str = "xtcp2: missing capability CAP_NET_ADMIN: required for netlink inet_diag queries";
+const SYS_ADMIN_LINE: &str =
+    "xtcp2: missing capability CAP_SYS_ADMIN: required for setns(CLONE_NEWNET) into each network namespace";
+const SNIPPET: &str = "xtcp2: cannot start without them. Grant them, e.g. in the systemd unit:
+
+[Service]
+AmbientCapabilities=CAP_NET_ADMIN CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_NET_RAW CAP_SYS_RESOURCE
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_NET_RAW CAP_SYS_RESOURCE
+
+or run as root. Exiting with code 77.
+";
+
+fn can_run(test: &str) -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false);
+    if !root {
+        eprintln!("SKIP {test}: needs root (to drop capabilities from a process that has them); CI runs it as root");
+        return false;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("SKIP {test}: setpriv not installed (Debian package util-linux)");
+        return false;
+    }
+    true
+}
+
+/// Runs xtcp2 with `drop` (setpriv names, e.g. "net_admin") removed.
+fn run_without(drop: &[&str], args: &[&str]) -> Output {
+    let list: Vec<String> = drop.iter().map(|c| format!("-{c}")).collect();
+    let list = list.join(",");
+    Command::new("setpriv")
+        .arg(format!("--bounding-set={list}"))
+        .arg(format!("--inh-caps={list}"))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_xtcp2"))
+        .args(args)
+        .env("XTCP2_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run setpriv")
+}
+
+/// Stderr without tracing's log lines (soft-capability warnings may
+/// precede the fatal message).
+fn message_lines(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter(|l| !l.contains(" WARN ") && !l.contains(" INFO "))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Asserts exit 77, nothing on stdout, and exactly `missing` lines then
+/// the snippet on stderr. A port held by the test is passed as
+/// --prom-listen: had the daemon bound it before checking, it would have
+/// failed with exit 1 instead, so 77 proves the check runs first.
+fn assert_refused(drop: &[&str], missing: &[&str]) {
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = held.local_addr().unwrap().to_string();
+    let out = run_without(drop, &["--prom-listen", &listen, "--dest", "null", "--max-loops", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "stderr:\n{stderr}");
+    assert!(out.stdout.is_empty(), "stdout: {}", String::from_utf8_lossy(&out.stdout));
+    let expected: String = missing.iter().map(|l| format!("{l}\n")).collect::<String>() + SNIPPET;
+    assert_eq!(message_lines(&stderr), expected);
+}
+
+/// Without CAP_NET_ADMIN: the NET_ADMIN line, the snippet, exit 77.
+#[test]
+fn missing_net_admin_exits_77_with_the_contract_message() {
+    if !can_run("missing_net_admin_exits_77_with_the_contract_message") {
+        return;
+    }
+    assert_refused(&["net_admin"], &[NET_ADMIN_LINE]);
+}
+
+/// Without CAP_SYS_ADMIN: the SYS_ADMIN line, the snippet, exit 77.
+#[test]
+fn missing_sys_admin_exits_77_with_the_contract_message() {
+    if !can_run("missing_sys_admin_exits_77_with_the_contract_message") {
+        return;
+    }
+    assert_refused(&["sys_admin"], &[SYS_ADMIN_LINE]);
+}
+
+/// Without both: both lines, NET_ADMIN first, the snippet, exit 77.
+#[test]
+fn missing_both_hard_capabilities_names_both() {
+    if !can_run("missing_both_hard_capabilities_names_both") {
+        return;
+    }
+    assert_refused(&["net_admin", "sys_admin"], &[NET_ADMIN_LINE, SYS_ADMIN_LINE]);
+}
+
+/// Without the soft capabilities the daemon warns once per capability,
+/// naming it, then runs a one-shot collection and exits 0.
+#[test]
+fn missing_soft_capabilities_warn_and_run() {
+    if !can_run("missing_soft_capabilities_warn_and_run") {
+        return;
+    }
+    let out = run_without(
+        &["sys_ptrace", "net_raw", "sys_resource"],
+        &["--max-loops", "1", "--dest", "null", "--prom-listen", "", "--netns-proc-scan=false", "--netns-dirs", ""],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    for cap in ["CAP_SYS_PTRACE", "CAP_NET_RAW", "CAP_SYS_RESOURCE"] {
+        let warnings: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains(" WARN ") && l.contains(&format!("missing capability {cap}:")))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{cap}: expected one warning in:\n{stderr}");
+    }
+    assert!(!stderr.contains("CAP_NET_ADMIN") && !stderr.contains("CAP_SYS_ADMIN"), "{stderr}");
+}

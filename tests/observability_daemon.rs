@@ -1,0 +1,396 @@
+//! The daemon binary's HTTP side, end to end: metrics that move with real
+//! sockets, readiness through the lifecycle, an exposition promtool
+//! accepts, CPU profiles and flame graphs, the profiler conflict, the
+//! whole-run profile, and startup errors. Root is needed for inet_diag
+//! (CI runs as root); tests that do not need it say so.
+
+mod observability_support;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use observability_support::*;
+
+/// Flags every daemon in this file runs with: fast polls of the host
+/// namespace only, records thrown away.
+const BASE: [&str; 10] = [
+    "--frequency",
+    "1s",
+    "--timeout",
+    "500ms",
+    "--dest",
+    "null",
+    "--netns-proc-scan=false",
+    "--netns-dirs",
+    "",
+    "--deserializers=default",
+];
+
+/// Below this, a random first-poll delay is too short for the test to
+/// see /readyz before the first poll, and the run is retried.
+const MIN_OBSERVABLE_JITTER: Duration = Duration::from_millis(150);
+
+/// Parses the `jitter=1.234s` field of the "delaying the first poll" log line.
+fn logged_jitter(stderr: &str) -> Option<Duration> {
+    let line = stderr.lines().find(|l| l.contains("delaying the first poll"))?;
+    let value = line.split("jitter=").nth(1)?.split_whitespace().next()?;
+    let (number, scale) = if let Some(v) = value.strip_suffix("ms") {
+        (v, 1e-3)
+    } else if let Some(v) = value.strip_suffix("µs") {
+        (v, 1e-6)
+    } else if let Some(v) = value.strip_suffix("ns") {
+        (v, 1e-9)
+    } else {
+        (value.strip_suffix('s')?, 1.0)
+    };
+    Some(Duration::from_secs_f64(number.parse::<f64>().ok()? * scale))
+}
+
+/// Starts a daemon whose first poll is delayed (--poll-jitter 2s) and
+/// returns it with every /readyz answer seen until the first 200, in
+/// order. Retries when the random delay was too short to observe.
+fn start_and_watch_readiness() -> (Daemon, Vec<(u16, String)>) {
+    for attempt in 1..=5 {
+        let mut args = BASE.to_vec();
+        args.extend(["--poll-jitter", "2s"]);
+        let mut daemon = Daemon::start(&args, Stdio::null());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut seen = Vec::new();
+        loop {
+            assert!(Instant::now() < deadline, "/readyz never became 200: {seen:?}\n{}", daemon.stderr());
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!("xtcp2 exited with {status}; stderr:\n{}", daemon.stderr());
+            }
+            match http_get(daemon.addr, "/readyz") {
+                Ok(r) => {
+                    let ready = r.status == 200;
+                    if seen.last().map(|(s, b): &(u16, String)| (*s, b.as_str())) != Some((r.status, r.text().as_str())) {
+                        seen.push((r.status, r.text()));
+                    }
+                    if ready {
+                        break;
+                    }
+                }
+                Err(_) => {} // not listening yet
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if seen[0].0 == 503 {
+            return (daemon, seen);
+        }
+        let jitter = logged_jitter(&daemon.stderr());
+        match jitter {
+            Some(j) if j < MIN_OBSERVABLE_JITTER => {
+                eprintln!("attempt {attempt}: first poll delayed only {j:?}; /readyz was already 200, retrying");
+                continue;
+            }
+            _ => panic!(
+                "/readyz answered 200 before the first poll could complete (jitter {jitter:?}): {seen:?}\n{}",
+                daemon.stderr()
+            ),
+        }
+    }
+    panic!("five random first-poll delays were all shorter than {MIN_OBSERVABLE_JITTER:?}");
+}
+
+/// /readyz is 503 until the first poll completes and then 200; the
+/// decode counter grows by at least the sockets the test opened; every
+/// data-path metric moved; promtool accepts the exposition; OpenMetrics
+/// is served on request; SIGTERM ends the daemon with exit code 0.
+#[test]
+fn daemon_metrics_readiness_promtool_and_clean_exit() {
+    if !require_root("daemon_metrics_readiness_promtool_and_clean_exit") {
+        return;
+    }
+    let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    let (mut daemon, seen) = start_and_watch_readiness();
+    assert_eq!(seen[0], (503, "not ready: the first poll has not completed\n".to_string()), "{seen:?}");
+    assert_eq!(seen.last().unwrap(), &(200, "ready: polling\n".to_string()), "{seen:?}");
+    let first = daemon.metrics();
+    assert!(sample(&first, "xtcp2_poll_cycles_total").unwrap() >= 1.0);
+
+    let decoded_before = sample(&first, "xtcp2_sockets_decoded_total").expect("decode counter");
+    let cycles_before = sample(&first, "xtcp2_poll_cycles_total").unwrap();
+    let connections = LoopbackConnections::open(20);
+    // Two more cycles: at least one started after the connections existed.
+    daemon.wait_metric("xtcp2_poll_cycles_total", cycles_before + 2.0, Duration::from_secs(10));
+    let m = daemon.metrics();
+    let decoded_after = sample(&m, "xtcp2_sockets_decoded_total").unwrap();
+    assert!(
+        decoded_after - decoded_before >= connections.sockets() as f64,
+        "decoded {decoded_before} -> {decoded_after}, opened {} sockets",
+        connections.sockets()
+    );
+
+    // Every stage on the way moved.
+    let at_least = |name: &str, min: f64| {
+        let v = sample(&m, name).unwrap_or_else(|| panic!("{name} missing from\n{m}"));
+        assert!(v >= min, "{name} = {v}, expected >= {min}");
+    };
+    at_least("xtcp2_netlink_recv_calls_total", 1.0);
+    at_least("xtcp2_netlink_recv_bytes_total", 1.0);
+    at_least("xtcp2_netlink_messages_total", connections.sockets() as f64);
+    at_least("xtcp2_netlink_dumps_total", 2.0 * 3.0); // IPv4 and IPv6, three polls
+    at_least("xtcp2_poll_duration_seconds_count", 3.0);
+    at_least("xtcp2_envelope_rows_flushed_total", connections.sockets() as f64);
+    at_least("xtcp2_envelopes_flushed_total", 1.0);
+    at_least("xtcp2_destination_sends_total", 1.0);
+    at_least("process_cpu_seconds_total", 0.0);
+    at_least("process_open_fds", 5.0);
+    at_least("process_threads", 3.0);
+    at_least("process_resident_memory_bytes", 1e6);
+    at_least("process_virtual_memory_bytes", 1e6);
+    assert_eq!(sample(&m, "xtcp2_netns_active"), Some(1.0), "only the host namespace");
+    assert_eq!(sample(&m, "xtcp2_netns_discovered_total"), Some(1.0));
+    assert!(sample(&m, "xtcp2_destination_queue_depth").is_some());
+    assert_eq!(sample(&m, "xtcp2_destination_dropped_envelopes_total"), Some(0.0));
+    let last_poll = sample(&m, "xtcp2_poll_last_timestamp_seconds").unwrap();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(last_poll >= started_unix && last_poll <= now + 1.0, "last poll {last_poll}, started {started_unix}, now {now}");
+    let ratio = sample(&m, "xtcp2_poll_duration_ratio").unwrap();
+    assert!(ratio > 0.0 && ratio < 1.0, "duration ratio {ratio}");
+    let start_time = sample(&m, "process_start_time_seconds").unwrap();
+    assert!((start_time - started_unix).abs() < 30.0, "process start {start_time} vs {started_unix}");
+    let build = format!(
+        "xtcp2_build_info{{version=\"{}\",heap_profiling=\"{}\"}}",
+        env!("CARGO_PKG_VERSION"),
+        cfg!(feature = "heap-profiling")
+    );
+    assert_eq!(sample(&m, &build), Some(1.0), "{build} in\n{m}");
+
+    match promtool_check(&m) {
+        Some((ok, out)) => assert!(ok, "promtool check metrics failed:\n{out}\n--- exposition ---\n{m}"),
+        None => {}
+    }
+    let plain = http_get(daemon.addr, "/metrics").unwrap();
+    assert_eq!(plain.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    assert!(!plain.text().contains("# EOF"));
+    let om = http_get_with(
+        daemon.addr,
+        "/metrics",
+        &[("Accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")],
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(om.header("content-type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+    assert!(om.text().ends_with("# EOF\n"));
+    assert!(om.text().contains("# TYPE xtcp2_sockets_decoded counter\n"));
+
+    assert_eq!(http_get(daemon.addr, "/nope").unwrap().status, 404);
+    assert_eq!(http_get(daemon.addr, "/healthz").unwrap().text(), "ok\n");
+
+    daemon.terminate();
+    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), Some(0), "stderr:\n{}", daemon.stderr());
+    drop(connections);
+}
+
+/// While the daemon flushes on SIGTERM (its stdout destination is a pipe
+/// nobody reads, so the flush waits), /readyz answers 503 "shutting down"
+/// and /healthz 200; once the pipe drains the daemon exits 0.
+#[test]
+fn readyz_is_503_while_the_daemon_flushes_on_shutdown() {
+    if !require_root("readyz_is_503_while_the_daemon_flushes_on_shutdown") {
+        return;
+    }
+    // Enough sockets that one poll's records exceed the 64 KiB pipe buffer.
+    let connections = LoopbackConnections::open(100);
+    let mut args = BASE.to_vec();
+    args[5] = "stdout";
+    let mut daemon = Daemon::start(&args, Stdio::piped());
+    daemon.wait_healthy(Duration::from_secs(10));
+    // Blocked: an envelope waits in the queue behind the one being written.
+    daemon.wait_metric("xtcp2_destination_queue_depth", 1.0, Duration::from_secs(15));
+    assert_eq!(http_get(daemon.addr, "/readyz").unwrap().status, 200);
+
+    daemon.terminate();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let shutting_down = loop {
+        let r = http_get(daemon.addr, "/readyz").expect("server answers during the flush");
+        if r.status == 503 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "/readyz stayed {} after SIGTERM", r.status);
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(shutting_down.text(), "not ready: shutting down\n");
+    assert_eq!(http_get(daemon.addr, "/healthz").unwrap().status, 200);
+
+    let mut stdout = daemon.child.stdout.take().unwrap();
+    let drain = std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = stdout.read_to_end(&mut sink);
+        sink.len()
+    });
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0), "stderr:\n{}", daemon.stderr());
+    assert!(drain.join().unwrap() > 64 * 1024);
+    drop(connections);
+}
+
+/// Keeps the daemon busy (so a CPU profile has samples) by scraping
+/// /metrics in a loop until dropped.
+struct ScrapeLoad {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl ScrapeLoad {
+    fn start(addr: std::net::SocketAddr) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut n = 0;
+            while !flag.load(Ordering::Relaxed) {
+                if http_get(addr, "/metrics").is_ok() {
+                    n += 1;
+                }
+            }
+            n
+        });
+        ScrapeLoad {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ScrapeLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// /debug/pprof/profile?seconds=2 returns a gzipped pprof protobuf with
+/// samples and symbolized xtcp2 frames; a concurrent second profile (or
+/// flame graph) request gets 409; a flame graph is an SVG; bad `seconds`
+/// is 400; the heap profile is 501 with the reason unless built with
+/// heap-profiling; each outcome is counted.
+#[test]
+fn cpu_profile_flamegraph_conflict_and_heap() {
+    if !require_root("cpu_profile_flamegraph_conflict_and_heap") {
+        return;
+    }
+    let mut daemon = Daemon::start(&BASE, Stdio::null());
+    daemon.wait_healthy(Duration::from_secs(10));
+    let load = ScrapeLoad::start(daemon.addr);
+
+    let addr = daemon.addr;
+    let first = std::thread::spawn(move || {
+        http_get_with(addr, "/debug/pprof/profile?seconds=2", &[], Duration::from_secs(30)).expect("profile")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let second = http_get(daemon.addr, "/debug/pprof/profile?seconds=1").unwrap();
+    assert_eq!(second.status, 409, "{}", second.text());
+    assert_eq!(second.text(), "another CPU profile is being taken; retry when it finishes\n");
+    let svg_meanwhile = http_get(daemon.addr, "/debug/pprof/flamegraph?seconds=1").unwrap();
+    assert_eq!(svg_meanwhile.status, 409);
+
+    let profile = first.join().unwrap();
+    drop(load);
+    assert_eq!(profile.status, 200, "{}", profile.text());
+    assert_eq!(profile.header("content-type"), Some("application/octet-stream"));
+    let p = decode_pprof(&profile.body);
+    assert!(!p.sample.is_empty(), "no samples in a 2 s profile of a busy daemon");
+    assert!(p.string_table.len() > 1 && p.string_table[0].is_empty());
+    assert_eq!(
+        sample_types(&p),
+        [("samples".to_string(), "count".to_string()), ("cpu".to_string(), "nanoseconds".to_string())]
+    );
+    assert!(
+        p.string_table.iter().any(|s| s.contains("xtcp2::")),
+        "no xtcp2 frame was symbolized: {:?}",
+        &p.string_table[..p.string_table.len().min(40)]
+    );
+
+    let svg = http_get_with(daemon.addr, "/debug/pprof/flamegraph?seconds=1", &[], Duration::from_secs(30)).unwrap();
+    assert_eq!(svg.status, 200, "{}", svg.text());
+    assert_eq!(svg.header("content-type"), Some("image/svg+xml"));
+    let svg = svg.text();
+    assert!(svg.starts_with("<?xml") && svg.contains("<svg") && svg.trim_end().ends_with("</svg>"), "{svg:.200}");
+
+    let bad = http_get(daemon.addr, "/debug/pprof/profile?seconds=abc").unwrap();
+    assert_eq!(bad.status, 400);
+
+    let heap = http_get(daemon.addr, "/debug/pprof/heap").unwrap();
+    if cfg!(feature = "heap-profiling") {
+        assert_eq!(heap.status, 200, "{}", heap.text());
+        assert!(!decode_pprof(&heap.body).string_table.is_empty());
+    } else {
+        assert_eq!(heap.status, 501);
+        assert_eq!(
+            heap.text(),
+            "heap profiling is not in this build: rebuild with `cargo build --release --features heap-profiling` (jemalloc)\n"
+        );
+    }
+
+    let m = daemon.metrics();
+    let count = |kind: &str, outcome: &str| sample(&m, &format!("xtcp2_profile_requests_total{{kind=\"{kind}\",outcome=\"{outcome}\"}}"));
+    assert_eq!(count("cpu", "ok"), Some(1.0));
+    assert_eq!(count("cpu", "busy"), Some(1.0));
+    assert_eq!(count("flamegraph", "busy"), Some(1.0));
+    assert_eq!(count("flamegraph", "ok"), Some(1.0));
+    assert_eq!(count("cpu", "error"), Some(1.0));
+    let heap_outcome = if cfg!(feature = "heap-profiling") { "ok" } else { "unsupported" };
+    assert_eq!(count("heap", heap_outcome), Some(1.0));
+
+    daemon.terminate();
+    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), Some(0), "stderr:\n{}", daemon.stderr());
+}
+
+/// --profile-mode cpu records the whole run: on-demand profiles get 409
+/// naming it, and at exit xtcp2-cpu-<pid>.pb.gz in --profile-path is a
+/// pprof with samples.
+#[test]
+fn whole_run_cpu_profile_is_written_at_exit() {
+    if !require_root("whole_run_cpu_profile_is_written_at_exit") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_arg = dir.path().to_str().unwrap().to_string();
+    let mut args = BASE.to_vec();
+    args.extend(["--profile-mode", "cpu", "--profile-path", &dir_arg]);
+    let mut daemon = Daemon::start(&args, Stdio::null());
+    daemon.wait_healthy(Duration::from_secs(10));
+    let busy = http_get(daemon.addr, "/debug/pprof/profile?seconds=1").unwrap();
+    assert_eq!(busy.status, 409);
+    assert_eq!(
+        busy.text(),
+        "the profiler is recording the whole run (--profile-mode cpu); on-demand profiles are unavailable\n"
+    );
+    {
+        let _load = ScrapeLoad::start(daemon.addr);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let pid = daemon.child.id();
+    daemon.terminate();
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0), "stderr:\n{}", daemon.stderr());
+    let file = dir.path().join(format!("xtcp2-cpu-{pid}.pb.gz"));
+    let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}; stderr:\n{}", file.display(), daemon.stderr()));
+    let p = decode_pprof(&bytes);
+    assert!(!p.sample.is_empty(), "whole-run profile has no samples");
+    assert_eq!(sample_types(&p)[1], ("cpu".to_string(), "nanoseconds".to_string()));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "exactly one profile file");
+}
+
+/// A --prom-listen port already taken fails startup with exit code 1 and
+/// a message naming the address. (No root needed: the listener is bound
+/// before anything privileged.)
+#[test]
+fn taken_listen_port_fails_startup_naming_the_address() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtcp2"))
+        .args(["--skip-capability-check", "--prom-listen", &addr, "--dest", "null", "--max-loops", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run xtcp2");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    let expected = format!("xtcp2: cannot listen on {addr} (--prom-listen): Address already in use (os error 98)");
+    assert!(stderr.lines().any(|l| l == expected), "expected {expected:?} in:\n{stderr}");
+}

@@ -1,0 +1,142 @@
+//! The Pyroscope push of the daemon binary, against a local HTTP server
+//! posing as Pyroscope: uploads arrive every period as valid pprof with the
+//! app name and tags; an on-demand profile makes the push yield; a dead
+//! server costs only a counted, rate-limited failure. Root is needed for
+//! inet_diag (CI runs as root).
+
+mod observability_support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use observability_support::*;
+
+const UPLOAD_PERIOD: Duration = Duration::from_secs(1);
+
+fn daemon_args<'a>(url: &'a str, app: &'a str) -> Vec<&'a str> {
+    vec![
+        "--frequency",
+        "1s",
+        "--timeout",
+        "500ms",
+        "--dest",
+        "null",
+        "--netns-proc-scan=false",
+        "--netns-dirs",
+        "",
+        "--pyroscope-url",
+        url,
+        "--pyroscope-app-name",
+        app,
+        "--pyroscope-upload-sec",
+        "1",
+        "--pyroscope-sample-hz",
+        "100",
+    ]
+}
+
+/// At least two uploads arrive within three upload periods of startup;
+/// each is `POST /ingest` with the app name and hostname/version tags,
+/// format=pprof, sampleRate=100, a 1 s from/until window and a gzipped
+/// pprof CPU profile as the body; the upload counter matches.
+#[test]
+fn pyroscope_receives_a_pprof_profile_every_upload_period() {
+    if !require_root("pyroscope_receives_a_pprof_profile_every_upload_period") {
+        return;
+    }
+    let server = RecordingServer::start();
+    let url = format!("http://{}", server.addr);
+    let mut daemon = Daemon::start(&daemon_args(&url, "xtcp2-test"), Stdio::null());
+    let started = Instant::now();
+    daemon.wait_healthy(Duration::from_secs(10));
+    std::thread::sleep((UPLOAD_PERIOD * 3).saturating_sub(started.elapsed()));
+    let uploads: Vec<_> = server
+        .received()
+        .into_iter()
+        .filter(|r| r.at <= started + UPLOAD_PERIOD * 3)
+        .collect();
+    assert!(uploads.len() >= 2, "{} uploads within three periods; stderr:\n{}", uploads.len(), daemon.stderr());
+
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    let expected_name = format!("xtcp2-test{{hostname={hostname},version={}}}", env!("CARGO_PKG_VERSION"));
+    for upload in &uploads {
+        assert_eq!(upload.method, "POST");
+        assert!(upload.target.starts_with("/ingest?"), "{}", upload.target);
+        assert_eq!(upload.query("name").as_deref(), Some(expected_name.as_str()), "{}", upload.target);
+        assert_eq!(upload.query("format").as_deref(), Some("pprof"));
+        assert_eq!(upload.query("sampleRate").as_deref(), Some("100"));
+        assert_eq!(upload.query("spyName").as_deref(), Some("pyroscope-rs"));
+        let from: u64 = upload.query("from").unwrap().parse().unwrap();
+        let until: u64 = upload.query("until").unwrap().parse().unwrap();
+        assert!(until >= from && until - from <= 2, "window {from}..{until}");
+        let profile = decode_pprof(&upload.body);
+        assert_eq!(
+            sample_types(&profile),
+            [("samples".to_string(), "count".to_string()), ("cpu".to_string(), "nanoseconds".to_string())]
+        );
+        assert_eq!(profile.string_table[0], "");
+    }
+    let m = daemon.metrics();
+    let uploaded = sample(&m, "xtcp2_pyroscope_uploads_total").unwrap();
+    assert!(uploaded >= uploads.len() as f64, "counter {uploaded} < {} received", uploads.len());
+    assert!(sample(&m, "xtcp2_pyroscope_uploaded_bytes_total").unwrap() > 0.0);
+
+    daemon.terminate();
+    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), Some(0), "stderr:\n{}", daemon.stderr());
+}
+
+/// An on-demand CPU profile while Pyroscope holds the profiler is served
+/// (200, not 409): the push cuts its period short, counts the yield, and
+/// resumes uploading afterwards.
+#[test]
+fn pyroscope_yields_the_profiler_to_an_on_demand_profile() {
+    if !require_root("pyroscope_yields_the_profiler_to_an_on_demand_profile") {
+        return;
+    }
+    let server = RecordingServer::start();
+    let url = format!("http://{}", server.addr);
+    let mut daemon = Daemon::start(&daemon_args(&url, "xtcp2-yield"), Stdio::null());
+    daemon.wait_healthy(Duration::from_secs(10));
+    daemon.wait_metric("xtcp2_pyroscope_uploads_total", 1.0, Duration::from_secs(10));
+
+    let profile = http_get_with(daemon.addr, "/debug/pprof/profile?seconds=1", &[], Duration::from_secs(30)).unwrap();
+    assert_eq!(profile.status, 200, "{}", profile.text());
+    decode_pprof(&profile.body);
+    let m = daemon.metrics();
+    assert_eq!(sample(&m, "xtcp2_pyroscope_yields_total"), Some(1.0), "{m}");
+    let after_profile = sample(&m, "xtcp2_pyroscope_uploads_total").unwrap();
+    daemon.wait_metric("xtcp2_pyroscope_uploads_total", after_profile + 1.0, Duration::from_secs(10));
+
+    daemon.terminate();
+    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), Some(0), "stderr:\n{}", daemon.stderr());
+}
+
+/// With the Pyroscope URL pointing at a closed port, polls go on
+/// (xtcp2_poll_cycles_total grows, /readyz stays 200), every failed upload
+/// is counted as kind="connect", the failure is logged once (rate limited)
+/// and SIGTERM still exits 0.
+#[test]
+fn dead_pyroscope_does_not_hurt_collection() {
+    if !require_root("dead_pyroscope_does_not_hurt_collection") {
+        return;
+    }
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let mut daemon = Daemon::start(&daemon_args(&closed, "xtcp2-dead"), Stdio::null());
+    daemon.wait_healthy(Duration::from_secs(10));
+    let cycles_at_start = daemon.wait_metric("xtcp2_poll_cycles_total", 1.0, Duration::from_secs(10));
+    daemon.wait_metric(
+        "xtcp2_pyroscope_upload_failures_total{kind=\"connect\"}",
+        3.0,
+        Duration::from_secs(10),
+    );
+    daemon.wait_metric("xtcp2_poll_cycles_total", cycles_at_start + 3.0, Duration::from_secs(10));
+    assert_eq!(http_get(daemon.addr, "/readyz").unwrap().status, 200);
+    let m = daemon.metrics();
+    assert_eq!(sample(&m, "xtcp2_pyroscope_uploads_total"), Some(0.0));
+
+    daemon.terminate();
+    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), Some(0), "stderr:\n{}", daemon.stderr());
+    let stderr = daemon.stderr();
+    let logged = stderr.lines().filter(|l| l.contains("Pyroscope upload failed")).count();
+    assert_eq!(logged, 1, "failures must be logged once a minute at most:\n{stderr}");
+}

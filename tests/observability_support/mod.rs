@@ -1,0 +1,414 @@
+//! Shared by the observability tests: a plain HTTP/1.1 client, the daemon
+//! binary as a child process that is always reaped, exposition parsing,
+//! and pprof decoding. Std only, so the tests exercise the daemon's own
+//! HTTP stack and nothing of ours sits in between.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The effective uid is 0 (netlink dumps of every socket and setns need it).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// True when the test can run; otherwise prints why it is skipped.
+pub fn require_root(test: &str) -> bool {
+    if is_root() {
+        true
+    } else {
+        eprintln!("SKIP {test}: needs root (CAP_NET_ADMIN for inet_diag); CI runs it as root");
+        false
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// GET with extra headers; `Connection: close` so the body ends at EOF
+/// when the server does not send a length.
+pub fn http_get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)], timeout: Duration) -> std::io::Result<HttpResponse> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(timeout))?;
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    read_response(&mut BufReader::new(stream))
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
+    http_get_with(addr, path, &[], Duration::from_secs(10))
+}
+
+fn bad(msg: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
+}
+
+/// Reads one HTTP/1.1 message head and its body (Content-Length or to EOF).
+pub fn read_head(reader: &mut impl BufRead) -> std::io::Result<(String, Vec<(String, String)>)> {
+    let mut first = String::new();
+    if reader.read_line(&mut first)? == 0 {
+        return Err(bad("connection closed before a message".into()));
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (k, v) = line.split_once(':').ok_or_else(|| bad(format!("bad header {line:?}")))?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    Ok((first.trim_end().to_string(), headers))
+}
+
+fn content_length(headers: &[(String, String)]) -> Option<usize> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+fn read_response(reader: &mut impl BufRead) -> std::io::Result<HttpResponse> {
+    let (status_line, headers) = read_head(reader)?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+    let mut body = Vec::new();
+    match content_length(&headers) {
+        Some(n) => {
+            body.resize(n, 0);
+            reader.read_exact(&mut body)?;
+        }
+        None => {
+            reader.read_to_end(&mut body)?;
+        }
+    }
+    Ok(HttpResponse { status, headers, body })
+}
+
+/// A request received by [`RecordingServer`].
+#[derive(Debug, Clone)]
+pub struct ReceivedRequest {
+    pub at: Instant,
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl ReceivedRequest {
+    /// The decoded value of query parameter `name`.
+    pub fn query(&self, name: &str) -> Option<String> {
+        let query = self.target.split_once('?')?.1;
+        query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == name).then(|| percent_decode(v))
+        })
+    }
+}
+
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An HTTP server on 127.0.0.1 that answers 200 to everything and keeps
+/// every request, standing in for Pyroscope. Its thread ends with the test
+/// process; it holds no files.
+pub struct RecordingServer {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<ReceivedRequest>>>,
+}
+
+impl RecordingServer {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let keep = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let keep = keep.clone();
+                std::thread::spawn(move || serve_one_connection(stream, keep));
+            }
+        });
+        RecordingServer { addr, requests }
+    }
+
+    pub fn received(&self) -> Vec<ReceivedRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn serve_one_connection(stream: TcpStream, keep: Arc<Mutex<Vec<ReceivedRequest>>>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let Ok(mut writer) = stream.try_clone() else { return };
+    let mut reader = BufReader::new(stream);
+    // Keep-alive: the client may send several requests on one connection.
+    while let Ok((request_line, headers)) = read_head(&mut reader) {
+        let mut body = vec![0u8; content_length(&headers).unwrap_or(0)];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let mut parts = request_line.split_whitespace();
+        keep.lock().unwrap().push(ReceivedRequest {
+            at: Instant::now(),
+            method: parts.next().unwrap_or("").to_string(),
+            target: parts.next().unwrap_or("").to_string(),
+            headers,
+            body,
+        });
+        if writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").is_err() {
+            return;
+        }
+    }
+}
+
+/// The daemon binary running as a child. Dropping it kills and reaps the
+/// process, so a failing assertion never leaves a daemon behind.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts `xtcp2` listening on a free loopback port, with `args` added.
+    /// Stdout is discarded unless `stdout` says otherwise.
+    pub fn start(args: &[&str], stdout: Stdio) -> Daemon {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_xtcp2"))
+            .args(["--prom-listen", &addr.to_string()])
+            .args(args)
+            .env("XTCP2_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn xtcp2");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().expect("stderr pipe");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Daemon { child, addr, stderr }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until the HTTP server answers /healthz.
+    pub fn wait_healthy(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(r) = http_get(self.addr, "/healthz") {
+                assert_eq!(r.status, 200, "/healthz");
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("xtcp2 exited with {status} before serving; stderr:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("xtcp2 did not answer /healthz within {within:?}; stderr:\n{}", self.stderr());
+    }
+
+    pub fn metrics(&self) -> String {
+        let r = http_get(self.addr, "/metrics").expect("GET /metrics");
+        assert_eq!(r.status, 200, "/metrics");
+        r.text()
+    }
+
+    /// Waits until `metric` (an exact sample name with labels) reaches `at_least`.
+    pub fn wait_metric(&self, metric: &str, at_least: f64, within: Duration) -> f64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let v = sample(&self.metrics(), metric).unwrap_or(0.0);
+            if v >= at_least {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{metric} stayed at {v} (< {at_least}) for {within:?}; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM (via kill(1), so the test needs no unsafe).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit and returns its code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            if Instant::now() >= deadline {
+                panic!("xtcp2 did not exit within {within:?}; stderr:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of the sample named exactly `name` (labels included, as
+/// written in the exposition, e.g. `x_total{kind="io"}`).
+pub fn sample(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let value = rest.strip_prefix(' ')?;
+        value.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Runs `promtool check metrics` on the exposition; `None` (with a printed
+/// reason) when promtool is not installed.
+pub fn promtool_check(exposition: &str) -> Option<(bool, String)> {
+    let promtool = ["promtool", "/usr/bin/promtool"]
+        .into_iter()
+        .find(|p| Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()));
+    let Some(promtool) = promtool else {
+        eprintln!("SKIP promtool check: promtool not installed (Debian package `prometheus`)");
+        return None;
+    };
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn promtool");
+    child.stdin.take().unwrap().write_all(exposition.as_bytes()).expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Some((out.status.success(), text))
+}
+
+/// Gunzips and decodes a pprof profile.
+pub fn decode_pprof(gzipped: &[u8]) -> pprof::protos::Profile {
+    use pprof::protos::Message;
+    assert_eq!(&gzipped[..2], &[0x1f, 0x8b], "not gzip");
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(gzipped).read_to_end(&mut raw).expect("gunzip");
+    pprof::protos::Profile::decode(raw.as_slice()).expect("pprof protobuf")
+}
+
+/// The string-table entries a profile's sample types name, e.g.
+/// `[("samples", "count"), ("cpu", "nanoseconds")]`.
+pub fn sample_types(p: &pprof::protos::Profile) -> Vec<(String, String)> {
+    p.sample_type
+        .iter()
+        .map(|t| (p.string_table[t.ty as usize].clone(), p.string_table[t.unit as usize].clone()))
+        .collect()
+}
+
+/// Loopback TCP connections held open: `count` pairs on one listener.
+pub struct LoopbackConnections {
+    pub listener: TcpListener,
+    pub clients: Vec<TcpStream>,
+    pub servers: Vec<TcpStream>,
+}
+
+impl LoopbackConnections {
+    pub fn open(count: usize) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let mut clients = Vec::new();
+        let mut servers = Vec::new();
+        for _ in 0..count {
+            clients.push(TcpStream::connect(addr).expect("connect"));
+            servers.push(listener.accept().expect("accept").0);
+        }
+        LoopbackConnections { listener, clients, servers }
+    }
+
+    /// Sockets the kernel now has for these: both ends of each connection and the listener.
+    pub fn sockets(&self) -> usize {
+        self.clients.len() + self.servers.len() + 1
+    }
+}
