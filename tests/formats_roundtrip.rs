@@ -77,3 +77,4 @@ fn csv_cells_read_like_ss() {
     // The label needs RFC 4180 quoting: it holds a comma and quotes.
     assert!(String::from_utf8(line).unwrap().ends_with(",\"rack 7, \"\"blue\"\"\"\n"));
 }
+
