@@ -128,16 +128,19 @@ impl ProcessCollector {
 }
 
 impl Collector for ProcessCollector {
+    /// Every family is always described (so the set of families does not
+    /// depend on the host); a value that cannot be read is left out.
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = read_sample(&self.proc_dir, &self.proc_stat);
-        if let Some(v) = s.cpu_seconds {
-            let metric = ConstCounter::new(v);
-            metric.encode(encoder.encode_descriptor(
-                "process_cpu",
-                "Total user and system CPU time spent in seconds.",
-                Some(&Unit::Seconds),
-                metric.metric_type(),
-            )?)?;
+        let cpu = ConstCounter::new(s.cpu_seconds.unwrap_or(0.0));
+        let descriptor = encoder.encode_descriptor(
+            "process_cpu",
+            "Total user and system CPU time spent in seconds.",
+            Some(&Unit::Seconds),
+            cpu.metric_type(),
+        )?;
+        if s.cpu_seconds.is_some() {
+            cpu.encode(descriptor)?;
         }
         let gauges: [(&str, &str, Option<Unit>, Option<f64>); 6] = [
             ("process_resident_memory", "Resident memory size in bytes.", Some(Unit::Bytes), s.resident_bytes.map(|v| v as f64)),
@@ -148,9 +151,10 @@ impl Collector for ProcessCollector {
             ("process_threads", "Number of OS threads in the process.", None, s.threads.map(|v| v as f64)),
         ];
         for (name, help, unit, value) in gauges {
-            if let Some(v) = value {
-                let metric = ConstGauge::new(v);
-                metric.encode(encoder.encode_descriptor(name, help, unit.as_ref(), metric.metric_type())?)?;
+            let metric = ConstGauge::new(value.unwrap_or(0.0));
+            let descriptor = encoder.encode_descriptor(name, help, unit.as_ref(), metric.metric_type())?;
+            if value.is_some() {
+                metric.encode(descriptor)?;
             }
         }
         Ok(())
@@ -203,6 +207,32 @@ mod tests {
     fn boot_time_from_proc_stat() {
         let stat = "cpu  1 2 3 4\nintr 5\nctxt 6\nbtime 1700000000\nprocesses 7\n";
         assert_eq!(parse_boot_time(stat), Some(1_700_000_000));
+    }
+
+    /// Without /proc files every family is still described, with no samples.
+    #[test]
+    fn unreadable_proc_keeps_every_family_without_values() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(ProcessCollector {
+            proc_dir: PathBuf::from("/nonexistent/proc/self"),
+            proc_stat: PathBuf::from("/nonexistent/proc/stat"),
+        }));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+        assert_eq!(
+            types,
+            [
+                "# TYPE process_cpu_seconds counter",
+                "# TYPE process_resident_memory_bytes gauge",
+                "# TYPE process_virtual_memory_bytes gauge",
+                "# TYPE process_start_time_seconds gauge",
+                "# TYPE process_open_fds gauge",
+                "# TYPE process_max_fds gauge",
+                "# TYPE process_threads gauge",
+            ]
+        );
+        assert!(!text.lines().any(|l| l.starts_with("process_")), "{text}");
     }
 
     /// Reading this test process gives every value, with plausible sizes.
