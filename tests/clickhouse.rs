@@ -1,0 +1,273 @@
+//! Real ClickHouse (chdb, ClickHouse in-process, driven by
+//! tests/clickhouse/run_queries.py) reads the files xtcp2 writes:
+//! protobufList with the project's proto/xtcp2.proto, jsonl as
+//! JSONEachRow, csv as CSVWithNames and tsv as TSVWithNames. Counts and
+//! sampled values must equal what xtcp2 wrote.
+//!
+//! ClickHouse's `ProtobufList` reads exactly one length-delimited Envelope
+//! per input (its reader fails on bytes after the first Envelope), so a
+//! protobufList file is read with `ProtobufList` when it holds one envelope
+//! and with `Protobuf` + `ARRAY JOIN records` when it holds several; both
+//! are checked.
+//!
+//! Skipped, saying why, when chdb cannot be imported. CI installs it with:
+//! python3 -m venv /var/cache/xtcp2-ci/venv && /var/cache/xtcp2-ci/venv/bin/pip install chdb
+//! (XTCP2_CHDB_PYTHON names another interpreter).
+
+mod sinks_support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use sinks_support::*;
+use xtcp2::batch::Envelope;
+use xtcp2::format::{Format, StreamFormat};
+use xtcp2::record::Record;
+use xtcp2::sink::Sink;
+
+/// The interpreter CI installs chdb into.
+const CI_VENV_PYTHON: &str = "/var/cache/xtcp2-ci/venv/bin/python";
+/// run_queries.py's exit code when chdb is missing.
+const EXIT_NO_CHDB: i32 = 3;
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("XTCP2_CHDB_PYTHON") {
+        return PathBuf::from(p);
+    }
+    if Path::new(CI_VENV_PYTHON).is_file() {
+        return PathBuf::from(CI_VENV_PYTHON);
+    }
+    PathBuf::from("python3")
+}
+
+/// Runs `queries` in chdb; `None` (with the reason printed) when chdb is
+/// not available. Every query must succeed.
+fn clickhouse(queries: &[String]) -> Option<Vec<String>> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clickhouse/run_queries.py");
+    let python = python();
+    let mut child = match Command::new(&python).arg(&script).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            println!("SKIPPED: cannot run {} ({e}); install chdb as the module doc says", python.display());
+            return None;
+        }
+    };
+    let input = serde_json::to_vec(queries).unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let output = child.wait_with_output().unwrap();
+    if output.status.code() == Some(EXIT_NO_CHDB) {
+        println!("SKIPPED: {} cannot import chdb: {}", python.display(), String::from_utf8_lossy(&output.stderr).trim());
+        return None;
+    }
+    assert!(output.status.success(), "run_queries.py failed: {}", String::from_utf8_lossy(&output.stderr));
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    Some(
+        results
+            .into_iter()
+            .zip(queries)
+            .map(|(r, q)| match r.get("ok").and_then(|v| v.as_str()) {
+                Some(text) => text.trim_end().to_string(),
+                None => panic!("ClickHouse rejected\n  {q}\nwith {}", r["error"]),
+            })
+            .collect(),
+    )
+}
+
+fn proto_schema() -> String {
+    format!("{}/proto/xtcp2.proto:Record", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Writes `records` through the real file sink, `rows_per_envelope` per envelope.
+fn write_file(path: &Path, format: Format, records: &[Record], rows_per_envelope: usize) {
+    let stream = StreamFormat::new(format.name(), &[]).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut sink = Sink::open(&format!("file:{}", path.display()), &stream).await.unwrap();
+        let mut encoder = stream.encoder();
+        for chunk in records.chunks(rows_per_envelope) {
+            let envelope = Envelope::from_records(encoder.as_mut(), chunk, Arc::from("h"), 1);
+            sink.send(&envelope).await.unwrap();
+        }
+    });
+}
+
+/// The `FROM` clause and settings that read `path` in `format`.
+fn source(path: &Path, format: Format) -> (String, String) {
+    let p = path.display();
+    match format {
+        Format::ProtobufList => (format!("file('{p}', 'ProtobufList')"), format!("SETTINGS format_schema = '{}'", proto_schema())),
+        Format::Jsonl => (format!("file('{p}', 'JSONEachRow')"), String::new()),
+        Format::Csv => (format!("file('{p}', 'CSVWithNames')"), "SETTINGS input_format_try_infer_datetimes = 0".into()),
+        Format::Tsv => (format!("file('{p}', 'TSVWithNames')"), "SETTINGS input_format_try_infer_datetimes = 0".into()),
+        Format::Msgpack => unreachable!("ClickHouse's MsgPack format is positional, not maps"),
+    }
+}
+
+/// SQL text of an address column, as std prints it.
+fn address_sql(format: Format, column: &str) -> String {
+    match format {
+        Format::ProtobufList => format!(
+            "if(length({column}) = 4, IPv4NumToString(reinterpretAsUInt32(reverse({column}))), IPv6NumToString(toFixedString({column}, 16)))"
+        ),
+        _ => format!("toString({column})"),
+    }
+}
+
+/// SQL of the timestamp in nanoseconds.
+fn timestamp_sql(format: Format) -> &'static str {
+    match format {
+        Format::Csv | Format::Tsv => "toUnixTimestamp64Nano(parseDateTime64BestEffort(timestamp_ns, 9, 'UTC'))",
+        _ => "timestamp_ns",
+    }
+}
+
+/// The LISTEN test in SQL: csv/tsv hold the state's name.
+fn listen_sql(format: Format) -> &'static str {
+    match format {
+        Format::Csv | Format::Tsv => "idiag_state = 'LISTEN'",
+        _ => "idiag_state = 10",
+    }
+}
+
+/// ClickHouse reads the known collection in every format it can, and
+/// agrees with xtcp2 on the count, on aggregates over every record and on
+/// sampled records' values (strings that need CSV quoting and TSV escaping
+/// included).
+#[test]
+fn clickhouse_reads_the_known_collection() {
+    let Some(records) = known_collection() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let n = records.len() as u64;
+    let sum_rtt: u64 = records.iter().filter_map(|r| r.tcpi_rtt).map(u64::from).sum();
+    let sum_sport: u64 = records.iter().filter_map(|r| r.idiag_sport).map(u64::from).sum();
+    let listeners = records.iter().filter(|r| r.idiag_state == Some(10)).count();
+    let min_ts = records.iter().filter_map(|r| r.timestamp_ns).min().unwrap();
+    let max_ts = records.iter().filter_map(|r| r.timestamp_ns).max().unwrap();
+    let expected_aggregates = format!("{n}\t{}\t{sum_rtt}\t{sum_sport}\t{listeners}\t{min_ts}\t{max_ts}\t{n}", n * (n - 1) / 2);
+    let mut samples: Vec<&Record> = [1usize, records.len() / 3, 2 * records.len() / 3]
+        .iter()
+        .map(|&i| records[i..].iter().find(|r| r.tcpi_rtt.is_some() && r.cong.is_some()).unwrap())
+        .collect();
+    // An IPv6 socket too, so ClickHouse's IPv6 text is compared with ours.
+    samples.push(records.iter().find(|r| r.idiag_family == Some(10) && r.tcpi_rtt.is_some() && r.cong.is_some()).expect("an IPv6 socket"));
+    samples.sort_by_key(|r| r.poll_seq);
+    samples.dedup_by_key(|r| r.poll_seq);
+    let expected_samples = samples
+        .iter()
+        .map(|r| {
+            format!(
+                "{}\t{}\t{}\t{}\t{}\t{}",
+                r.poll_seq.unwrap(),
+                r.idiag_sport.unwrap(),
+                r.tcpi_rtt.unwrap(),
+                r.cong.unwrap().as_str(),
+                r.idiag_src.unwrap(),
+                r.idiag_dst.unwrap()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let sample_seqs = samples.iter().map(|r| r.poll_seq.unwrap().to_string()).collect::<Vec<_>>().join(", ");
+
+    let mut queries = Vec::new();
+    let formats = [Format::ProtobufList, Format::Jsonl, Format::Csv, Format::Tsv];
+    for format in formats {
+        let path = dir.path().join(format!("collection.{format}"));
+        // protobufList: one envelope, as ClickHouse's ProtobufList reads one.
+        let rows_per_envelope = if format == Format::ProtobufList { records.len() } else { 200 };
+        write_file(&path, format, &records, rows_per_envelope);
+        let (from, settings) = source(&path, format);
+        queries.push(format!(
+            "SELECT count(), sum(poll_seq), sum(tcpi_rtt), sum(idiag_sport), countIf({}), min({ts}), max({ts}), \
+             countIf(hostname = 'fixture-host' AND label = 'rack 7, \"blue\"' AND tag = 'tab\\there\\\\back' AND location = 'line\\nbreak') \
+             FROM {from} {settings}",
+            listen_sql(format),
+            ts = timestamp_sql(format),
+        ));
+        queries.push(format!(
+            "SELECT poll_seq, idiag_sport, tcpi_rtt, cong, {}, {} FROM {from} WHERE poll_seq IN ({sample_seqs}) ORDER BY poll_seq {settings}",
+            address_sql(format, "idiag_src"),
+            address_sql(format, "idiag_dst"),
+        ));
+    }
+    // Several envelopes in one protobufList file: Protobuf + ARRAY JOIN.
+    let multi = dir.path().join("collection-multi.protobufList");
+    write_file(&multi, Format::ProtobufList, &records, 150);
+    queries.push(format!(
+        "SELECT count(), sum(r.poll_seq), sum(r.tcpi_rtt) FROM file('{}', 'Protobuf') ARRAY JOIN records AS r SETTINGS format_schema = '{}'",
+        multi.display(),
+        proto_schema().replace(":Record", ":Envelope")
+    ));
+
+    let Some(results) = clickhouse(&queries) else { return };
+    for (i, format) in formats.iter().enumerate() {
+        assert_eq!(results[2 * i], expected_aggregates, "{format}: aggregates");
+        assert_eq!(results[2 * i + 1], expected_samples, "{format}: sampled records");
+    }
+    assert_eq!(results[8], format!("{n}\t{}\t{sum_rtt}", n * (n - 1) / 2), "multi-envelope protobufList");
+}
+
+/// Files the real daemon wrote (one-shot of this machine's sockets) are
+/// read by ClickHouse with the row count the daemon reports and the same
+/// sums our own decoder finds in them.
+#[test]
+fn clickhouse_reads_what_the_daemon_wrote() {
+    if !is_root() {
+        println!("SKIPPED: the daemon needs CAP_NET_ADMIN and CAP_SYS_ADMIN (run as root)");
+        return;
+    }
+    let _listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dirs = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut queries = Vec::new();
+    let mut expected = Vec::new();
+    // (format, extra flags): one envelope for ProtobufList; many for Protobuf.
+    let runs: [(Format, &[&str], &str); 4] = [
+        (Format::ProtobufList, &["--envelope-flush-rows", "1000000", "--envelope-flush-bytes", "1000000000"], "one"),
+        (Format::ProtobufList, &["--envelope-flush-rows", "7"], "many"),
+        (Format::Jsonl, &[], "jsonl"),
+        (Format::Csv, &[], "csv"),
+    ];
+    for (format, flags, name) in runs {
+        let path = out.path().join(format!("daemon-{name}"));
+        let output = Command::new(env!("CARGO_BIN_EXE_xtcp2"))
+            .args(["--max-loops", "1", "--prom-listen", "", "--netns-proc-scan=false", "--netlinkers", "1", "--marshal", format.name()])
+            .arg("--netns-dirs")
+            .arg(dirs.path())
+            .arg("--dest")
+            .arg(format!("file:{}", path.display()))
+            .args(flags)
+            .env("XTCP2_LOG", "info")
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{name}: {log}");
+        let rows_sent: u64 = log
+            .lines()
+            .find(|l| l.contains("delivery finished"))
+            .and_then(|l| l.split_whitespace().find_map(|kv| kv.strip_prefix("rows_sent=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: no rows_sent in\n{log}"));
+        let rows = decode_output(format, &std::fs::read(&path).unwrap());
+        assert_eq!(rows.len() as u64, rows_sent, "{name}: our decoder and the daemon disagree");
+        let sum = |field: &str| rows.iter().filter_map(|r| r.get(field)).map(|v| v.parse::<u64>().unwrap()).sum::<u64>();
+        expected.push(format!("{rows_sent}\t{}\t{}", sum("idiag_sport"), sum("tcpi_segs_out")));
+        let query = if name == "many" {
+            format!(
+                "SELECT count(), sum(r.idiag_sport), sum(r.tcpi_segs_out) FROM file('{}', 'Protobuf') ARRAY JOIN records AS r SETTINGS format_schema = '{}'",
+                path.display(),
+                proto_schema().replace(":Record", ":Envelope")
+            )
+        } else {
+            let (from, settings) = source(&path, format);
+            format!("SELECT count(), sum(idiag_sport), sum(tcpi_segs_out) FROM {from} {settings}")
+        };
+        queries.push(query);
+    }
+    let Some(results) = clickhouse(&queries) else { return };
+    for ((result, expected), (_, _, name)) in results.iter().zip(&expected).zip(runs) {
+        assert_eq!(result, expected, "{name}");
+    }
+}
