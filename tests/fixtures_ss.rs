@@ -623,6 +623,24 @@ fn zero_filled_6_1_files_fail_cleanly() {
     println!("6.1 zero files: pcap -> {}", CaptureError::BadMagic { magic: 0 });
 }
 
+/// Regression: the bad-magic error blamed pcapng on every unknown file, so
+/// the zero-filled 6.1 capture was reported as "pcapng is not supported".
+/// Now only a real pcapng header gets the pcapng hint.
+#[test]
+fn bad_magic_names_pcapng_only_for_pcapng() {
+    assert_eq!(
+        CaptureError::BadMagic { magic: 0 }.to_string(),
+        "not a classic pcap file: magic 0x00000000"
+    );
+    let mut pcapng = vec![0u8; 28];
+    pcapng[..4].copy_from_slice(&[0x0a, 0x0d, 0x0d, 0x0a]);
+    let err = for_each_pcap_reply(&pcapng, |_, _| {}).expect_err("pcapng is refused");
+    assert_eq!(
+        err.to_string(),
+        "not a classic pcap file: magic 0x0a0d0d0a (this is pcapng, which is not supported: convert it with `editcap -F pcap`)"
+    );
+}
+
 /// The dump requests `ss` sent (captured as raw bytes) are byte for byte
 /// what `DumpRequest::encode` builds for the same family, states, ext and
 /// sequence number.

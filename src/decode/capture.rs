@@ -23,7 +23,7 @@ pub enum CaptureError {
     Empty,
     #[error("not a pcap file: {len} bytes is shorter than the 24-byte pcap header")]
     ShortPcapHeader { len: usize },
-    #[error("not a classic pcap file: magic {magic:#010x} (pcapng is not supported)")]
+    #[error("not a classic pcap file: magic {magic:#010x}{}", pcapng_hint(*magic))]
     BadMagic { magic: u32 },
     #[error("pcap link type is {linktype}, expected {DLT_NETLINK} (DLT_NETLINK)")]
     WrongLinkType { linktype: u32 },
@@ -40,6 +40,19 @@ pub enum CaptureError {
     },
     #[error("raw netlink stream is corrupt: {0}")]
     CorruptRaw(super::DecodeError),
+}
+
+/// The pcapng section header block type, as the first four bytes read.
+const PCAPNG_MAGIC: u32 = 0x0a0d_0d0a;
+
+/// Names pcapng only when the file is pcapng: a zero-filled or foreign file
+/// must not be blamed on a format it is not.
+fn pcapng_hint(magic: u32) -> &'static str {
+    if magic == PCAPNG_MAGIC {
+        " (this is pcapng, which is not supported: convert it with `editcap -F pcap`)"
+    } else {
+        ""
+    }
 }
 
 /// One packet of a DLT_NETLINK pcap.
