@@ -166,8 +166,8 @@ fn time_decode_jsonl(p: &Payloads, budget: Duration) -> Timing {
 }
 
 fn main() -> ExitCode {
-    let quick = std::env::var_os("XTCP2_BENCH_QUICK").is_some_and(|v| v != "0")
-        || std::env::args().any(|a| a == "--quick");
+    let quick =
+        std::env::var_os("XTCP2_BENCH_QUICK").is_some_and(|v| v != "0") || std::env::args().any(|a| a == "--quick");
     // For profiling one mode: `-- --decode-only`.
     let decode_only = std::env::args().any(|a| a == "--decode-only");
     let budget = if quick {
@@ -179,7 +179,10 @@ fn main() -> ExitCode {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/inet_diag"));
     if !dir.join("README.md").is_file() {
-        println!("SKIPPED: fixture folder {} is absent (set XTCP2_FIXTURES); nothing was measured", dir.display());
+        println!(
+            "SKIPPED: fixture folder {} is absent (set XTCP2_FIXTURES); nothing was measured",
+            dir.display()
+        );
         return ExitCode::SUCCESS;
     }
     let mut captures = Vec::new();

@@ -23,8 +23,15 @@ use xtcp2::record::Record;
 const CASES: u32 = 512;
 
 fn config() -> Config {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(CASES);
-    Config { cases, failure_persistence: None, ..Config::default() }
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CASES);
+    Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    }
 }
 
 // ---------------------------------------------------------------- seeds ---
@@ -235,7 +242,20 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::FlipBit { at, bit }),
         any::<usize>().prop_map(|at| Mutation::Truncate { at }),
-        (any::<usize>(), prop_oneof![Just(0u32), Just(1), Just(3), Just(4), Just(15), Just(16), Just(0xffff), Just(u32::MAX), any::<u32>()])
+        (
+            any::<usize>(),
+            prop_oneof![
+                Just(0u32),
+                Just(1),
+                Just(3),
+                Just(4),
+                Just(15),
+                Just(16),
+                Just(0xffff),
+                Just(u32::MAX),
+                any::<u32>()
+            ]
+        )
             .prop_map(|(field, value)| Mutation::SetLength { field, value }),
         (any::<usize>(), any::<i8>()).prop_map(|(field, delta)| Mutation::NudgeLength { field, delta }),
     ]
@@ -330,7 +350,9 @@ fn check_decode_error(e: &DecodeError, buf_len: usize) {
             assert!(len > available && offset + available == buf_len, "{e}")
         }
         DecodeError::HeaderTooShort { len } => assert!(len < INET_DIAG_MSG_LEN, "{e}"),
-        DecodeError::AttributeLength { offset, len, available, .. } => {
+        DecodeError::AttributeLength {
+            offset, len, available, ..
+        } => {
             assert!(offset >= INET_DIAG_MSG_LEN && offset + available == buf_len, "{e}");
             assert!(len < 4 || len > available, "{e}");
         }
@@ -353,7 +375,10 @@ fn check_socket(payload: &[u8]) {
         if payload.len() >= INET_DIAG_MSG_LEN {
             // The header always decodes, whatever follows it.
             assert_eq!(rec.idiag_sport, Some(u16::from_be_bytes([payload[4], payload[5]])));
-            assert_eq!(rec.idiag_inode, Some(u32::from_ne_bytes(payload[68..72].try_into().expect("4"))));
+            assert_eq!(
+                rec.idiag_inode,
+                Some(u32::from_ne_bytes(payload[68..72].try_into().expect("4")))
+            );
         } else {
             assert_eq!(rec, Record::default());
         }
@@ -381,7 +406,10 @@ fn check_pcap(bytes: &[u8]) -> Result<usize, CaptureError> {
     if let Err(e) = &result {
         assert!(!e.to_string().is_empty());
         if let CaptureError::CorruptNetlink { source, .. } = e {
-            assert!(!matches!(source, DecodeError::HeaderTooShort { .. } | DecodeError::AttributeLength { .. }));
+            assert!(!matches!(
+                source,
+                DecodeError::HeaderTooShort { .. } | DecodeError::AttributeLength { .. }
+            ));
         }
         assert_eq!(bytes.is_empty(), *e == CaptureError::Empty);
     }
@@ -403,7 +431,9 @@ fn check_raw(bytes: &[u8]) -> Result<usize, CaptureError> {
         Err(other) => panic!("a raw stream cannot fail with {other}"),
         Ok(_) => {}
     }
-    let seq = bytes.get(8..12).map_or(0, |b| u32::from_ne_bytes(b.try_into().expect("4 bytes")));
+    let seq = bytes
+        .get(8..12)
+        .map_or(0, |b| u32::from_ne_bytes(b.try_into().expect("4 bytes")));
     let mut summary = DumpSummary::default();
     let mut delivered: u64 = 0;
     match absorb_datagram(bytes, seq, 1, &mut summary, &mut |_, _| delivered += 1) {

@@ -18,7 +18,7 @@ mod ss_text;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use ss_text::{SsSocket, Shown};
+use ss_text::{Shown, SsSocket};
 use xtcp2::decode::capture::{for_each_pcap_reply, for_each_raw_reply, CaptureError, ReplyOrigin};
 use xtcp2::decode::inet_diag::{attr, INET_DIAG_MSG_LEN};
 use xtcp2::decode::{decode_socket, DecodeError, DecodeStats, Deserializers, SocketDecoder};
@@ -98,7 +98,10 @@ fn compare_with_ss(decoded: &[Decoded], printed: &[SsSocket], shown: Shown) -> S
         if let Some(ino) = r.fields.get("ino").filter(|ino| *ino != "0") {
             by_ino.entry(ino.as_str()).or_default().push(i);
         }
-        by_address.entry((r.local.as_str(), r.peer.as_str())).or_default().push(i);
+        by_address
+            .entry((r.local.as_str(), r.peer.as_str()))
+            .or_default()
+            .push(i);
     }
     let mut out = SsComparison::default();
     let mut joined = vec![false; rendered.len()];
@@ -123,7 +126,8 @@ fn compare_with_ss(decoded: &[Decoded], printed: &[SsSocket], shown: Shown) -> S
             }
         };
         if std::mem::replace(&mut joined[i], true) {
-            out.mismatches.push(format!("line {}: decoded socket {i} joined twice", p.line));
+            out.mismatches
+                .push(format!("line {}: decoded socket {i} joined twice", p.line));
             continue;
         }
         out.sockets += 1;
@@ -142,8 +146,18 @@ fn compare_with_ss(decoded: &[Decoded], printed: &[SsSocket], shown: Shown) -> S
         field("State", &p.state, &ours.state, p.state == ours.state);
         field("Recv-Q", &p.recv_q, &ours.recv_q, p.recv_q == ours.recv_q);
         field("Send-Q", &p.send_q, &ours.send_q, p.send_q == ours.send_q);
-        field("Local", &p.local, &ours.local, ss_text::address_matches(&p.local, &ours.local));
-        field("Peer", &p.peer, &ours.peer, ss_text::address_matches(&p.peer, &ours.peer));
+        field(
+            "Local",
+            &p.local,
+            &ours.local,
+            ss_text::address_matches(&p.local, &ours.local),
+        );
+        field(
+            "Peer",
+            &p.peer,
+            &ours.peer,
+            ss_text::address_matches(&p.peer, &ours.peer),
+        );
         let keys: std::collections::BTreeSet<&String> = p.fields.keys().chain(ours.fields.keys()).collect();
         for key in keys {
             let (a, b) = (p.fields.get(key), ours.fields.get(key));
@@ -153,7 +167,8 @@ fn compare_with_ss(decoded: &[Decoded], printed: &[SsSocket], shown: Shown) -> S
     }
     let unjoined = joined.iter().filter(|j| !**j).count();
     if unjoined > 0 {
-        out.mismatches.push(format!("{unjoined} decoded sockets are not in the ss text"));
+        out.mismatches
+            .push(format!("{unjoined} decoded sockets are not in the ss text"));
     }
     out
 }
@@ -179,7 +194,11 @@ fn check_ss_fixture(pcap: &str, ss: &str, dumps: [usize; 2], shown: Shown) {
         cmp.mismatches.iter().take(25).cloned().collect::<Vec<_>>().join("\n")
     );
     assert_eq!(cmp.sockets, printed.len());
-    assert_eq!(decoded.len(), printed.len(), "{pcap}: the dumps hold other sockets than ss printed");
+    assert_eq!(
+        decoded.len(),
+        printed.len(),
+        "{pcap}: the dumps hold other sockets than ss printed"
+    );
     assert!(cmp.sockets > 0, "{ss} printed no socket");
 }
 
@@ -243,9 +262,19 @@ fn ss_text_against_the_wrong_run_mismatches() {
     let printed = ss_text::parse(&text).expect("parses");
     let (decoded, _, _) = decode_pcap(&read(&dir, "6_6_44/tcp_100_sockets.pcap"), Some(&[2, 3]), "tcp_100");
     let cmp = compare_with_ss(&decoded, &printed, Shown::ALL);
-    println!("wrong run: {} mismatches in {} fields", cmp.mismatches.len(), cmp.fields);
+    println!(
+        "wrong run: {} mismatches in {} fields",
+        cmp.mismatches.len(),
+        cmp.fields
+    );
     assert!(!cmp.mismatches.is_empty());
-    assert!(cmp.mismatches.iter().any(|m| m.contains("lastsnd") || m.contains("timer")), "{:?}", &cmp.mismatches[..3]);
+    assert!(
+        cmp.mismatches
+            .iter()
+            .any(|m| m.contains("lastsnd") || m.contains("timer")),
+        "{:?}",
+        &cmp.mismatches[..3]
+    );
 }
 
 /// The layout a record's `tcp_info` had, from the last field present.
@@ -361,12 +390,19 @@ fn every_capture_decodes_and_agrees_with_netlink_packet_sock_diag() {
     println!("all captures: {total_files} files, {total_sockets} sockets, {total_fields} fields cross-checked");
     // The walk must have reached the big captures: the 6.6 1000-socket pcap
     // alone holds 9006 sockets, the 6.10 netem one 6003.
-    assert!(total_files >= 100 && total_sockets >= 30_000, "{total_files} files, {total_sockets} sockets");
+    assert!(
+        total_files >= 100 && total_sockets >= 30_000,
+        "{total_files} files, {total_sockets} sockets"
+    );
 }
 
 /// Decodes a whole pcap and returns its records.
 fn records_of(dir: &Path, pcap: &str) -> Vec<Record> {
-    decode_pcap(&read(dir, pcap), None, pcap).0.into_iter().map(|d| d.record).collect()
+    decode_pcap(&read(dir, pcap), None, pcap)
+        .0
+        .into_iter()
+        .map(|d| d.record)
+        .collect()
 }
 
 /// Congestion-control info attributes decode, following the kernel's rule
@@ -403,14 +439,21 @@ fn congestion_info_follows_the_algorithm() {
             }
             with_info += usize::from(has.iter().any(|(name, present)| *present && *name == algorithm));
         }
-        println!("{pcap}: {with_info} of {} sockets run {algorithm} and carry its info", records.len());
+        println!(
+            "{pcap}: {with_info} of {} sockets run {algorithm} and carry its info",
+            records.len()
+        );
         assert!(with_info > 0, "{pcap}: no {algorithm} socket");
     }
     // BBR's values are plausible kernel output: gains are BBR's fixed-point
     // constants (high_gain 2.885 = 739/256, or 1.25 / 1 / 0.75 and cwnd 2).
     let bbr = records_of(&dir, "6_6_44/netlink_sock_diag_reply_single_packet_port4018.pcap");
     for rec in bbr.iter().filter(|r| r.bbr_bw_lo.is_some()) {
-        assert!(matches!(rec.bbr_pacing_gain, Some(739 | 320 | 256 | 192)), "{:?}", rec.bbr_pacing_gain);
+        assert!(
+            matches!(rec.bbr_pacing_gain, Some(739 | 320 | 256 | 192)),
+            "{:?}",
+            rec.bbr_pacing_gain
+        );
         assert!(matches!(rec.bbr_cwnd_gain, Some(739 | 512)), "{:?}", rec.bbr_cwnd_gain);
         assert_eq!(rec.bbr_bw_hi, Some(0));
     }
@@ -424,10 +467,22 @@ fn congestion_info_follows_the_algorithm() {
 fn tcp_info_attribute_files_match_their_sockets() {
     let Some(dir) = fixtures() else { return };
     let cases = [
-        ("7_0_3/netlink_sock_diag_response_7_0_3_sport26546_dport443.pcap", (26546, 443)),
-        ("7_0_3/netlink_sock_diag_response_7_0_3_sport63282_dport443_rcvrtt.pcap", (63282, 443)),
-        ("7_0_3/netlink_sock_diag_response_7_0_3_sport19000_dport10156_v6.pcap", (19000, 10156)),
-        ("6_10_3/netlink_sock_diag_response_1000_sockets_sleep1ms_packet8_dport4262.pcap", (0, 4262)),
+        (
+            "7_0_3/netlink_sock_diag_response_7_0_3_sport26546_dport443.pcap",
+            (26546, 443),
+        ),
+        (
+            "7_0_3/netlink_sock_diag_response_7_0_3_sport63282_dport443_rcvrtt.pcap",
+            (63282, 443),
+        ),
+        (
+            "7_0_3/netlink_sock_diag_response_7_0_3_sport19000_dport10156_v6.pcap",
+            (19000, 10156),
+        ),
+        (
+            "6_10_3/netlink_sock_diag_response_1000_sockets_sleep1ms_packet8_dport4262.pcap",
+            (0, 4262),
+        ),
     ];
     for (pcap, (sport, dport)) in cases {
         let records = records_of(&dir, pcap);
@@ -437,18 +492,32 @@ fn tcp_info_attribute_files_match_their_sockets() {
             .unwrap_or_else(|| panic!("{pcap}: no socket {sport} -> {dport}"));
         let info_file = pcap.replace(".pcap", "_info");
         let alone = decode_attribute_file(&dir, &info_file);
-        let tcpi = |r: &Record| r.to_pairs().into_iter().filter(|(n, _)| n.starts_with("tcpi_")).collect::<Vec<_>>();
+        let tcpi = |r: &Record| {
+            r.to_pairs()
+                .into_iter()
+                .filter(|(n, _)| n.starts_with("tcpi_"))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(tcpi(rec), tcpi(&alone), "{info_file}");
         if pcap.starts_with("7_0_3") {
             assert_eq!(tcp_info_len(rec), Some(280));
             assert!(rec.tcpi_received_ce.is_some() && rec.tcpi_received_ce_bytes.is_some());
             assert!(rec.tcpi_ecn_mode.is_some() && rec.tcpi_options2.is_some());
         }
-        println!("{info_file}: {} tcp_info fields equal the socket's in the pcap", tcpi(rec).len());
+        println!(
+            "{info_file}: {} tcp_info fields equal the socket's in the pcap",
+            tcpi(rec).len()
+        );
     }
     // ss printed rcv_rtt for this 7.0 socket; the value comes through.
-    let rcvrtt = records_of(&dir, "7_0_3/netlink_sock_diag_response_7_0_3_sport63282_dport443_rcvrtt.pcap");
-    let rec = rcvrtt.iter().find(|r| r.idiag_sport == Some(63282)).expect("socket 63282");
+    let rcvrtt = records_of(
+        &dir,
+        "7_0_3/netlink_sock_diag_response_7_0_3_sport63282_dport443_rcvrtt.pcap",
+    );
+    let rec = rcvrtt
+        .iter()
+        .find(|r| r.idiag_sport == Some(63282))
+        .expect("socket 63282");
     assert!(rec.tcpi_rcv_rtt.is_some_and(|v| v > 0), "{:?}", rec.tcpi_rcv_rtt);
 }
 
@@ -465,7 +534,11 @@ fn decode_attribute_file(dir: &Path, name: &str) -> Record {
     let mut rec = Record::default();
     let mut stats = DecodeStats::default();
     decode_socket(&payload, Deserializers::all(), &mut stats, &mut rec).unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert_eq!(stats.skipped_attributes.iter().sum::<u64>(), 0, "{name}: attribute skipped");
+    assert_eq!(
+        stats.skipped_attributes.iter().sum::<u64>(),
+        0,
+        "{name}: attribute skipped"
+    );
     rec
 }
 
@@ -490,9 +563,17 @@ fn single_attribute_files_decode_to_their_values() {
         ]
         .map(|v| v.expect("skmem field present"))
     };
-    let meminfo = |r: &Record| [r.idiag_rmem, r.idiag_wmem, r.idiag_fmem, r.idiag_tmem].map(|v| v.expect("meminfo field"));
+    let meminfo =
+        |r: &Record| [r.idiag_rmem, r.idiag_wmem, r.idiag_fmem, r.idiag_tmem].map(|v| v.expect("meminfo field"));
     let bbr = |r: &Record| {
-        [r.bbr_bw_lo, r.bbr_bw_hi, r.bbr_min_rtt, r.bbr_pacing_gain, r.bbr_cwnd_gain].map(|v| v.expect("bbr field"))
+        [
+            r.bbr_bw_lo,
+            r.bbr_bw_hi,
+            r.bbr_min_rtt,
+            r.bbr_pacing_gain,
+            r.bbr_cwnd_gain,
+        ]
+        .map(|v| v.expect("bbr field"))
     };
     let cong = |r: &Record| r.cong.map(|c| c.as_str().to_string());
     let mut checked = 0;
@@ -502,24 +583,55 @@ fn single_attribute_files_decode_to_their_values() {
     };
 
     check(
-        skmem(&d("5_4_281/attribute_skmeminfo_send2626560_forward4096")) == [0, 1_000_000, 0, 2_626_560, 4096, 0, 0, 0, 0],
+        skmem(&d("5_4_281/attribute_skmeminfo_send2626560_forward4096"))
+            == [0, 1_000_000, 0, 2_626_560, 4096, 0, 0, 0, 0],
         "skmeminfo_send2626560_forward4096",
     );
-    check(skmem(&d("6_10_3/attribute_skmeminfo")) == [0, 1_000_000, 4, 1_000_000, 0, 0, 0, 0, 23001], "6.10 skmeminfo");
+    check(
+        skmem(&d("6_10_3/attribute_skmeminfo")) == [0, 1_000_000, 4, 1_000_000, 0, 0, 0, 0, 23001],
+        "6.10 skmeminfo",
+    );
     check(
         skmem(&d("6_10_3/attribute_skmeminfo_4305")) == [0, 1_000_000, 0, 1_000_000, 3426, 8862, 0, 0, 24406],
         "skmeminfo_4305",
     );
-    check(skmem(&d("6_6_44/attribute_skmeminfo")) == [0, 1_000_000, 0, 2_626_560, 0, 0, 0, 0, 0], "6.6 skmeminfo");
-    check(skmem(&d("6_6_44/attribute_skmeminfo2")) == [0, 1_000_000, 0, 1_000_000, 0, 0, 0, 0, 0], "skmeminfo2");
-    check(meminfo(&d("6_10_3/attribute_meminfo_1506")) == [1506, 0, 2590, 2], "meminfo_1506");
-    check(meminfo(&d("6_10_3/attribute_meminfo_5908")) == [0, 5908, 2284, 4], "meminfo_5908");
+    check(
+        skmem(&d("6_6_44/attribute_skmeminfo")) == [0, 1_000_000, 0, 2_626_560, 0, 0, 0, 0, 0],
+        "6.6 skmeminfo",
+    );
+    check(
+        skmem(&d("6_6_44/attribute_skmeminfo2")) == [0, 1_000_000, 0, 1_000_000, 0, 0, 0, 0, 0],
+        "skmeminfo2",
+    );
+    check(
+        meminfo(&d("6_10_3/attribute_meminfo_1506")) == [1506, 0, 2590, 2],
+        "meminfo_1506",
+    );
+    check(
+        meminfo(&d("6_10_3/attribute_meminfo_5908")) == [0, 5908, 2284, 4],
+        "meminfo_5908",
+    );
     check(meminfo(&d("6_6_44/attribute_meminfo")) == [0, 0, 0, 0], "6.6 meminfo");
-    check(bbr(&d("6_10_3/attribute_bbrinfo")) == [15103, 0, 30, 320, 512], "6.10 bbrinfo");
-    check(bbr(&d("6_10_3/attribute_bbrinfo_4305")) == [53424, 0, 27057, 320, 512], "bbrinfo_4305");
-    check(bbr(&d("6_6_44/attribute_bbrinfo")) == [1_638_398_437, 0, 20, 739, 739], "6.6 bbrinfo");
-    check(bbr(&d("6_6_44/attribute_bbrinfo_another_example")) == [455_109_375, 0, 70, 739, 739], "bbrinfo 2");
-    check(d("6_10_3/attribute_cgroup_21").cgroup_id == Some(3945), "cgroup (attribute type 21)");
+    check(
+        bbr(&d("6_10_3/attribute_bbrinfo")) == [15103, 0, 30, 320, 512],
+        "6.10 bbrinfo",
+    );
+    check(
+        bbr(&d("6_10_3/attribute_bbrinfo_4305")) == [53424, 0, 27057, 320, 512],
+        "bbrinfo_4305",
+    );
+    check(
+        bbr(&d("6_6_44/attribute_bbrinfo")) == [1_638_398_437, 0, 20, 739, 739],
+        "6.6 bbrinfo",
+    );
+    check(
+        bbr(&d("6_6_44/attribute_bbrinfo_another_example")) == [455_109_375, 0, 70, 739, 739],
+        "bbrinfo 2",
+    );
+    check(
+        d("6_10_3/attribute_cgroup_21").cgroup_id == Some(3945),
+        "cgroup (attribute type 21)",
+    );
     check(d("6_6_44/attribute_cgroup_id").cgroup_id == Some(4354), "6.6 cgroup");
     check(d("6_6_44/attribute_class_id").class_id == Some(0), "class_id");
     for (file, name) in [
@@ -533,12 +645,19 @@ fn single_attribute_files_decode_to_their_values() {
     }
     for file in ["6_6_44/attribute_dctcpinfo", "6_6_44/attribute_dctcpinfo_4033"] {
         let r = d(file);
-        let got = [r.dctcp_enabled.map(u32::from), r.dctcp_ce_state.map(u32::from), r.dctcp_alpha, r.dctcp_ab_ecn, r.dctcp_ab_tot];
+        let got = [
+            r.dctcp_enabled.map(u32::from),
+            r.dctcp_ce_state.map(u32::from),
+            r.dctcp_alpha,
+            r.dctcp_ab_ecn,
+            r.dctcp_ab_tot,
+        ];
         check(got == [Some(1), Some(0), Some(654), Some(0), Some(32768)], file);
     }
     let vegas = d("6_6_44/attribute_vegasinfo");
     check(
-        [vegas.tcpv_enabled, vegas.tcpv_rttcnt, vegas.tcpv_rtt, vegas.tcpv_minrtt] == [Some(1), Some(0), Some(211), Some(0x7fff_ffff)],
+        [vegas.tcpv_enabled, vegas.tcpv_rttcnt, vegas.tcpv_rtt, vegas.tcpv_minrtt]
+            == [Some(1), Some(0), Some(211), Some(0x7fff_ffff)],
         "vegasinfo",
     );
     check(d("6_6_44/attribute_shutdown").shutdown == Some(0), "shutdown");
@@ -546,7 +665,11 @@ fn single_attribute_files_decode_to_their_values() {
     check(d("6_6_44/attribute_tos").tos == Some(0), "tos");
     check(d("6_6_44/attribute_tos2").tos == Some(2), "tos2");
     // Sockopt byte 0x52 = is_icsk | mc_loop | mc_all, byte 1 zero.
-    for file in ["6_10_3/attribute_sockopt_4305", "6_10_3/attribute_sockopt_5200", "6_6_44/attribute_sockopt"] {
+    for file in [
+        "6_10_3/attribute_sockopt_4305",
+        "6_10_3/attribute_sockopt_5200",
+        "6_6_44/attribute_sockopt",
+    ] {
         let r = d(file);
         let bits = [
             r.sockopt_recverr,
@@ -576,14 +699,28 @@ fn single_attribute_files_decode_to_their_values() {
         let r = d(file);
         // Bytes 0..8: state 1, ca_state 0, retransmits 0, probes 0, backoff 0,
         // options 0x1f, wscale 0x99 (9 and 9), app_limited 1.
-        let head = [r.tcpi_state, r.tcpi_ca_state, r.tcpi_options, r.tcpi_snd_wscale, r.tcpi_rcv_wscale, r.tcpi_delivery_rate_app_limited];
+        let head = [
+            r.tcpi_state,
+            r.tcpi_ca_state,
+            r.tcpi_options,
+            r.tcpi_snd_wscale,
+            r.tcpi_rcv_wscale,
+            r.tcpi_delivery_rate_app_limited,
+        ];
         check(head == [Some(1), Some(0), Some(0x1f), Some(9), Some(9), Some(1)], file);
-        check([r.tcpi_rto, r.tcpi_ato, r.tcpi_snd_mss, r.tcpi_rcv_mss] == [Some(rto), Some(ato), Some(snd_mss), Some(536)], file);
+        check(
+            [r.tcpi_rto, r.tcpi_ato, r.tcpi_snd_mss, r.tcpi_rcv_mss]
+                == [Some(rto), Some(ato), Some(snd_mss), Some(536)],
+            file,
+        );
         check(tcp_info_len(&r) == Some(len), file);
     }
     for file in ["6_1_103/attribute_info", "6_6_44/attribute_info2"] {
         let r = d(file);
-        check(r.tcpi_state == Some(10) && r.tcpi_rto == Some(0) && r.tcpi_snd_cwnd == Some(10), file);
+        check(
+            r.tcpi_state == Some(10) && r.tcpi_rto == Some(0) && r.tcpi_snd_cwnd == Some(10),
+            file,
+        );
     }
     println!("{checked} attribute checks passed");
 }
@@ -596,9 +733,22 @@ fn zero_length_attribute_is_a_typed_error() {
     let mut payload = vec![0u8; INET_DIAG_MSG_LEN];
     payload[0] = 2;
     payload.extend_from_slice(&read(&dir, "attribute_pragueinfo_fake_fixme"));
-    let err = decode_socket(&payload, Deserializers::all(), &mut DecodeStats::default(), &mut Record::default())
-        .expect_err("zero-length attribute");
-    assert_eq!(err, DecodeError::AttributeLength { kind: 0, offset: 72, len: 0, available: 40 });
+    let err = decode_socket(
+        &payload,
+        Deserializers::all(),
+        &mut DecodeStats::default(),
+        &mut Record::default(),
+    )
+    .expect_err("zero-length attribute");
+    assert_eq!(
+        err,
+        DecodeError::AttributeLength {
+            kind: 0,
+            offset: 72,
+            len: 0,
+            available: 40
+        }
+    );
     assert!(err.keeps_record());
 }
 
@@ -609,12 +759,21 @@ fn zero_length_attribute_is_a_typed_error() {
 fn zero_filled_6_1_files_fail_cleanly() {
     let Some(dir) = fixtures() else { return };
     let pcap = read(&dir, "6_1_103/6_1_103_tcp_1000_sockets.pcap");
-    assert!(pcap.len() > 900_000 && pcap.iter().all(|b| *b == 0), "the file is expected to be all zero bytes");
+    assert!(
+        pcap.len() > 900_000 && pcap.iter().all(|b| *b == 0),
+        "the file is expected to be all zero bytes"
+    );
     let mut seen = 0;
-    assert_eq!(for_each_pcap_reply(&pcap, |_, _| seen += 1), Err(CaptureError::BadMagic { magic: 0 }));
+    assert_eq!(
+        for_each_pcap_reply(&pcap, |_, _| seen += 1),
+        Err(CaptureError::BadMagic { magic: 0 })
+    );
     assert_eq!(
         for_each_raw_reply(&pcap, |_, _| seen += 1),
-        Err(CaptureError::CorruptRaw(DecodeError::MessageTooShort { offset: 0, len: 0 }))
+        Err(CaptureError::CorruptRaw(DecodeError::MessageTooShort {
+            offset: 0,
+            len: 0
+        }))
     );
     assert_eq!(seen, 0);
     let text = read(&dir, "6_1_103/6_1_103_ss_tcp_info_a_1000");
@@ -655,7 +814,11 @@ fn captured_ss_requests_equal_our_encoding() {
     ] {
         let bytes = read(&dir, file);
         let states = u32::from_ne_bytes(bytes[20..24].try_into().expect("4 bytes"));
-        let request = DumpRequest { family: bytes[16], states, ext: bytes[18] };
+        let request = DumpRequest {
+            family: bytes[16],
+            states,
+            ext: bytes[18],
+        };
         assert_eq!(request.encode(123_456).as_slice(), bytes.as_slice(), "{file}");
         assert_eq!((request.family, request.ext), (2, 0x7f), "{file}");
     }
@@ -686,19 +849,34 @@ fn raw_message_files_decode() {
     // says 20: a cut-off capture, refused with the offsets rather than guessed at.
     for file in ["6_6_44/netlink_end_of_dump_bytes", "6_10_3/netlink_end_of_dump_bytes"] {
         let bytes = read(&dir, file);
-        assert_eq!((bytes.len(), u16::from_ne_bytes([bytes[4], bytes[5]])), (16, 3), "{file}: an NLMSG_DONE header");
+        assert_eq!(
+            (bytes.len(), u16::from_ne_bytes([bytes[4], bytes[5]])),
+            (16, 3),
+            "{file}: an NLMSG_DONE header"
+        );
         let mut sockets = 0;
         assert_eq!(
             for_each_raw_reply(&bytes, |_, _| sockets += 1),
-            Err(CaptureError::CorruptRaw(DecodeError::MessageOverrun { offset: 0, len: 20, available: 16 })),
+            Err(CaptureError::CorruptRaw(DecodeError::MessageOverrun {
+                offset: 0,
+                len: 20,
+                available: 16
+            })),
             "{file}"
         );
         assert_eq!(sockets, 0);
     }
     // The pcap framing of the same message is whole, and ends one dump.
-    for file in ["6_6_44/netlink_sock_diag_response_dump_done.pcap", "6_10_3/netlink_sock_diag_response_dump_done.pcap"] {
+    for file in [
+        "6_6_44/netlink_sock_diag_response_dump_done.pcap",
+        "6_10_3/netlink_sock_diag_response_dump_done.pcap",
+    ] {
         let mut sockets = 0;
-        assert_eq!(for_each_pcap_reply(&read(&dir, file), |_, _| sockets += 1), Ok(1), "{file}");
+        assert_eq!(
+            for_each_pcap_reply(&read(&dir, file), |_, _| sockets += 1),
+            Ok(1),
+            "{file}"
+        );
         assert_eq!(sockets, 0);
     }
 }

@@ -107,23 +107,35 @@ struct Dumped {
 fn dump_family(family: u8) -> Vec<Dumped> {
     let mut socket = DiagSocket::open(Duration::from_secs(2)).expect("open NETLINK_SOCK_DIAG");
     let deserializers = Deserializers::default_set();
-    let request = DumpRequest { family, states: ALL_TCP_STATES, ext: deserializers.request_ext() };
+    let request = DumpRequest {
+        family,
+        states: ALL_TCP_STATES,
+        ext: deserializers.request_ext(),
+    };
     let mut decoder = SocketDecoder::new(deserializers);
     let mut buf = vec![0u8; RECV_BUFFER_BYTES];
     let mut out = Vec::new();
     let summary = socket
-        .dump(&request, &mut buf, Instant::now() + Duration::from_secs(10), |payload, _| {
-            let (record, err) = decoder.decode(payload);
-            assert_eq!(err, None, "live socket failed to decode");
-            let record = record.expect("a record when there is no error").clone();
-            out.push(Dumped { payload: payload.to_vec(), record });
-        })
+        .dump(
+            &request,
+            &mut buf,
+            Instant::now() + Duration::from_secs(10),
+            |payload, _| {
+                let (record, err) = decoder.decode(payload);
+                assert_eq!(err, None, "live socket failed to decode");
+                let record = record.expect("a record when there is no error").clone();
+                out.push(Dumped {
+                    payload: payload.to_vec(),
+                    record,
+                });
+            },
+        )
         .expect("dump");
     assert_eq!(summary.sockets as usize, out.len());
     out
 }
 
-fn find<'a>(dump: &'a [Dumped], ip: IpAddr, local: u16, peer: u16) -> Option<&'a Record> {
+fn find(dump: &[Dumped], ip: IpAddr, local: u16, peer: u16) -> Option<&Record> {
     dump.iter()
         .map(|d| &d.record)
         .find(|r| r.idiag_src == Some(ip) && r.idiag_sport == Some(local) && r.idiag_dport == Some(peer))
@@ -139,7 +151,10 @@ fn live_dump_finds_the_test_connections() {
         println!("SKIPPED: {reason}; nothing was checked");
         return;
     }
-    for (ip, family) in [(IpAddr::from([127, 0, 0, 1]), AF_INET), ("::1".parse().expect("::1"), AF_INET6)] {
+    for (ip, family) in [
+        (IpAddr::from([127, 0, 0, 1]), AF_INET),
+        ("::1".parse().expect("::1"), AF_INET6),
+    ] {
         let lo = match Loopback::open(ip) {
             Ok(lo) => lo,
             Err(e) if family == AF_INET6 => {
@@ -153,19 +168,33 @@ fn live_dump_finds_the_test_connections() {
             let rec = find(&dump, ip, local, peer)
                 .unwrap_or_else(|| panic!("{role:?} {ip} {local} -> {peer} is missing from the dump"));
             assert_eq!(rec.idiag_family, Some(family));
-            assert_eq!(rec.idiag_dst, Some(if role == Role::Listener { unspecified(ip) } else { ip }));
-            let want_state = if role == Role::Listener { TCP_LISTEN } else { TCP_ESTABLISHED };
+            assert_eq!(
+                rec.idiag_dst,
+                Some(if role == Role::Listener { unspecified(ip) } else { ip })
+            );
+            let want_state = if role == Role::Listener {
+                TCP_LISTEN
+            } else {
+                TCP_ESTABLISHED
+            };
             assert_eq!(rec.idiag_state, Some(want_state), "{role:?} {local}");
             assert_eq!(rec.tcpi_state, Some(want_state), "{role:?} {local}");
             assert!(rec.idiag_inode.is_some_and(|i| i > 0), "{role:?} has no inode");
-            assert!(rec.cong.is_some_and(|c| !c.as_str().is_empty()), "{role:?} has no congestion control");
+            assert!(
+                rec.cong.is_some_and(|c| !c.as_str().is_empty()),
+                "{role:?} has no congestion control"
+            );
             assert!(rec.skmem_rcvbuf.is_some_and(|b| b > 0), "{role:?} has no skmem");
             assert!(rec.skmem_drops.is_some(), "{role:?} skmem is short");
             // Established: nothing left unread. Listener: nothing left unaccepted.
             assert_eq!(rec.idiag_rqueue, Some(0), "{role:?} receive queue");
             if role != Role::Listener {
                 // A listener has no peer, so no MSS or RTT of its own.
-                assert!(rec.tcpi_snd_mss.is_some_and(|m| m > 0), "{role:?} snd_mss {:?}", rec.tcpi_snd_mss);
+                assert!(
+                    rec.tcpi_snd_mss.is_some_and(|m| m > 0),
+                    "{role:?} snd_mss {:?}",
+                    rec.tcpi_snd_mss
+                );
                 assert!(rec.tcpi_rtt.is_some_and(|r| r > 0), "{role:?} rtt {:?}", rec.tcpi_rtt);
                 assert_eq!(rec.tcpi_bytes_received, Some(PAYLOAD as u64), "{role:?} bytes_received");
             }
@@ -212,7 +241,15 @@ fn one_shot_binary_prints_the_test_connections() {
 
     let mut command = Command::new(env!("CARGO_BIN_EXE_xtcp2"));
     command
-        .args(["--max-loops", "1", "--prom-listen", "", "--netns-proc-scan=false", "--netns-dirs", ""])
+        .args([
+            "--max-loops",
+            "1",
+            "--prom-listen",
+            "",
+            "--netns-proc-scan=false",
+            "--netns-dirs",
+            "",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -243,13 +280,20 @@ fn one_shot_binary_prints_the_test_connections() {
                         && v["idiag_dport"] == u64::from(peer)
                 })
                 .unwrap_or_else(|| panic!("{role:?} {ip} {local} -> {peer} not in the binary's output"));
-            let state = if role == Role::Listener { TCP_LISTEN } else { TCP_ESTABLISHED };
+            let state = if role == Role::Listener {
+                TCP_LISTEN
+            } else {
+                TCP_ESTABLISHED
+            };
             assert_eq!(line["idiag_state"], u64::from(state), "{role:?} {local}");
             assert!(line["cong"].is_string() && line["tcpi_snd_mss"].is_u64(), "{line}");
             found += 1;
         }
     }
-    println!("xtcp2 one-shot printed {} records; all {found} test sockets among them", lines.len());
+    println!(
+        "xtcp2 one-shot printed {} records; all {found} test sockets among them",
+        lines.len()
+    );
 }
 
 /// Waits for the child, killing it after `deadline` so a hung binary cannot

@@ -20,9 +20,17 @@ const GROUPS: [(u32, u32, &str); 8] = [
     (10, 29, "`inet_diag_msg` header (every socket)"),
     (30, 39, "`INET_DIAG_MEMINFO` (`--deserializers meminfo`)"),
     (40, 49, "`INET_DIAG_SKMEMINFO` (`skmem`)"),
-    (50, 59, "Small attributes (`cong`, `tos`, `tc`, `shut`, `classid`, `cgroup`; `mark` when sent)"),
+    (
+        50,
+        59,
+        "Small attributes (`cong`, `tos`, `tc`, `shut`, `classid`, `cgroup`; `mark` when sent)",
+    ),
     (60, 79, "`INET_DIAG_SOCKOPT` (`sockopt`, Linux 5.10+)"),
-    (80, 99, "Congestion-control info (`vegas`, `dctcp`, `bbr`; only the running algorithm's)"),
+    (
+        80,
+        99,
+        "Congestion-control info (`vegas`, `dctcp`, `bbr`; only the running algorithm's)",
+    ),
     (100, 199, "`INET_DIAG_INFO`: `struct tcp_info` (`info`)"),
 ];
 
@@ -82,7 +90,10 @@ fn generated() -> String {
 #[test]
 fn every_field_has_a_group() {
     for f in FIELDS {
-        let groups = GROUPS.iter().filter(|(low, high, _)| (*low..=*high).contains(&f.tag)).count();
+        let groups = GROUPS
+            .iter()
+            .filter(|(low, high, _)| (*low..=*high).contains(&f.tag))
+            .count();
         assert_eq!(groups, 1, "{} (tag {}) is in {groups} groups", f.name, f.tag);
     }
 }

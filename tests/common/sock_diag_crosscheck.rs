@@ -24,16 +24,30 @@ pub fn compare(payload: &[u8], rec: &Record) -> Result<usize, Vec<String>> {
     let message = SockDiagMessage::deserialize(&header, payload)
         .map_err(|e| vec![format!("netlink-packet-sock-diag refused the bytes: {e:#}")])?;
     let SockDiagMessage::InetResponse(response) = message else {
-        return Err(vec![format!("netlink-packet-sock-diag did not see an inet response: {message:?}")]);
+        return Err(vec![format!(
+            "netlink-packet-sock-diag did not see an inet response: {message:?}"
+        )]);
     };
     let mut check = Check::default();
     let h = &response.header;
     let id = &h.socket_id;
     check.eq("idiag_family", rec.idiag_family.map(u64::from), Some(h.family.into()));
     check.eq("idiag_state", rec.idiag_state.map(u64::from), Some(h.state.into()));
-    check.eq("idiag_sport", rec.idiag_sport.map(u64::from), Some(id.source_port.into()));
-    check.eq("idiag_dport", rec.idiag_dport.map(u64::from), Some(id.destination_port.into()));
-    check.eq_text("idiag_src", rec.idiag_src.map(|a| a.to_string()), Some(id.source_address.to_string()));
+    check.eq(
+        "idiag_sport",
+        rec.idiag_sport.map(u64::from),
+        Some(id.source_port.into()),
+    );
+    check.eq(
+        "idiag_dport",
+        rec.idiag_dport.map(u64::from),
+        Some(id.destination_port.into()),
+    );
+    check.eq_text(
+        "idiag_src",
+        rec.idiag_src.map(|a| a.to_string()),
+        Some(id.source_address.to_string()),
+    );
     check.eq_text(
         "idiag_dst",
         rec.idiag_dst.map(|a| a.to_string()),
@@ -45,25 +59,49 @@ pub fn compare(payload: &[u8], rec: &Record) -> Result<usize, Vec<String>> {
     let cookie = u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
         | (u64::from(u32::from_ne_bytes([c[4], c[5], c[6], c[7]])) << 32);
     check.eq("idiag_cookie", rec.idiag_cookie, Some(cookie));
-    check.eq("idiag_rqueue", rec.idiag_rqueue.map(u64::from), Some(h.recv_queue.into()));
-    check.eq("idiag_wqueue", rec.idiag_wqueue.map(u64::from), Some(h.send_queue.into()));
+    check.eq(
+        "idiag_rqueue",
+        rec.idiag_rqueue.map(u64::from),
+        Some(h.recv_queue.into()),
+    );
+    check.eq(
+        "idiag_wqueue",
+        rec.idiag_wqueue.map(u64::from),
+        Some(h.send_queue.into()),
+    );
     check.eq("idiag_uid", rec.idiag_uid.map(u64::from), Some(h.uid.into()));
     check.eq("idiag_inode", rec.idiag_inode.map(u64::from), Some(h.inode.into()));
     let timer_kind = |kind: u64| rec.idiag_timer.map(u64::from) == Some(kind);
     match &h.timer {
         Some(Timer::Retransmit(expires, retransmits)) => {
             check.truth("idiag_timer", timer_kind(1));
-            check.eq("idiag_expires", rec.idiag_expires.map(u64::from), Some(expires.as_millis() as u64));
-            check.eq("idiag_retrans", rec.idiag_retrans.map(u64::from), Some((*retransmits).into()));
+            check.eq(
+                "idiag_expires",
+                rec.idiag_expires.map(u64::from),
+                Some(expires.as_millis() as u64),
+            );
+            check.eq(
+                "idiag_retrans",
+                rec.idiag_retrans.map(u64::from),
+                Some((*retransmits).into()),
+            );
         }
         Some(Timer::KeepAlive(expires)) => {
             check.truth("idiag_timer", timer_kind(2));
-            check.eq("idiag_expires", rec.idiag_expires.map(u64::from), Some(expires.as_millis() as u64));
+            check.eq(
+                "idiag_expires",
+                rec.idiag_expires.map(u64::from),
+                Some(expires.as_millis() as u64),
+            );
         }
         Some(Timer::TimeWait) => check.truth("idiag_timer", timer_kind(3)),
         Some(Timer::Probe(expires)) => {
             check.truth("idiag_timer", timer_kind(4));
-            check.eq("idiag_expires", rec.idiag_expires.map(u64::from), Some(expires.as_millis() as u64));
+            check.eq(
+                "idiag_expires",
+                rec.idiag_expires.map(u64::from),
+                Some(expires.as_millis() as u64),
+            );
         }
         None => check.truth("idiag_timer", !matches!(rec.idiag_timer, Some(1..=4))),
     }
@@ -85,7 +123,9 @@ pub fn compare(payload: &[u8], rec: &Record) -> Result<usize, Vec<String>> {
                 // The crate keeps the two bit-field bytes whole.
                 check.eq(
                     "tcpi_snd_wscale|tcpi_rcv_wscale<<4",
-                    rec.tcpi_snd_wscale.zip(rec.tcpi_rcv_wscale).map(|(s, r)| u64::from(s | (r << 4))),
+                    rec.tcpi_snd_wscale
+                        .zip(rec.tcpi_rcv_wscale)
+                        .map(|(s, r)| u64::from(s | (r << 4))),
                     Some(t.wscale.into()),
                 );
                 check.eq(
@@ -162,8 +202,16 @@ pub fn compare(payload: &[u8], rec: &Record) -> Result<usize, Vec<String>> {
             Nla::Mark(v) => check.eq("mark", rec.mark.map(u64::from), Some((*v).into())),
             Nla::ClassId(v) => check.eq("class_id", rec.class_id.map(u64::from), Some((*v).into())),
             Nla::LegacyMemInfo(m) => {
-                check.eq("idiag_rmem", rec.idiag_rmem.map(u64::from), Some(m.receive_queue.into()));
-                check.eq("idiag_wmem", rec.idiag_wmem.map(u64::from), Some(m.bottom_send_queue.into()));
+                check.eq(
+                    "idiag_rmem",
+                    rec.idiag_rmem.map(u64::from),
+                    Some(m.receive_queue.into()),
+                );
+                check.eq(
+                    "idiag_wmem",
+                    rec.idiag_wmem.map(u64::from),
+                    Some(m.bottom_send_queue.into()),
+                );
                 check.eq("idiag_fmem", rec.idiag_fmem.map(u64::from), Some(m.cache.into()));
                 check.eq("idiag_tmem", rec.idiag_tmem.map(u64::from), Some(m.send_queue.into()));
             }
@@ -210,16 +258,18 @@ impl Check {
     fn eq(&mut self, name: &str, ours: Option<u64>, theirs: Option<u64>) {
         self.compared += 1;
         if ours != theirs {
-            self.mismatches
-                .push(format!("{name}: xtcp2 decoded {ours:?}, netlink-packet-sock-diag {theirs:?}"));
+            self.mismatches.push(format!(
+                "{name}: xtcp2 decoded {ours:?}, netlink-packet-sock-diag {theirs:?}"
+            ));
         }
     }
 
     fn eq_text(&mut self, name: &str, ours: Option<String>, theirs: Option<String>) {
         self.compared += 1;
         if ours != theirs {
-            self.mismatches
-                .push(format!("{name}: xtcp2 decoded {ours:?}, netlink-packet-sock-diag {theirs:?}"));
+            self.mismatches.push(format!(
+                "{name}: xtcp2 decoded {ours:?}, netlink-packet-sock-diag {theirs:?}"
+            ));
         }
     }
 

@@ -315,7 +315,11 @@ pub fn render(rec: &Record, shown: Shown) -> SsSocket {
             let name = NAMES[timer.min(5) as usize];
             put(
                 "timer",
-                format!("({name},{},{})", ms_timer(rec.idiag_expires.unwrap_or(0)), n(rec.idiag_retrans)),
+                format!(
+                    "({name},{},{})",
+                    ms_timer(rec.idiag_expires.unwrap_or(0)),
+                    n(rec.idiag_retrans)
+                ),
             );
         }
     }
@@ -408,7 +412,10 @@ fn render_tcp_info(rec: &Record, shown: Shown, put: &mut impl FnMut(&str, String
         }
     }
     if has(4) {
-        put("wscale", format!("{},{}", n(rec.tcpi_snd_wscale), n(rec.tcpi_rcv_wscale)));
+        put(
+            "wscale",
+            format!("{},{}", n(rec.tcpi_snd_wscale), n(rec.tcpi_rcv_wscale)),
+        );
     }
     let rto = n(rec.tcpi_rto);
     if rto != 0 && rto != 3_000_000 {
@@ -421,7 +428,11 @@ fn render_tcp_info(rec: &Record, shown: Shown, put: &mut impl FnMut(&str, String
     if rtt_us != 0 {
         put(
             "rtt",
-            format!("{}/{}", fmt_g(rtt_us as f64 / 1000.0), fmt_g(n(rec.tcpi_rttvar) as f64 / 1000.0)),
+            format!(
+                "{}/{}",
+                fmt_g(rtt_us as f64 / 1000.0),
+                fmt_g(n(rec.tcpi_rttvar) as f64 / 1000.0)
+            ),
         );
     }
     if n(rec.tcpi_ato) != 0 {
