@@ -259,6 +259,23 @@ class Tools:
             if not p.exists():
                 sys.exit(f"{p} is missing: run `cargo build --release --examples` first")
         self.env = dict(os.environ, XTCP2_LOG="info", RUST_BACKTRACE="0")
+        self.file_dest = self.supports_file_dest()
+
+    def supports_file_dest(self):
+        """Whether this build has the `file:` destination; older ones write
+        to stdout, which the benchmark then redirects to the same file."""
+        with tempfile.TemporaryDirectory() as d:
+            probe = subprocess.run(
+                [str(self.xtcp2), "--max-loops", "1", "--prom-listen", "", "--netns-proc-scan=false",
+                 "--netns-dirs", d, "--states", "listen", "--dest", f"file:{d}/probe"],
+                capture_output=True, text=True, env=self.env, timeout=RUN_TIMEOUT_S,
+            )
+        if probe.returncode == 0:
+            return True
+        if "unknown destination" in probe.stderr:
+            log("this xtcp2 has no file: destination yet; jsonl/protobufList go to stdout redirected to the file")
+            return False
+        raise RuntimeError(f"xtcp2 probe run failed: {probe.stderr[-2000:]}")
 
     def xtcp2_argv(self, netns_dir, extra):
         return [
@@ -293,14 +310,24 @@ def run_case(case, tools, ws, namespaces):
         return total
     out_path = ws.dir / "out.data"
     marshal = {"jsonl": "jsonl", "protobufList": "protobufList"}.get(case, "jsonl")
+    stdout = subprocess.DEVNULL
     if case in ("null", "null_uring"):
         extra = ["--dest", "null"]
         if case == "null_uring":
             extra.append("--io-uring")
     else:
         out_path.unlink(missing_ok=True)
-        extra = ["--dest", f"file:{out_path}", "--marshal", marshal]
-    m = measured(tools.xtcp2_argv(netns_dir, extra), env=tools.env)
+        extra = ["--marshal", marshal]
+        if tools.file_dest:
+            extra += ["--dest", f"file:{out_path}"]
+        else:
+            extra += ["--dest", "stdout"]
+            stdout = open(out_path, "wb")
+    try:
+        m = measured(tools.xtcp2_argv(netns_dir, extra), stdout=stdout, env=tools.env)
+    finally:
+        if stdout is not subprocess.DEVNULL:
+            stdout.close()
     counters = xtcp2_counters(m["stderr"])
     m["counters"] = counters
     m["sockets"] = counters.get("sockets_decoded")
@@ -592,9 +619,25 @@ def stop_on_sigterm(_signum, _frame):
     raise KeyboardInterrupt("SIGTERM")
 
 
+def mode_load(args, tools, ws, report):
+    """Holds the load of the first --connections/--namespaces pair for
+    --hold-seconds (or until Ctrl-C), for profiling by hand."""
+    n, k = args.connections[0], args.namespaces[0]
+    load_connections(ws, n, k)
+    print(f"holding N={n} K={k}; namespaces in {ws.netns_dir}; e.g.\n"
+          f"  perf record -g -- {tools.xtcp2} --max-loops 1 --dest null --prom-listen '' "
+          f"--netns-dirs {ws.netns_dir} --netns-proc-scan=false", flush=True)
+    try:
+        time.sleep(args.hold_seconds)
+    except KeyboardInterrupt:
+        pass
+    report["load"] = {"connections": n, "namespaces": k}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", choices=["collect", "namespaces"], default="collect")
+    p.add_argument("--mode", choices=["collect", "namespaces", "load"], default="collect")
+    p.add_argument("--hold-seconds", type=int, default=600, help="--mode load: how long to hold the load")
     p.add_argument("--smoke", action="store_true", help="CI size: N=1,000, K=2, 1 repetition, 5 s daemon")
     p.add_argument("--connections", type=lambda s: [int(x) for x in s.split(",")], default=FULL_CONNECTIONS)
     p.add_argument("--namespaces", type=lambda s: [int(x) for x in s.split(",")], default=FULL_NAMESPACES)
@@ -626,6 +669,7 @@ def main():
     LAUNCHER = tools.floor
     report = {
         "mode": args.mode,
+        "file_destination": "file:" if tools.file_dest else "stdout redirected to a file",
         "commit": git_describe(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "kernel": os.uname().release,
@@ -639,6 +683,8 @@ def main():
     try:
         if args.mode == "collect":
             mode_collect(args, tools, ws, report)
+        elif args.mode == "load":
+            mode_load(args, tools, ws, report)
         else:
             mode_namespaces(args, tools, ws, report)
     finally:

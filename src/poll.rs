@@ -10,10 +10,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::batch::{EnvelopeBuilder, EnvelopeQueue, FlushLimits};
+use crate::batch::{CountOnly, EnvelopeBuilder, EnvelopeQueue, FlushLimits};
 use crate::collect::{Collector, DumpPlan};
 use crate::config::Config;
-use crate::format::encoder_for;
+use crate::format::{encoder_for, Format};
 use crate::netns::watch::Wake;
 use crate::netns::{discover, DiscoveryConfig, NetnsEntry, NetnsRegistry};
 use crate::observe::metrics::{KindLabel, Metrics};
@@ -51,7 +51,11 @@ impl Poller {
         // Tried once per collector until it fails, so a refusal is logged once.
         let mut io_uring = config.io_uring;
         for _ in 0..config.netlinkers {
-            let encoder = encoder_for(&config.marshal, &config.columns)?;
+            let encoder = if config.dest == "null" {
+                Box::new(CountOnly(Format::parse(&config.marshal)?))
+            } else {
+                encoder_for(&config.marshal, &config.columns)?
+            };
             let builder = EnvelopeBuilder::new(encoder, limits, queue.clone(), config.stamps.hostname.clone());
             let mut collector = Collector::new(plan, config.stamps.clone(), builder, metrics.clone());
             if io_uring {

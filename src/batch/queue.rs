@@ -4,19 +4,41 @@
 //! bounded: when the queue is full the oldest envelope is dropped and
 //! counted (its rows too), because the newest data is the most useful to an
 //! operator.
+//!
+//! A destination that works but is slower than collection (a file while
+//! four netlinkers encode JSON) must not lose records either: past
+//! [`PACE_DEPTH`] waiting envelopes a collector waits, up to
+//! [`PACE_MAX_WAIT`], for the destination to take one. It stops waiting as
+//! soon as the destination is failing (an envelope came back for a retry)
+//! or stalled (took nothing within the wait), until it takes one again, so
+//! a dead destination still costs collection at most one short wait.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
 use super::Envelope;
 use crate::observe::metrics::{FormatLabel, Metrics};
 
+/// Waiting envelopes beyond which a collector waits for a healthy
+/// destination: with 768 KiB envelopes about 6 MiB, enough to cover a
+/// destination's scheduling hiccups, small enough that a one-shot of
+/// 100,000 sockets stays far below its memory budget.
+pub const PACE_DEPTH: usize = 8;
+/// Longest a collector waits for the destination to take one envelope. A
+/// healthy destination writes an envelope in about a millisecond; one that
+/// takes nothing for this long is treated as stalled and collection moves
+/// on (dropping the oldest envelopes once the queue is full).
+pub const PACE_MAX_WAIT: Duration = Duration::from_millis(25);
+
 pub struct EnvelopeQueue {
     inner: Mutex<Inner>,
     capacity: usize,
     ready: Notify,
+    /// Signalled whenever the destination takes an envelope.
+    taken: Condvar,
     closed: watch::Sender<bool>,
     metrics: Arc<Metrics>,
 }
@@ -26,6 +48,12 @@ struct Inner {
     closed: bool,
     /// Highest depth ever reached (tests and the bound's proof).
     peak: usize,
+    /// An envelope came back for a retry and none was taken since.
+    failing: bool,
+    /// The destination took nothing within a pacing wait.
+    stalled: bool,
+    /// The envelope taken last came back with `requeue_front`.
+    requeued_since_pop: bool,
 }
 
 /// What [`EnvelopeQueue::discard_all`] threw away.
@@ -43,9 +71,13 @@ impl EnvelopeQueue {
                 envelopes: VecDeque::with_capacity(capacity),
                 closed: false,
                 peak: 0,
+                failing: false,
+                stalled: false,
+                requeued_since_pop: false,
             }),
             capacity,
             ready: Notify::new(),
+            taken: Condvar::new(),
             closed: watch::channel(false).0,
             metrics,
         }
@@ -63,13 +95,25 @@ impl EnvelopeQueue {
         self.metrics.destination.dropped_rows.inc_by(rows);
     }
 
-    /// Adds an envelope, dropping the oldest when full.
+    /// Adds an envelope: first waits for a healthy destination to make
+    /// room (see the module doc), then drops the oldest when still full.
     pub fn push(&self, envelope: Envelope) {
         let rows = envelope.rows as u64;
         let bytes = envelope.payload().len() as u64;
         let format = envelope.format.name();
         {
             let mut inner = self.lock();
+            let pace_depth = PACE_DEPTH.min(self.capacity);
+            while inner.envelopes.len() >= pace_depth && !inner.closed && !inner.failing && !inner.stalled {
+                let (guard, wait) = self
+                    .taken
+                    .wait_timeout(inner, PACE_MAX_WAIT)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                inner = guard;
+                if wait.timed_out() && inner.envelopes.len() >= pace_depth {
+                    inner.stalled = true;
+                }
+            }
             if inner.envelopes.len() >= self.capacity {
                 if let Some(dropped) = inner.envelopes.pop_front() {
                     self.count_dropped(1, dropped.rows as u64);
@@ -94,6 +138,14 @@ impl EnvelopeQueue {
                 let mut inner = self.lock();
                 if let Some(e) = inner.envelopes.pop_front() {
                     self.metrics.destination.queue_depth.set(inner.envelopes.len() as i64);
+                    // The previous envelope did not come back: it was sent.
+                    if !inner.requeued_since_pop {
+                        inner.failing = false;
+                    }
+                    inner.requeued_since_pop = false;
+                    inner.stalled = false;
+                    drop(inner);
+                    self.taken.notify_all();
                     return Some(e);
                 }
                 if inner.closed {
@@ -109,6 +161,8 @@ impl EnvelopeQueue {
     /// and counted).
     pub fn requeue_front(&self, envelope: Envelope) {
         let mut inner = self.lock();
+        inner.failing = true;
+        inner.requeued_since_pop = true;
         if inner.envelopes.len() >= self.capacity {
             self.count_dropped(1, envelope.rows as u64);
             tracing::warn!(rows = envelope.rows, "destination queue full while retrying: dropped the oldest envelope");
@@ -122,6 +176,7 @@ impl EnvelopeQueue {
     /// No more envelopes will come; `pop` drains what is left then ends.
     pub fn close(&self) {
         self.lock().closed = true;
+        self.taken.notify_all();
         self.closed.send_replace(true);
         self.ready.notify_waiters();
         self.ready.notify_one();
@@ -200,6 +255,51 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let left: Vec<u64> = rt.block_on(async { vec![q.pop().await.unwrap().id, q.pop().await.unwrap().id] });
         assert_eq!(left, ids[2..]);
+    }
+
+    /// A destination slower than collection but working loses nothing: the
+    /// producer waits for it once PACE_DEPTH envelopes are queued, and the
+    /// queue never holds more than that (issue 8: no record lost, memory
+    /// bounded by the flush caps).
+    #[test]
+    fn slow_healthy_destination_paces_collection_without_drops() {
+        let metrics = Arc::new(Metrics::new());
+        let q = Arc::new(EnvelopeQueue::new(64, metrics.clone()));
+        let consumer = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                let mut rows = 0;
+                while let Some(e) = rt.block_on(q.pop()) {
+                    rows += e.rows;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                rows
+            })
+        };
+        for _ in 0..100 {
+            q.push(envelope(3));
+        }
+        q.close();
+        assert_eq!(consumer.join().unwrap(), 300);
+        assert_eq!(metrics.destination.dropped_rows.get(), 0);
+        assert!(q.peak_len() <= PACE_DEPTH, "queue reached {}", q.peak_len());
+    }
+
+    /// A failing destination (an envelope came back for a retry) is not
+    /// waited for: collection goes on at once and drops the oldest when full.
+    #[test]
+    fn failing_destination_is_not_waited_for() {
+        let metrics = Arc::new(Metrics::new());
+        let q = EnvelopeQueue::new(PACE_DEPTH + 2, metrics.clone());
+        q.requeue_front(envelope(1));
+        let started = std::time::Instant::now();
+        for _ in 0..PACE_DEPTH + 10 {
+            q.push(envelope(1));
+        }
+        assert!(started.elapsed() < PACE_MAX_WAIT, "pushes waited {:?}", started.elapsed());
+        assert_eq!(q.len(), PACE_DEPTH + 2);
+        assert_eq!(metrics.destination.dropped_rows.get(), 9);
     }
 
     /// Discarding at shutdown empties the queue and counts every row as dropped.
