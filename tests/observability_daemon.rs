@@ -201,9 +201,11 @@ fn readyz_is_503_while_the_daemon_flushes_on_shutdown() {
     args[5] = "stdout";
     let mut daemon = Daemon::start(&args, Stdio::piped());
     daemon.wait_healthy(Duration::from_secs(10));
+    daemon.wait_ready(Duration::from_secs(10));
     // Blocked: an envelope waits in the queue behind the one being written.
     daemon.wait_metric("xtcp2_destination_queue_depth", 1.0, Duration::from_secs(15));
-    assert_eq!(http_get(daemon.addr, "/readyz").unwrap().status, 200);
+    let ready = http_get(daemon.addr, "/readyz").unwrap();
+    assert_eq!((ready.status, ready.text().as_str()), (200, "ready: polling\n"), "{}", daemon.stderr());
 
     daemon.terminate();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -291,7 +293,6 @@ fn cpu_profile_flamegraph_conflict_and_heap() {
     assert_eq!(svg_meanwhile.status, 409);
 
     let profile = first.join().unwrap();
-    drop(load);
     assert_eq!(profile.status, 200, "{}", profile.text());
     assert_eq!(profile.header("content-type"), Some("application/octet-stream"));
     let p = decode_pprof(&profile.body);
@@ -308,10 +309,12 @@ fn cpu_profile_flamegraph_conflict_and_heap() {
     );
 
     let svg = http_get_with(daemon.addr, "/debug/pprof/flamegraph?seconds=1", &[], Duration::from_secs(30)).unwrap();
+    drop(load);
     assert_eq!(svg.status, 200, "{}", svg.text());
     assert_eq!(svg.header("content-type"), Some("image/svg+xml"));
     let svg = svg.text();
     assert!(svg.starts_with("<?xml") && svg.contains("<svg") && svg.trim_end().ends_with("</svg>"), "{svg:.200}");
+    assert!(svg.contains("xtcp2::"), "the flame graph of a busy daemon names no xtcp2 function");
 
     let bad = http_get(daemon.addr, "/debug/pprof/profile?seconds=abc").unwrap();
     assert_eq!(bad.status, 400);

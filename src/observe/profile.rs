@@ -259,8 +259,22 @@ pub fn encode_pprof_gz(report: &pprof::Report) -> Result<Vec<u8>, ProfileError> 
     gzip(&profile.encode_to_vec())
 }
 
+/// The SVG answered for a profile without samples: pprof-rs writes nothing
+/// then, and an empty body is not an image.
+pub const IDLE_FLAMEGRAPH_SVG: &str = concat!(
+    r#"<?xml version="1.0" standalone="no"?>"#,
+    "\n",
+    r#"<svg version="1.1" width="1200" height="60" xmlns="http://www.w3.org/2000/svg">"#,
+    r#"<text x="600" y="34" text-anchor="middle" font-family="Verdana" font-size="14">"#,
+    "no CPU samples: the process was idle during the profile",
+    "</text></svg>\n"
+);
+
 /// The report as an SVG flame graph.
 pub fn encode_flamegraph(report: &pprof::Report) -> Result<Vec<u8>, ProfileError> {
+    if report.data.is_empty() {
+        return Ok(IDLE_FLAMEGRAPH_SVG.as_bytes().to_vec());
+    }
     let mut svg = Vec::with_capacity(64 * 1024);
     report.flamegraph(&mut svg).map_err(|e| ProfileError::Encode(e.to_string()))?;
     Ok(svg)

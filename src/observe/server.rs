@@ -28,6 +28,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::task::JoinSet;
 
 use super::exposition::ExpositionFormat;
+use super::log_throttle::LogThrottle;
 use super::metrics::{Metrics, ProfileRequestLabel};
 use super::profile::{
     encode_flamegraph, encode_pprof_gz, heap_pprof_gz, CpuRecording, ProfileError, ProfilerLock, CPU_PROFILE_HZ,
@@ -48,6 +49,11 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DRAIN_GRACE: Duration = Duration::from_secs(15);
 /// Once stopping, open connections get this long to finish their answer.
 pub const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// After a failed accept (out of file descriptors), wait this long before
+/// the next, instead of spinning on the error.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// A failing accept repeats every [`ACCEPT_RETRY_DELAY`]; log it at most this often.
+const ACCEPT_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The listener could not be opened. The cause is part of the message
 /// (not a `source`), so `{:#}` does not print it twice.
@@ -95,6 +101,7 @@ pub async fn serve(listener: tokio::net::TcpListener, endpoints: Arc<Endpoints>,
     tokio::pin!(stop_when_drained);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
+    let accept_failures = LogThrottle::new(ACCEPT_FAILURE_LOG_INTERVAL);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     loop {
@@ -111,8 +118,10 @@ pub async fn serve(listener: tokio::net::TcpListener, endpoints: Arc<Endpoints>,
                 Ok(a) => a,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if let Some(suppressed) = accept_failures.admit() {
+                        tracing::warn!(error = %e, suppressed, "HTTP accept failed");
+                    }
+                    tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
                     continue;
                 }
             },
@@ -200,7 +209,7 @@ async fn route(req: Request<Incoming>, e: &Endpoints) -> Answer {
         "/debug/pprof/profile" => cpu_profile(req.uri().query(), e, CpuOutput::Pprof).await,
         "/debug/pprof/flamegraph" => cpu_profile(req.uri().query(), e, CpuOutput::Flamegraph).await,
         "/debug/pprof/heap" => heap_profile(e).await,
-        _ => text(StatusCode::NOT_FOUND, format!("no such endpoint; see /\n")),
+        _ => text(StatusCode::NOT_FOUND, "no such endpoint; see /\n"),
     }
 }
 

@@ -280,6 +280,19 @@ impl Daemon {
         panic!("xtcp2 did not answer /healthz within {within:?}; stderr:\n{}", self.stderr());
     }
 
+    /// Waits until /readyz answers 200.
+    pub fn wait_ready(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = http_get(self.addr, "/readyz").expect("GET /readyz");
+            if r.status == 200 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "/readyz still {} {:?}; stderr:\n{}", r.status, r.text(), self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn metrics(&self) -> String {
         let r = http_get(self.addr, "/metrics").expect("GET /metrics");
         assert_eq!(r.status, 200, "/metrics");
