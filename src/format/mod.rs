@@ -214,7 +214,7 @@ pub fn encoder_for(name: &str, columns: &[String]) -> Result<Box<dyn Encoder>, F
 /// indexed by protobuf tag (tags are small and unique).
 pub(crate) struct FieldTables {
     /// `"name":` for JSON.
-    pub json_keys: Vec<Box<[u8]>>,
+    pub json_keys: Vec<text::FixedText>,
     /// The msgpack string of the name (marker and bytes).
     pub msgpack_keys: Vec<Box<[u8]>>,
     /// The protobuf key varint: field number and wire type.
@@ -228,12 +228,13 @@ pub(crate) fn field_tables() -> &'static FieldTables {
     static TABLES: OnceLock<FieldTables> = OnceLock::new();
     TABLES.get_or_init(|| {
         let size = FIELDS.iter().map(|f| f.tag).max().unwrap_or(0) as usize + 1;
-        let mut json_keys = vec![Box::<[u8]>::default(); size];
+        let mut json_keys = vec![text::FixedText::default(); size];
         let mut msgpack_keys = vec![Box::<[u8]>::default(); size];
         let mut protobuf_keys = vec![([0u8; 2], 0u8); size];
         for f in FIELDS {
             let tag = f.tag as usize;
-            json_keys[tag] = format!("\"{}\":", f.name).into_bytes().into_boxed_slice();
+            // A test checks every key fits; an empty key would show up in it.
+            json_keys[tag] = text::FixedText::new(format!("\"{}\":", f.name).as_bytes()).unwrap_or_default();
             let mut key = Vec::new();
             msgpack::write_str(&mut key, f.name);
             msgpack_keys[tag] = key.into_boxed_slice();
@@ -297,9 +298,13 @@ mod tests {
         assert_eq!(out, b"{}\n");
     }
 
-    /// Every tag fits the two-byte protobuf key table.
+    /// Every tag fits the two-byte protobuf key table, and every JSON key its fixed width.
     #[test]
-    fn tags_fit_the_key_table() {
+    fn fields_fit_the_tables() {
         assert!(FIELDS.iter().all(|f| f.tag <= MAX_TABLE_TAG));
+        for f in FIELDS {
+            let key = field_tables().json_keys[f.tag as usize];
+            assert_eq!(key.as_bytes(), format!("\"{}\":", f.name).as_bytes());
+        }
     }
 }

@@ -127,6 +127,51 @@ pub fn write_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
+/// Width of a [`FixedText`]: the longest JSON key (`"name":`) fits.
+pub const FIXED_TEXT_WIDTH: usize = 48;
+
+/// Short text kept in a fixed array, appended as a whole array then cut to
+/// its length: a fixed-size copy compiles to a few vector moves, where a
+/// copy of a variable length calls memmove (30% of jsonl encoding time in
+/// a profile when JSON keys were copied that way).
+#[derive(Clone, Copy)]
+pub struct FixedText {
+    bytes: [u8; FIXED_TEXT_WIDTH],
+    len: u8,
+}
+
+impl FixedText {
+    /// `None` when `text` is longer than [`FIXED_TEXT_WIDTH`].
+    pub fn new(text: &[u8]) -> Option<FixedText> {
+        if text.len() > FIXED_TEXT_WIDTH {
+            return None;
+        }
+        let mut bytes = [0u8; FIXED_TEXT_WIDTH];
+        bytes[..text.len()].copy_from_slice(text);
+        Some(FixedText { bytes, len: text.len() as u8 })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    #[inline]
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        let len = out.len();
+        out.extend_from_slice(&self.bytes);
+        out.truncate(len + usize::from(self.len));
+    }
+}
+
+impl Default for FixedText {
+    fn default() -> Self {
+        FixedText {
+            bytes: [0; FIXED_TEXT_WIDTH],
+            len: 0,
+        }
+    }
+}
+
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 const SECONDS_PER_DAY: u64 = 86_400;
 
