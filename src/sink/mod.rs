@@ -56,8 +56,8 @@ pub const SHUTDOWN_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// record boundaries; a datagram above the path MTU is fragmented by xtcp2
 /// (IP_HDRINCL turns the kernel's fragmentation off), and 65507 bytes fit
 /// the default unix socket send buffer (`net.core.wmem_default`, 208 KiB).
-/// A smaller, MTU-sized cap (1472) would not hold one JSON record with
-/// every tcp_info field (~3.5 KiB).
+/// A smaller, MTU-sized cap (1472) would hold neither one JSON record with
+/// every tcp_info field (~2.1 KiB) nor the csv header of every column (~2 KiB).
 pub const MAX_DATAGRAM_PAYLOAD: usize = 65_507;
 /// A repeating delivery failure is logged at most this often (with the
 /// count of failures in between), so a dead destination cannot flood the

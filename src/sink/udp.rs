@@ -369,7 +369,7 @@ mod tests {
         udp_datagram(src, dst, b"x", &mut udp);
         let (mut out, mut ranges) = (Vec::new(), Vec::new());
         ipv4_packets(*src.ip(), *dst.ip(), 1, 1500, &udp, &mut out, &mut ranges);
-        assert_eq!(ranges, [0..29]);
+        assert_eq!(ranges, vec![0..29]);
         assert_eq!(&out[6..8], &[0, 0]);
         assert_eq!(out[9], 17);
     }
