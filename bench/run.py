@@ -5,7 +5,8 @@ Run as root from anywhere, after `cargo build --release --examples`:
 
     python3 bench/run.py                    # issue 8: the full matrix (< 10 min)
     python3 bench/run.py --mode namespaces  # issue 3: discovery and 100 x 100
-    python3 bench/run.py --smoke            # CI: N=1,000, K=2, 1 repetition
+    python3 bench/run.py --mode profile     # the daemon's own CPU profile at N=50,000
+    python3 bench/run.py --smoke --mode all # CI: N=1,000, K=2, 1 repetition, every mode
 
 Mode `collect` (issue 8), for each N connections spread over K network
 namespaces (K=0: all in the root namespace), measures every case
@@ -52,6 +53,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -433,24 +435,32 @@ def metric_value(text, name):
     return float(m.group(1)) if m else None
 
 
-def run_daemon(tools, ws, connections, seconds, profile_seconds=0):
-    """xtcp2 polling every second: CPU % per window and RSS over `seconds`."""
-    log(f"daemon: N={connections}, 1 s polls, {seconds}s")
-    load_connections(ws, connections, 0)
+def run_daemon(tools, ws, connections, seconds, output=("--dest", "null"), profile_to=None):
+    """xtcp2 polling every second over the load already in place: CPU % per
+    window and RSS over `seconds`; with `profile_to`, also its own CPU
+    profile (/debug/pprof/profile) over the same seconds, saved there."""
+    log(f"daemon: N={connections}, 1 s polls, {seconds}s, {' '.join(output)}")
     port = free_port()
     argv = [
-        str(tools.xtcp2), "--frequency", "1s", "--timeout", "900ms", "--dest", "null",
+        str(tools.xtcp2), "--frequency", "1s", "--timeout", "900ms",
         "--prom-listen", f"127.0.0.1:{port}", "--netns-dirs", str(ws.netns_dir),
         "--netns-proc-scan=false", "--deserializers", "default",
-    ]
+    ] + list(output)
     err = open(ws.dir / "daemon.stderr", "w+")
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=tools.env)
+    # Counts the polls from the log when the build has no /metrics yet.
+    env = dict(tools.env, XTCP2_LOG="info,xtcp2::poll=debug")
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
+    profile = {}
     try:
         time.sleep(3)  # first polls, allocations settle
         if proc.poll() is not None:
             err.seek(0)
             raise RuntimeError(f"daemon exited {proc.returncode}: {err.read()[-2000:]}")
         polls_before = metric_value(scrape(port), "xtcp2_poll_cycles_total")
+        logged_before = poll_lines(err)
+        if profile_to:
+            profiler = threading.Thread(target=lambda: profile.update(fetch_profile(port, seconds, profile_to)))
+            profiler.start()
         cpu_marks = [proc_cpu_s(proc.pid)]
         rss = []
         start = time.monotonic()
@@ -464,6 +474,10 @@ def run_daemon(tools, ws, connections, seconds, profile_seconds=0):
         elapsed = time.monotonic() - start
         metrics = scrape(port)
         polls_after = metric_value(metrics, "xtcp2_poll_cycles_total")
+        if polls_after is None or polls_before is None:
+            polls_before, polls_after = logged_before, poll_lines(err)
+        if profile_to:
+            profiler.join()
         windows = [(b - a) / DAEMON_WINDOW_S * 100 for a, b in zip(cpu_marks, cpu_marks[1:])]
         result = {
             "connections": connections,
@@ -473,10 +487,11 @@ def run_daemon(tools, ws, connections, seconds, profile_seconds=0):
             "cpu_s_total": cpu_marks[-1] - cpu_marks[0],
             "rss_mb": summarise(rss),
             "hwm_mb": proc_status_kb(proc.pid, "VmHWM") / 1024,
-            "polls": (polls_after - polls_before) if polls_after is not None and polls_before is not None else None,
+            "polls": polls_after - polls_before,
+            "output": " ".join(output),
         }
-        if profile_seconds:
-            result["profile"] = fetch_profile(port, profile_seconds, ws)
+        if profile_to:
+            result["profile"] = profile
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -485,20 +500,24 @@ def run_daemon(tools, ws, connections, seconds, profile_seconds=0):
             proc.kill()
             proc.wait()
         err.close()
-        ws.stop_helpers()
     return result
 
 
-def fetch_profile(port, seconds, ws):
-    """The daemon's own CPU profile, if its /debug/pprof endpoint exists."""
+def poll_lines(err):
+    """Polls the daemon has logged so far (its `poll done` debug lines)."""
+    err.flush()
+    return Path(err.name).read_text(errors="replace").count("poll done")
+
+
+def fetch_profile(port, seconds, path):
+    """The daemon's own CPU profile from /debug/pprof/profile, saved to path."""
     url = f"http://127.0.0.1:{port}/debug/pprof/profile?seconds={seconds}"
     try:
         with urllib.request.urlopen(url, timeout=seconds + 30) as r:
             data = r.read()
     except OSError as e:
         return {"error": str(e)}
-    path = ws.dir / "profile.pb"
-    path.write_bytes(data)
+    Path(path).write_bytes(data)
     return {"bytes": len(data), "path": str(path)}
 
 
@@ -557,7 +576,9 @@ def mode_collect(args, tools, ws, report):
     report["collect"] = results
     print_collect_table(results)
     if args.daemon_seconds > 0:
+        load_connections(ws, args.daemon_connections, 0)
         d = run_daemon(tools, ws, args.daemon_connections, args.daemon_seconds)
+        ws.stop_helpers()
         report["daemon"] = d
         floor_per_poll = None
         for r in results:
@@ -619,6 +640,29 @@ def stop_on_sigterm(_signum, _frame):
     raise KeyboardInterrupt("SIGTERM")
 
 
+def mode_profile(args, tools, ws, report):
+    """The daemon's own CPU profile under N connections, polling every
+    second: once with -dest null, once writing jsonl to file:/dev/null
+    (all of the encoding, none of the disk)."""
+    n = args.profile_connections
+    load_connections(ws, n, 0)
+    out_dir = ROOT / "target" / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report["profile"] = []
+    for name, output in (("null", ("--dest", "null")), ("jsonl-devnull", ("--dest", "file:/dev/null", "--marshal", "jsonl"))):
+        path = out_dir / f"profile-{name}-{report['commit']}.pb.gz"
+        d = run_daemon(tools, ws, n, args.profile_seconds, output, profile_to=path)
+        report["profile"].append(d)
+        print(f"\n== daemon N={n}, 1 s polls, {' '.join(output)}: {d['polls']} polls in {d['seconds']}s, "
+              f"cpu {fmt_range(d['cpu_percent'], 1, 1)} %, rss max {d['rss_mb']['max']:.1f} MB")
+        if "error" in d["profile"]:
+            print(f"no profile: {d['profile']['error']}")
+            continue
+        print(f"profile: {path}")
+        sys.stdout.flush()
+        subprocess.run([sys.executable, str(ROOT / "bench" / "pprof_top.py"), str(path), "--rows", str(args.profile_rows)])
+
+
 def mode_load(args, tools, ws, report):
     """Holds the load of the first --connections/--namespaces pair for
     --hold-seconds (or until Ctrl-C), for profiling by hand."""
@@ -636,7 +680,11 @@ def mode_load(args, tools, ws, report):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", choices=["collect", "namespaces", "load"], default="collect")
+    p.add_argument("--mode", choices=["collect", "namespaces", "profile", "all", "load"], default="collect",
+                   help="all = collect, then namespaces, then profile (what CI runs with --smoke)")
+    p.add_argument("--profile-connections", type=int, default=50_000)
+    p.add_argument("--profile-seconds", type=int, default=20)
+    p.add_argument("--profile-rows", type=int, default=25)
     p.add_argument("--hold-seconds", type=int, default=600, help="--mode load: how long to hold the load")
     p.add_argument("--smoke", action="store_true", help="CI size: N=1,000, K=2, 1 repetition, 5 s daemon")
     p.add_argument("--connections", type=lambda s: [int(x) for x in s.split(",")], default=FULL_CONNECTIONS)
@@ -659,6 +707,7 @@ def main():
         args.daemon_seconds, args.daemon_connections = 5, 1_000
         args.discover_namespaces, args.discover_processes = 20, 200
         args.ns_count, args.ns_connections = 2, 100
+        args.profile_connections, args.profile_seconds = 1_000, 2
     if os.geteuid() != 0:
         sys.exit("bench/run.py needs root (namespaces, inet_diag of every socket)")
 
@@ -681,10 +730,18 @@ def main():
     # SIGTERM (CI timeouts) must clean up like Ctrl-C does.
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
-        if args.mode == "collect":
+        if args.mode == "all":
+            mode_collect(args, tools, ws, report)
+            print()
+            mode_namespaces(args, tools, ws, report)
+            print()
+            mode_profile(args, tools, ws, report)
+        elif args.mode == "collect":
             mode_collect(args, tools, ws, report)
         elif args.mode == "load":
             mode_load(args, tools, ws, report)
+        elif args.mode == "profile":
+            mode_profile(args, tools, ws, report)
         else:
             mode_namespaces(args, tools, ws, report)
     finally:

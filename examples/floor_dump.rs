@@ -151,7 +151,18 @@ fn dump_all(args: &Args) -> Result<String, String> {
     let namespaces = discover(&DiscoveryConfig::new(args.dirs.clone(), args.proc_scan));
     let mut buf = vec![0u8; RECV_BUFFER_BYTES];
     let mut total = DumpSummary::default();
+    // One ring for the whole run, as each xtcp2 netlinker keeps one.
+    let mut uring = None;
     let mut uring_fallbacks = 0u64;
+    if args.io_uring {
+        match xtcp2::kernel::uring::UringReceiver::new(4, 4) {
+            Ok(u) => uring = Some(u),
+            Err(e) => {
+                eprintln!("floor_dump: io_uring unavailable, using recv(2): {e}");
+                uring_fallbacks += 1;
+            }
+        }
+    }
     for netns in &namespaces {
         if netns.origin != NetnsOrigin::Host {
             let file = File::open(&netns.path).map_err(|e| format!("{}: {e}", netns.path.display()))?;
@@ -165,16 +176,9 @@ fn dump_all(args: &Args) -> Result<String, String> {
         let mut socket = DiagSocket::open(RECV_TIMEOUT).map_err(|e| e.to_string())?;
         for request in plan.requests() {
             let deadline = Instant::now() + DUMP_DEADLINE;
-            let summary = if args.io_uring {
-                match xtcp2::kernel::uring::UringReceiver::new(4, 4) {
-                    Ok(mut uring) => uring.dump(&mut socket, &request, deadline, |_, _| {}),
-                    Err(_) => {
-                        uring_fallbacks += 1;
-                        socket.dump(&request, &mut buf, deadline, |_, _| {})
-                    }
-                }
-            } else {
-                socket.dump(&request, &mut buf, deadline, |_, _| {})
+            let summary = match &mut uring {
+                Some(uring) => uring.dump(&mut socket, &request, deadline, |_, _| {}),
+                None => socket.dump(&request, &mut buf, deadline, |_, _| {}),
             }
             .map_err(|e| format!("{}: {e}", netns.path.display()))?;
             total.recv_calls += summary.recv_calls;
