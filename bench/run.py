@@ -435,6 +435,26 @@ def metric_value(text, name):
     return float(m.group(1)) if m else None
 
 
+def perf_top(pid, seconds, path, rows):
+    """`perf record -g` of a running process for `seconds`, then the top of
+    `perf report` by shared object and symbol (kernel included, which the
+    daemon's own profiler cannot see). None when perf is not installed."""
+    if shutil.which("perf") is None:
+        return None
+    record = subprocess.run(
+        ["timeout", "-s", "INT", str(seconds), "perf", "record", "-F", "999", "-g", "-p", str(pid), "-o", str(path)],
+        capture_output=True, text=True,
+    )
+    if not Path(path).exists():
+        return {"error": record.stderr[-500:]}
+    report = subprocess.run(
+        ["perf", "report", "-i", str(path), "--no-children", "--sort", "dso,sym", "--stdio"],
+        capture_output=True, text=True,
+    )
+    lines = [l for l in report.stdout.splitlines() if re.match(r"^\s+\d+\.\d+%\s", l)]
+    return {"path": str(path), "top": lines[:rows]}
+
+
 def run_daemon(tools, ws, connections, seconds, output=("--dest", "null"), profile_to=None):
     """xtcp2 polling every second over the load already in place: CPU % per
     window and RSS over `seconds`; with `profile_to`, also its own CPU
@@ -461,6 +481,10 @@ def run_daemon(tools, ws, connections, seconds, output=("--dest", "null"), profi
         if profile_to:
             profiler = threading.Thread(target=lambda: profile.update(fetch_profile(port, seconds, profile_to)))
             profiler.start()
+            perf = {}
+            perf_thread = threading.Thread(
+                target=lambda: perf.update(perf_top(proc.pid, seconds, str(profile_to).replace(".pb.gz", ".perf.data"), 30) or {}))
+            perf_thread.start()
         cpu_marks = [proc_cpu_s(proc.pid)]
         rss = []
         start = time.monotonic()
@@ -478,6 +502,7 @@ def run_daemon(tools, ws, connections, seconds, output=("--dest", "null"), profi
             polls_before, polls_after = logged_before, poll_lines(err)
         if profile_to:
             profiler.join()
+            perf_thread.join()
         windows = [(b - a) / DAEMON_WINDOW_S * 100 for a, b in zip(cpu_marks, cpu_marks[1:])]
         result = {
             "connections": connections,
@@ -492,6 +517,7 @@ def run_daemon(tools, ws, connections, seconds, output=("--dest", "null"), profi
         }
         if profile_to:
             result["profile"] = profile
+            result["perf"] = perf
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -661,6 +687,9 @@ def mode_profile(args, tools, ws, report):
         print(f"profile: {path}")
         sys.stdout.flush()
         subprocess.run([sys.executable, str(ROOT / "bench" / "pprof_top.py"), str(path), "--rows", str(args.profile_rows)])
+        if d.get("perf", {}).get("top"):
+            print(f"\nperf record -g over the same seconds (kernel and libc included; {d['perf']['path']}):")
+            print("\n".join(d["perf"]["top"]))
 
 
 def mode_load(args, tools, ws, report):
