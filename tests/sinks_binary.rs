@@ -251,6 +251,44 @@ fn sighup_reopens_the_destination_file() {
     assert_eq!((old_rows.len() + new_rows.len()) as u64, account(&log).rows_sent);
 }
 
+/// `--poll-jitter` delays the first poll by a random part of it, and
+/// SIGTERM during that wait ends the daemon at once with exit 0.
+#[test]
+fn poll_jitter_wait_is_interrupted_by_sigterm() {
+    if !root_or_skip() {
+        return;
+    }
+    let dirs = tempfile::tempdir().unwrap();
+    let mut cmd = daemon(dirs.path(), &["--poll-jitter", "1h", "--dest", "null"]);
+    let mut child = cmd.spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = Instant::now();
+    // SAFETY: plain kill(2) of the child we spawned.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let log = log.join().unwrap();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(signalled.elapsed() < Duration::from_secs(5), "exit took {:?} after SIGTERM", signalled.elapsed());
+    assert!(log.contains("delaying the first poll"), "{log}");
+    // When the drawn delay (logged as e.g. `jitter=1831.2s`) outlasted the
+    // 500 ms before SIGTERM, no poll ran: nothing was collected.
+    let jitter_seconds = log
+        .lines()
+        .find(|l| l.contains("delaying the first poll"))
+        .and_then(|l| l.split_whitespace().find_map(|kv| kv.strip_prefix("jitter=")))
+        .and_then(|v| v.strip_suffix('s'))
+        .and_then(|v| v.parse::<f64>().ok());
+    if jitter_seconds.is_some_and(|s| s > 1.0) {
+        assert_eq!(account(&log).rows_queued, 0, "{log}");
+    }
+}
+
 /// Output flag mistakes are configuration errors: exit 2 with a message
 /// naming the problem, before anything is opened.
 #[test]
@@ -261,6 +299,7 @@ fn bad_output_flags_exit_2_with_the_reason() {
         (&["--marshal", "xml"][..], "unknown --marshal \"xml\""),
         (&["--dest", "kafka:broker:9092"][..], "unknown destination \"kafka:broker:9092\""),
         (&["--dest", "tcp:localhost"][..], "needs HOST:PORT"),
+        (&["--frequency", "1s", "--timeout", "1s"][..], "must be shorter than --frequency"),
     ] {
         let mut cmd = daemon(dirs.path(), args);
         cmd.arg("--skip-capability-check");
