@@ -18,6 +18,7 @@ pub mod jsonl;
 pub mod msgpack;
 pub mod protobuf;
 pub mod text;
+pub mod writer;
 
 use std::sync::{Arc, OnceLock};
 
@@ -133,11 +134,12 @@ pub trait Encoder: Send {
     /// concatenated and later split again at record boundaries.
     fn encode(&mut self, record: &Record, out: &mut Vec<u8>);
 
-    /// For callers that write one whole standalone output into a buffer
-    /// without an [`EnvelopeBuilder`](crate::batch::EnvelopeBuilder) (the
-    /// `decode` command): writes what opens it (the CSV header, room for the
-    /// protobuf length). The buffer must keep everything from here to
-    /// [`Encoder::end_envelope`].
+    /// For callers that write one whole standalone output into one buffer
+    /// without an [`EnvelopeBuilder`](crate::batch::EnvelopeBuilder): writes
+    /// what opens it (the CSV header, room for the protobuf length). The
+    /// buffer must keep everything from here to [`Encoder::end_envelope`];
+    /// a caller that writes its buffer out in pieces must use
+    /// [`writer::StreamWriter`] instead.
     fn begin_envelope(&mut self, _out: &mut Vec<u8>) {}
 
     /// Closes what [`Encoder::begin_envelope`] opened.
