@@ -16,6 +16,23 @@ use anyhow::Context;
 use xtcp2::config::{self, CliCommand, Config, DecodeArgs};
 use xtcp2::observe::caps;
 
+// With `--features heap-profiling`, jemalloc is the allocator and samples
+// allocations for /debug/pprof/heap and `--profile-mode mem`. These two
+// items live in the binary, not the library: `malloc_conf` is a symbol
+// jemalloc looks up at startup, and only the binary's own objects are sure
+// to be linked.
+#[cfg(feature = "heap-profiling")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's startup options: profiling compiled in and active, one sample
+/// per 2^19 bytes (512 KiB) allocated, which costs little on our allocation
+/// pattern (buffers are reused across polls).
+#[cfg(feature = "heap-profiling")]
+#[allow(non_upper_case_globals)]
+#[export_name = "malloc_conf"]
+pub static malloc_conf: &[u8] = b"prof:true,prof_active:true,lg_prof_sample:19\0";
+
 fn main() -> ExitCode {
     let cli = match config::parse_args(std::env::args()) {
         Ok(cli) => cli,

@@ -397,3 +397,27 @@ fn taken_listen_port_fails_startup_naming_the_address() {
     let expected = format!("xtcp2: cannot listen on {addr} (--prom-listen): Address already in use (os error 98)");
     assert!(stderr.lines().any(|l| l == expected), "expected {expected:?} in:\n{stderr}");
 }
+
+/// With heap-profiling, --profile-mode mem writes xtcp2-mem-<pid>.pb.gz at
+/// exit: a pprof heap profile (jemalloc's sampled live allocations).
+#[cfg(feature = "heap-profiling")]
+#[test]
+fn whole_run_mem_profile_is_written_at_exit() {
+    if !require_root("whole_run_mem_profile_is_written_at_exit") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_arg = dir.path().to_str().unwrap().to_string();
+    let mut args = BASE.to_vec();
+    args.extend(["--profile-mode", "mem", "--profile-path", &dir_arg]);
+    let mut daemon = Daemon::start(&args, Stdio::null());
+    daemon.wait_ready(Duration::from_secs(10));
+    let pid = daemon.child.id();
+    daemon.terminate();
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0), "stderr:\n{}", daemon.stderr());
+    let file = dir.path().join(format!("xtcp2-mem-{pid}.pb.gz"));
+    let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}; stderr:\n{}", file.display(), daemon.stderr()));
+    let p = decode_pprof(&bytes);
+    assert!(!p.sample.is_empty(), "a running daemon has live sampled allocations");
+    assert_eq!(sample_types(&p)[0], ("inuse_space".to_string(), "bytes".to_string()));
+}

@@ -280,15 +280,18 @@ impl Daemon {
         panic!("xtcp2 did not answer /healthz within {within:?}; stderr:\n{}", self.stderr());
     }
 
-    /// Waits until /readyz answers 200.
+    /// Waits until /readyz answers 200 (the listener may not be up yet).
     pub fn wait_ready(&mut self, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
-            let r = http_get(self.addr, "/readyz").expect("GET /readyz");
-            if r.status == 200 {
+            let answer = http_get(self.addr, "/readyz").map(|r| (r.status, r.text()));
+            if matches!(answer, Ok((200, _))) {
                 return;
             }
-            assert!(Instant::now() < deadline, "/readyz still {} {:?}; stderr:\n{}", r.status, r.text(), self.stderr());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("xtcp2 exited with {status} before it was ready; stderr:\n{}", self.stderr());
+            }
+            assert!(Instant::now() < deadline, "/readyz: {answer:?} after {within:?}; stderr:\n{}", self.stderr());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
