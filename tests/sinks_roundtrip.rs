@@ -99,41 +99,6 @@ fn unixgram_delivers_every_record_once_in_every_format() {
     }
 }
 
-/// Raises a UDP receive buffer beyond rmem_max (root only), so a burst of
-/// datagrams on loopback is not dropped by the receiving socket.
-fn force_receive_buffer(socket: &std::net::UdpSocket, bytes: libc::c_int) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the fd belongs to `socket` for the whole call; the option
-    // value is a c_int of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
-}
-
-/// A UDP receiver with a 64 MiB buffer (see [`force_receive_buffer`]).
-fn big_udp_receiver() -> (std::net::SocketAddr, std::sync::mpsc::Receiver<Received>) {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    force_receive_buffer(&socket, 64 << 20);
-    let addr = socket.local_addr().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 65_536];
-        while let Ok((n, _)) = socket.recv_from(&mut buf) {
-            if tx.send(Received { bytes: buf[..n].to_vec(), content_type: None }).is_err() {
-                break;
-            }
-        }
-    });
-    (addr, rx)
-}
-
 /// udp (raw IPv4 socket, headers built by xtcp2): every record arrives
 /// once through an ordinary UDP socket, so our IPv4/UDP headers and
 /// checksums are accepted by the kernel.
