@@ -580,6 +580,44 @@ def print_collect_table(results):
             )
 
 
+def markdown_tables(report):
+    """The results as Markdown, for docs/performance.md."""
+    lines = []
+    collect = report.get("collect", [])
+    ns = report.get("namespaces", {})
+    if ns.get("collection"):
+        collect = collect + [ns["collection"]]
+    if collect:
+        lines += [
+            "| N | K | case | sockets | wall ms median [range] | CPU ms median [range] | CPU/floor | µs CPU/socket | peak RSS MB | lost |",
+            "|---:|---:|---|---:|---|---|---:|---:|---:|---:|",
+        ]
+        for r in collect:
+            for case, e in r["cases"].items():
+                sockets = e["sockets"]["median"] if e["sockets"] else None
+                lost = e.get("records_lost")
+                lines.append(
+                    f"| {r['connections']} | {r['namespaces']} | {case} | {sockets if sockets is not None else '-'} | "
+                    f"{fmt_range(e['wall_s'], 1e3, 1)} | {fmt_range(e['cpu_s'], 1e3, 1)} | {e.get('cpu_ratio', 0):.2f}x | "
+                    f"{e.get('cpu_us_per_socket', 0):.2f} | {e['rss_mb']['max']:.1f} | "
+                    f"{'-' if lost is None else ('?' if None in lost else max(lost))} |"
+                )
+    d = report.get("daemon")
+    if d:
+        lines += [
+            "",
+            f"Daemon, N={d['connections']}, 1 s polls, {d['output']}, {d['seconds']} s ({d['polls']} polls): "
+            f"CPU {fmt_range(d['cpu_percent'], 1, 2)} % per {DAEMON_WINDOW_S} s window"
+            + (f" ({d['cpu_per_poll_ratio']:.2f}x the one-shot floor per poll)" if d.get("cpu_per_poll_ratio") else "")
+            + f", RSS {fmt_range(d['rss_mb'], 1, 1)} MB, VmHWM {d['hwm_mb']:.1f} MB.",
+        ]
+    for r in ns.get("discovery", []):
+        what = f"{r['processes']} processes" + (", one network namespace each" if r["new_netns"] else " in the host namespace")
+        lines.append(f"- discovery with /proc scan, {what}: {r['namespaces_found']} namespaces found, "
+                     f"wall {fmt_range(r['wall_ms'], 1, 2)} ms, CPU {fmt_range(r['cpu_ms'], 1, 2)} ms")
+    return "\n".join(lines) + "\n"
+
+
 def git_describe():
     try:
         rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
@@ -780,6 +818,7 @@ def main():
     out = Path(args.out) if args.out else ROOT / "target" / "bench" / f"{args.mode}-{report['commit']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=str))
+    out.with_suffix(".md").write_text(markdown_tables(report))
     print(f"\nresults: {out} ({report['duration_s']}s, load {report['machine']['loadavg']} -> {report['machine_after']['loadavg']})")
 
 
