@@ -151,13 +151,21 @@ fn time_format(stream: &StreamFormat, records: &[Record], budget: Duration) -> T
 }
 
 fn main() -> ExitCode {
-    let quick = std::env::var_os("XTCP2_BENCH_QUICK").is_some_and(|v| v != "0") || std::env::args().any(|a| a == "--quick");
-    let budget = if quick { Duration::from_millis(100) } else { Duration::from_secs(1) };
+    let quick =
+        std::env::var_os("XTCP2_BENCH_QUICK").is_some_and(|v| v != "0") || std::env::args().any(|a| a == "--quick");
+    let budget = if quick {
+        Duration::from_millis(100)
+    } else {
+        Duration::from_secs(1)
+    };
     let dir = std::env::var_os("XTCP2_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/inet_diag"));
     if !dir.join("README.md").is_file() {
-        println!("SKIPPED: fixture folder {} is absent (set XTCP2_FIXTURES); nothing was measured", dir.display());
+        println!(
+            "SKIPPED: fixture folder {} is absent (set XTCP2_FIXTURES); nothing was measured",
+            dir.display()
+        );
         return ExitCode::SUCCESS;
     }
     let mut captures = Vec::new();
@@ -212,7 +220,10 @@ fn main() -> ExitCode {
             bytes as f64 / records as f64
         );
         if allocations != 0 {
-            println!("{:>13}  FAILED: encoding allocated {allocations} times; it must not allocate per record", format.name());
+            println!(
+                "{:>13}  FAILED: encoding allocated {allocations} times; it must not allocate per record",
+                format.name()
+            );
             failed = true;
         }
     }

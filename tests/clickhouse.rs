@@ -47,10 +47,19 @@ fn python() -> PathBuf {
 fn clickhouse(queries: &[String]) -> Option<Vec<String>> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clickhouse/run_queries.py");
     let python = python();
-    let mut child = match Command::new(&python).arg(&script).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+    let mut child = match Command::new(&python)
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
         Ok(c) => c,
         Err(e) => {
-            println!("SKIPPED: cannot run {} ({e}); install chdb as the module doc says", python.display());
+            println!(
+                "SKIPPED: cannot run {} ({e}); install chdb as the module doc says",
+                python.display()
+            );
             return None;
         }
     };
@@ -58,10 +67,18 @@ fn clickhouse(queries: &[String]) -> Option<Vec<String>> {
     child.stdin.take().unwrap().write_all(&input).unwrap();
     let output = child.wait_with_output().unwrap();
     if output.status.code() == Some(EXIT_NO_CHDB) {
-        println!("SKIPPED: {} cannot import chdb: {}", python.display(), String::from_utf8_lossy(&output.stderr).trim());
+        println!(
+            "SKIPPED: {} cannot import chdb: {}",
+            python.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
         return None;
     }
-    assert!(output.status.success(), "run_queries.py failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "run_queries.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let results: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
     Some(
         results
@@ -82,7 +99,10 @@ fn proto_schema() -> String {
 /// Writes `records` through the real file sink, `rows_per_envelope` per envelope.
 fn write_file(path: &Path, format: Format, records: &[Record], rows_per_envelope: usize) {
     let stream = StreamFormat::new(format.name(), &[]).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut sink = Sink::open(&format!("file:{}", path.display()), &stream).await.unwrap();
         let mut encoder = stream.encoder();
@@ -97,10 +117,19 @@ fn write_file(path: &Path, format: Format, records: &[Record], rows_per_envelope
 fn source(path: &Path, format: Format) -> (String, String) {
     let p = path.display();
     match format {
-        Format::ProtobufList => (format!("file('{p}', 'ProtobufList')"), format!("SETTINGS format_schema = '{}'", proto_schema())),
+        Format::ProtobufList => (
+            format!("file('{p}', 'ProtobufList')"),
+            format!("SETTINGS format_schema = '{}'", proto_schema()),
+        ),
         Format::Jsonl => (format!("file('{p}', 'JSONEachRow')"), String::new()),
-        Format::Csv => (format!("file('{p}', 'CSVWithNames')"), "SETTINGS input_format_try_infer_datetimes = 0".into()),
-        Format::Tsv => (format!("file('{p}', 'TSVWithNames')"), "SETTINGS input_format_try_infer_datetimes = 0".into()),
+        Format::Csv => (
+            format!("file('{p}', 'CSVWithNames')"),
+            "SETTINGS input_format_try_infer_datetimes = 0".into(),
+        ),
+        Format::Tsv => (
+            format!("file('{p}', 'TSVWithNames')"),
+            "SETTINGS input_format_try_infer_datetimes = 0".into(),
+        ),
         Format::Msgpack => unreachable!("ClickHouse's MsgPack format is positional, not maps"),
     }
 }
@@ -145,13 +174,26 @@ fn clickhouse_reads_the_known_collection() {
     let listeners = records.iter().filter(|r| r.idiag_state == Some(10)).count();
     let min_ts = records.iter().filter_map(|r| r.timestamp_ns).min().unwrap();
     let max_ts = records.iter().filter_map(|r| r.timestamp_ns).max().unwrap();
-    let expected_aggregates = format!("{n}\t{}\t{sum_rtt}\t{sum_sport}\t{listeners}\t{min_ts}\t{max_ts}\t{n}", n * (n - 1) / 2);
+    let expected_aggregates = format!(
+        "{n}\t{}\t{sum_rtt}\t{sum_sport}\t{listeners}\t{min_ts}\t{max_ts}\t{n}",
+        n * (n - 1) / 2
+    );
     let mut samples: Vec<&Record> = [1usize, records.len() / 3, 2 * records.len() / 3]
         .iter()
-        .map(|&i| records[i..].iter().find(|r| r.tcpi_rtt.is_some() && r.cong.is_some()).unwrap())
+        .map(|&i| {
+            records[i..]
+                .iter()
+                .find(|r| r.tcpi_rtt.is_some() && r.cong.is_some())
+                .unwrap()
+        })
         .collect();
     // An IPv6 socket too, so ClickHouse's IPv6 text is compared with ours.
-    samples.push(records.iter().find(|r| r.idiag_family == Some(10) && r.tcpi_rtt.is_some() && r.cong.is_some()).expect("an IPv6 socket"));
+    samples.push(
+        records
+            .iter()
+            .find(|r| r.idiag_family == Some(10) && r.tcpi_rtt.is_some() && r.cong.is_some())
+            .expect("an IPv6 socket"),
+    );
     samples.sort_by_key(|r| r.poll_seq);
     samples.dedup_by_key(|r| r.poll_seq);
     let expected_samples = samples
@@ -169,14 +211,22 @@ fn clickhouse_reads_the_known_collection() {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let sample_seqs = samples.iter().map(|r| r.poll_seq.unwrap().to_string()).collect::<Vec<_>>().join(", ");
+    let sample_seqs = samples
+        .iter()
+        .map(|r| r.poll_seq.unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
 
     let mut queries = Vec::new();
     let formats = [Format::ProtobufList, Format::Jsonl, Format::Csv, Format::Tsv];
     for format in formats {
         let path = dir.path().join(format!("collection.{format}"));
         // protobufList: one envelope, as ClickHouse's ProtobufList reads one.
-        let rows_per_envelope = if format == Format::ProtobufList { records.len() } else { 200 };
+        let rows_per_envelope = if format == Format::ProtobufList {
+            records.len()
+        } else {
+            200
+        };
         write_file(&path, format, &records, rows_per_envelope);
         let (from, settings) = source(&path, format);
         queries.push(format!(
@@ -206,7 +256,11 @@ fn clickhouse_reads_the_known_collection() {
         assert_eq!(results[2 * i], expected_aggregates, "{format}: aggregates");
         assert_eq!(results[2 * i + 1], expected_samples, "{format}: sampled records");
     }
-    assert_eq!(results[8], format!("{n}\t{}\t{sum_rtt}", n * (n - 1) / 2), "multi-envelope protobufList");
+    assert_eq!(
+        results[8],
+        format!("{n}\t{}\t{sum_rtt}", n * (n - 1) / 2),
+        "multi-envelope protobufList"
+    );
 }
 
 /// Files the real daemon wrote (one-shot of this machine's sockets) are
@@ -225,7 +279,16 @@ fn clickhouse_reads_what_the_daemon_wrote() {
     let mut expected = Vec::new();
     // (format, extra flags): one envelope for ProtobufList; many for Protobuf.
     let runs: [(Format, &[&str], &str); 4] = [
-        (Format::ProtobufList, &["--envelope-flush-rows", "1000000", "--envelope-flush-bytes", "1000000000"], "one"),
+        (
+            Format::ProtobufList,
+            &[
+                "--envelope-flush-rows",
+                "1000000",
+                "--envelope-flush-bytes",
+                "1000000000",
+            ],
+            "one",
+        ),
         (Format::ProtobufList, &["--envelope-flush-rows", "7"], "many"),
         (Format::Jsonl, &[], "jsonl"),
         (Format::Csv, &[], "csv"),
@@ -233,7 +296,17 @@ fn clickhouse_reads_what_the_daemon_wrote() {
     for (format, flags, name) in runs {
         let path = out.path().join(format!("daemon-{name}"));
         let output = Command::new(env!("CARGO_BIN_EXE_xtcp2"))
-            .args(["--max-loops", "1", "--prom-listen", "", "--netns-proc-scan=false", "--netlinkers", "1", "--marshal", format.name()])
+            .args([
+                "--max-loops",
+                "1",
+                "--prom-listen",
+                "",
+                "--netns-proc-scan=false",
+                "--netlinkers",
+                "1",
+                "--marshal",
+                format.name(),
+            ])
             .arg("--netns-dirs")
             .arg(dirs.path())
             .arg("--dest")
@@ -251,8 +324,17 @@ fn clickhouse_reads_what_the_daemon_wrote() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{name}: no rows_sent in\n{log}"));
         let rows = decode_output(format, &std::fs::read(&path).unwrap());
-        assert_eq!(rows.len() as u64, rows_sent, "{name}: our decoder and the daemon disagree");
-        let sum = |field: &str| rows.iter().filter_map(|r| r.get(field)).map(|v| v.parse::<u64>().unwrap()).sum::<u64>();
+        assert_eq!(
+            rows.len() as u64,
+            rows_sent,
+            "{name}: our decoder and the daemon disagree"
+        );
+        let sum = |field: &str| {
+            rows.iter()
+                .filter_map(|r| r.get(field))
+                .map(|v| v.parse::<u64>().unwrap())
+                .sum::<u64>()
+        };
         expected.push(format!("{rows_sent}\t{}\t{}", sum("idiag_sport"), sum("tcpi_segs_out")));
         let query = if name == "many" {
             format!(

@@ -138,7 +138,11 @@ fn seqs(lines: &std::sync::Mutex<Vec<Vec<u8>>>) -> Vec<u64> {
         .lock()
         .unwrap()
         .iter()
-        .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["poll_seq"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_slice::<serde_json::Value>(l).unwrap()["poll_seq"]
+                .as_u64()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -151,7 +155,11 @@ fn free_port() -> SocketAddr {
 fn wait_for(lines: &std::sync::Mutex<Vec<Vec<u8>>>, count: usize, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while lines.lock().unwrap().len() < count {
-        assert!(Instant::now() < deadline, "{what}: {} of {count} records arrived", lines.lock().unwrap().len());
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} of {count} records arrived",
+            lines.lock().unwrap().len()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -173,7 +181,11 @@ struct Harness {
 }
 
 fn harness(dest: &str, policy: DeliveryPolicy) -> Harness {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let metrics = Arc::new(Metrics::new());
     let queue = Arc::new(EnvelopeQueue::new(QUEUE_CAPACITY, metrics.clone()));
     let format = StreamFormat::new("jsonl", &[]).unwrap();
@@ -195,7 +207,11 @@ impl Harness {
             let started = Instant::now();
             self.queue.push(envelope(*next_seq));
             // Collection never waits for the destination.
-            assert!(started.elapsed() < Duration::from_millis(50), "push blocked for {:?}", started.elapsed());
+            assert!(
+                started.elapsed() < Duration::from_millis(50),
+                "push blocked for {:?}",
+                started.elapsed()
+            );
             assert!(self.queue.len() <= QUEUE_CAPACITY);
             firsts.push(*next_seq);
             *next_seq += ROWS_PER_ENVELOPE;
@@ -231,17 +247,30 @@ fn tcp_receiver_down_up_gone_back() {
     // one being retried survive.
     let outage_a = h.push(10, &mut next_seq);
     std::thread::sleep(Duration::from_millis(100));
-    assert!(h.metrics.destination.failures.get_or_create(&KindLabel { kind: "connect" }).get() > 0);
+    assert!(
+        h.metrics
+            .destination
+            .failures
+            .get_or_create(&KindLabel { kind: "connect" })
+            .get()
+            > 0
+    );
 
     // Phase B: the receiver comes up; what survived is delivered.
     let receiver = Receiver::start(addr, lines.clone());
     eventually("the queue drains after the receiver came up", || h.queue.is_empty());
     let dropped_a = h.metrics.destination.dropped_rows.get();
     let survived_a = 10 * ROWS_PER_ENVELOPE - dropped_a;
-    assert!(dropped_a >= 5 * ROWS_PER_ENVELOPE, "only {dropped_a} rows dropped during outage A");
+    assert!(
+        dropped_a >= 5 * ROWS_PER_ENVELOPE,
+        "only {dropped_a} rows dropped during outage A"
+    );
     wait_for(&lines, survived_a as usize, "after outage A");
     // Drop-oldest: the survivors are the newest envelopes of the outage.
-    let newest_a: BTreeSet<u64> = outage_a[10 - (survived_a / ROWS_PER_ENVELOPE) as usize..].iter().flat_map(|&f| f..f + ROWS_PER_ENVELOPE).collect();
+    let newest_a: BTreeSet<u64> = outage_a[10 - (survived_a / ROWS_PER_ENVELOPE) as usize..]
+        .iter()
+        .flat_map(|&f| f..f + ROWS_PER_ENVELOPE)
+        .collect();
     assert_eq!(seqs(&lines).into_iter().collect::<BTreeSet<_>>(), newest_a);
 
     // Healthy: 3 more envelopes all arrive.
@@ -265,7 +294,11 @@ fn tcp_receiver_down_up_gone_back() {
     let got = seqs(&lines);
     let unique: BTreeSet<u64> = got.iter().copied().collect();
     assert_eq!(unique.len(), got.len(), "a record arrived twice");
-    assert_eq!(got.len() as u64 + metrics.destination.dropped_rows.get(), next_seq, "arrived + dropped != produced");
+    assert_eq!(
+        got.len() as u64 + metrics.destination.dropped_rows.get(),
+        next_seq,
+        "arrived + dropped != produced"
+    );
     assert_eq!(report.rows_sent, got.len() as u64);
     assert!(report.failures > 0);
     assert!(queue.peak_len() <= QUEUE_CAPACITY, "queue reached {}", queue.peak_len());
@@ -309,16 +342,28 @@ fn stalled_receiver_times_out_and_drops_oldest() {
             .collect();
         let mut encoder = StreamFormat::new("jsonl", &[]).unwrap().encoder();
         let started = Instant::now();
-        h.queue.push(Envelope::from_records(encoder.as_mut(), &records, Arc::from("h"), 1));
+        h.queue
+            .push(Envelope::from_records(encoder.as_mut(), &records, Arc::from("h"), 1));
         assert!(started.elapsed() < Duration::from_millis(50));
         next_seq += 2000;
         std::thread::sleep(Duration::from_millis(10));
     }
-    eventually("a send timed out", || h.metrics.destination.failures.get_or_create(&KindLabel { kind: "timeout" }).get() > 0);
+    eventually("a send timed out", || {
+        h.metrics
+            .destination
+            .failures
+            .get_or_create(&KindLabel { kind: "timeout" })
+            .get()
+            > 0
+    });
     let (report, metrics, queue) = h.finish();
     assert!(queue.peak_len() <= QUEUE_CAPACITY);
     assert!(metrics.destination.dropped_rows.get() > 0, "nothing was dropped");
-    assert_eq!(report.rows_sent + metrics.destination.dropped_rows.get(), next_seq, "every row is either sent or counted as dropped");
+    assert_eq!(
+        report.rows_sent + metrics.destination.dropped_rows.get(),
+        next_seq,
+        "every row is either sent or counted as dropped"
+    );
     held.join().unwrap();
 }
 
@@ -332,7 +377,11 @@ fn shutdown_with_dead_destination_is_bounded_and_counted() {
     h.push(3, &mut next_seq);
     let started = Instant::now();
     let (report, metrics, queue) = h.finish();
-    assert!(started.elapsed() < Duration::from_secs(2), "shutdown took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
     assert_eq!(report.rows_sent, 0);
     assert_eq!(metrics.destination.dropped_rows.get(), 3 * ROWS_PER_ENVELOPE);
     assert!(queue.is_empty());
@@ -370,7 +419,21 @@ fn daemon_survives_receiver_outages() {
     let _listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let netns_dirs = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xtcp2"))
-        .args(["--frequency", "200ms", "--timeout", "150ms", "--marshal", "jsonl", "--prom-listen", "", "--queue-envelopes", "2", "--netlinkers", "1", "--netns-proc-scan=false"])
+        .args([
+            "--frequency",
+            "200ms",
+            "--timeout",
+            "150ms",
+            "--marshal",
+            "jsonl",
+            "--prom-listen",
+            "",
+            "--queue-envelopes",
+            "2",
+            "--netlinkers",
+            "1",
+            "--netns-proc-scan=false",
+        ])
         .arg("--dest")
         .arg(format!("tcp:{addr}"))
         .arg("--netns-dirs")
@@ -404,7 +467,10 @@ fn daemon_survives_receiver_outages() {
     let log = log.join().unwrap();
     assert!(status.success(), "daemon exit {status:?}\n{log}");
 
-    let finished = log.lines().find(|l| l.contains("delivery finished")).unwrap_or_else(|| panic!("no delivery summary in\n{log}"));
+    let finished = log
+        .lines()
+        .find(|l| l.contains("delivery finished"))
+        .unwrap_or_else(|| panic!("no delivery summary in\n{log}"));
     let field = |name: &str| -> u64 {
         finished
             .split_whitespace()
@@ -417,12 +483,30 @@ fn daemon_survives_receiver_outages() {
     let lines = lines.lock().unwrap();
     let unique: BTreeSet<&Vec<u8>> = lines.iter().collect();
     assert_eq!(unique.len(), lines.len(), "a record arrived twice");
-    assert_eq!(lines.len() as u64, sent, "the receiver got {} rows, the daemon says it sent {sent}", lines.len());
-    assert_eq!(sent + dropped, queued, "sent {sent} + dropped {dropped} != collected {queued}\n{log}");
-    assert!(dropped > 0, "the outages dropped nothing (queue of 2 envelopes, 1.2 s down)\n{log}");
-    assert!(seen_before_gone > 0 && lines.len() > seen_before_gone, "nothing arrived after the receiver came back");
+    assert_eq!(
+        lines.len() as u64,
+        sent,
+        "the receiver got {} rows, the daemon says it sent {sent}",
+        lines.len()
+    );
+    assert_eq!(
+        sent + dropped,
+        queued,
+        "sent {sent} + dropped {dropped} != collected {queued}\n{log}"
+    );
+    assert!(
+        dropped > 0,
+        "the outages dropped nothing (queue of 2 envelopes, 1.2 s down)\n{log}"
+    );
+    assert!(
+        seen_before_gone > 0 && lines.len() > seen_before_gone,
+        "nothing arrived after the receiver came back"
+    );
     // The daemon kept polling through the second outage: records of polls
     // made during and after it arrived.
     let last = seqs.iter().copied().max().unwrap_or(0);
-    assert!(last > last_seq_before_gone + 2, "last poll delivered {last}, {last_seq_before_gone} before the outage: polling stalled?");
+    assert!(
+        last > last_seq_before_gone + 2,
+        "last poll delivered {last}, {last_seq_before_gone} before the outage: polling stalled?"
+    );
 }

@@ -27,20 +27,26 @@ fn proto_file_matches_the_record() {
     );
 }
 
-
 /// prost, built from proto/xtcp2.proto, decodes the hand-written encoding
 /// of every record of the known collection, sees the same values, and
 /// re-encodes it to the very same bytes (so every field number and wire
 /// type we write is the schema's: prost drops unknown fields).
 #[test]
 fn hand_written_encoding_equals_prost() {
-    let Some(records) = sinks_support::known_collection() else { return };
+    let Some(records) = sinks_support::known_collection() else {
+        return;
+    };
     let mut encoder = StreamFormat::new("protobufList", &[]).unwrap().encoder();
     for chunk in records.chunks(250) {
         let envelope = Envelope::from_records(encoder.as_mut(), chunk, Arc::from("h"), 1);
-        let decoded = schema::Envelope::decode_length_delimited(envelope.payload()).expect("prost decodes our envelope");
+        let decoded =
+            schema::Envelope::decode_length_delimited(envelope.payload()).expect("prost decodes our envelope");
         assert_eq!(decoded.records.len(), chunk.len());
-        assert_eq!(decoded.encode_length_delimited_to_vec(), envelope.payload(), "prost re-encodes to different bytes");
+        assert_eq!(
+            decoded.encode_length_delimited_to_vec(),
+            envelope.payload(),
+            "prost re-encodes to different bytes"
+        );
         for (ours, theirs) in chunk.iter().zip(&decoded.records) {
             assert_eq!(theirs.poll_seq, ours.poll_seq);
             assert_eq!(theirs.timestamp_ns, ours.timestamp_ns);

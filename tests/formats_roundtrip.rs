@@ -39,10 +39,19 @@ fn every_format_round_trips_the_collection() {
 #[test]
 fn columns_select_and_order_delimited_output() {
     let Some(records) = known_collection() else { return };
-    let columns: Vec<String> = ["poll_seq", "tcpi_rtt", "idiag_state", "idiag_dst", "label", "timestamp_ns", "cong", "idiag_family"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let columns: Vec<String> = [
+        "poll_seq",
+        "tcpi_rtt",
+        "idiag_state",
+        "idiag_dst",
+        "label",
+        "timestamp_ns",
+        "cong",
+        "idiag_family",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let expected: Vec<Row> = records.iter().map(|r| row_in_columns(r, &columns)).collect();
     for marshal in ["csv", "tsv"] {
         let stream = StreamFormat::new(marshal, &columns).unwrap();
@@ -59,7 +68,17 @@ fn columns_select_and_order_delimited_output() {
 #[test]
 fn csv_cells_read_like_ss() {
     let Some(records) = known_collection() else { return };
-    let columns: Vec<String> = ["idiag_family", "idiag_state", "idiag_src", "timestamp_ns", "cong", "label"].iter().map(|s| s.to_string()).collect();
+    let columns: Vec<String> = [
+        "idiag_family",
+        "idiag_state",
+        "idiag_src",
+        "timestamp_ns",
+        "cong",
+        "label",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let record = records
         .iter()
         .find(|r| r.idiag_family == Some(2) && r.idiag_state == Some(1) && r.cong.is_some())
@@ -75,6 +94,7 @@ fn csv_cells_read_like_ss() {
     assert_eq!(cells[4], record.cong.unwrap().as_str());
     assert_eq!(cells[5], "rack 7, \"blue\"");
     // The label needs RFC 4180 quoting: it holds a comma and quotes.
-    assert!(String::from_utf8(line).unwrap().ends_with(",\"rack 7, \"\"blue\"\"\"\n"));
+    assert!(String::from_utf8(line)
+        .unwrap()
+        .ends_with(",\"rack 7, \"\"blue\"\"\"\n"));
 }
-

@@ -85,8 +85,17 @@ fn some_sockets() -> (std::net::TcpListener, std::net::TcpStream, std::net::TcpS
 /// which is everything it collected, each record stamped.
 fn check_one_shot(what: &str, rows: &[Row], log: &str) {
     let account = account(log);
-    assert_eq!(rows.len() as u64, account.rows_sent, "{what}: received {} rows, the daemon sent {}\n{log}", rows.len(), account.rows_sent);
-    assert_eq!(account.rows_sent, account.rows_queued, "{what}: not everything collected was sent\n{log}");
+    assert_eq!(
+        rows.len() as u64,
+        account.rows_sent,
+        "{what}: received {} rows, the daemon sent {}\n{log}",
+        rows.len(),
+        account.rows_sent
+    );
+    assert_eq!(
+        account.rows_sent, account.rows_queued,
+        "{what}: not everything collected was sent\n{log}"
+    );
     assert_eq!(account.rows_dropped, 0, "{what}\n{log}");
     assert!(rows.len() >= 3, "{what}: only {} sockets collected", rows.len());
     let unique: BTreeSet<&Row> = rows.iter().collect();
@@ -97,11 +106,23 @@ fn check_one_shot(what: &str, rows: &[Row], log: &str) {
         assert_eq!(row.get("label").map(String::as_str), Some("lbl, \"q\""), "{what}");
         assert_eq!(row.get("tag").map(String::as_str), Some("tg"), "{what}");
         assert_eq!(row.get("location").map(String::as_str), Some("dc-1"), "{what}");
-        assert!(row.contains_key("idiag_src") && row.contains_key("timestamp_ns"), "{what}: {row:?}");
+        assert!(
+            row.contains_key("idiag_src") && row.contains_key("timestamp_ns"),
+            "{what}: {row:?}"
+        );
     }
 }
 
-const STAMPS: &[&str] = &["--max-loops", "1", "--label", "lbl, \"q\"", "--tag", "tg", "--location", "dc-1"];
+const STAMPS: &[&str] = &[
+    "--max-loops",
+    "1",
+    "--label",
+    "lbl, \"q\"",
+    "--tag",
+    "tg",
+    "--location",
+    "dc-1",
+];
 
 /// `--max-loops 1` into a TCP receiver, in every format: everything the
 /// daemon collected arrives once, stamped with -hostname (from
@@ -116,7 +137,8 @@ fn one_shot_over_tcp_in_every_format() {
     for format in Format::ALL {
         let (addr, rx) = tcp_receiver();
         let mut cmd = daemon(dirs.path(), STAMPS);
-        cmd.args(["--marshal", format.name(), "--dest", &format!("tcp:{addr}")]).env("XTCP_HOSTNAME", "e2e-host");
+        cmd.args(["--marshal", format.name(), "--dest", &format!("tcp:{addr}")])
+            .env("XTCP_HOSTNAME", "e2e-host");
         let (status, log) = run(cmd);
         assert!(status.success(), "{format}: {status:?}\n{log}");
         let received = rx.recv_timeout(Duration::from_secs(10)).expect("the daemon connected");
@@ -136,14 +158,22 @@ fn one_shot_into_every_destination() {
     let tmp = tempfile::tempdir().unwrap();
     let one_shot = |dest: String| {
         let mut cmd = daemon(dirs.path(), STAMPS);
-        cmd.args(["--marshal", "csv", "--dest", &dest]).env("XTCP_HOSTNAME", "e2e-host");
+        cmd.args(["--marshal", "csv", "--dest", &dest])
+            .env("XTCP_HOSTNAME", "e2e-host");
         let (status, log) = run(cmd);
         assert!(status.success(), "{dest}: {status:?}\n{log}");
         log
     };
     let collect = |rx: &std::sync::mpsc::Receiver<Received>, log: &str| {
         let expected = account(log).rows_sent as usize;
-        collect_rows(rx, Format::Csv, expected, Duration::from_secs(10), Duration::from_millis(200)).0
+        collect_rows(
+            rx,
+            Format::Csv,
+            expected,
+            Duration::from_secs(10),
+            Duration::from_millis(200),
+        )
+        .0
     };
 
     let path = tmp.path().join("stream.sock");
@@ -181,13 +211,19 @@ fn max_loops_runs_that_many_cycles() {
     let dirs = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("out.jsonl");
-    let mut cmd = daemon(dirs.path(), &["--max-loops", "3", "--frequency", "200ms", "--timeout", "100ms"]);
+    let mut cmd = daemon(
+        dirs.path(),
+        &["--max-loops", "3", "--frequency", "200ms", "--timeout", "100ms"],
+    );
     cmd.arg("--dest").arg(format!("file:{}", path.display()));
     let started = Instant::now();
     let (status, log) = run(cmd);
     let elapsed = started.elapsed();
     assert!(status.success(), "{status:?}\n{log}");
-    assert!(elapsed >= Duration::from_millis(400), "3 polls 200 ms apart took only {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(400),
+        "3 polls 200 ms apart took only {elapsed:?}"
+    );
     let rows = decode_jsonl(&std::fs::read(&path).unwrap());
     let seqs: BTreeSet<&str> = rows.iter().map(|r| r["poll_seq"].as_str()).collect();
     assert_eq!(seqs, BTreeSet::from(["1", "2", "3"]));
@@ -208,7 +244,10 @@ fn sighup_reopens_the_destination_file() {
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("xtcp2.csv");
     let rotated = out.path().join("xtcp2.csv.1");
-    let mut cmd = daemon(dirs.path(), &["--frequency", "200ms", "--timeout", "100ms", "--marshal", "csv"]);
+    let mut cmd = daemon(
+        dirs.path(),
+        &["--frequency", "200ms", "--timeout", "100ms", "--marshal", "csv"],
+    );
     cmd.arg("--dest").arg(format!("file:{}", path.display()));
     let mut child = cmd.spawn().unwrap();
     let mut stderr = child.stderr.take().unwrap();
@@ -224,11 +263,15 @@ fn sighup_reopens_the_destination_file() {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    wait_until("the file has data", &|| std::fs::metadata(&path).map(|m| m.len() > 0).unwrap_or(false));
+    wait_until("the file has data", &|| {
+        std::fs::metadata(&path).map(|m| m.len() > 0).unwrap_or(false)
+    });
     std::fs::rename(&path, &rotated).unwrap();
     // SAFETY: plain kill(2) of the child we spawned.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
-    wait_until("a new file has data", &|| std::fs::metadata(&path).map(|m| m.len() > 0).unwrap_or(false));
+    wait_until("a new file has data", &|| {
+        std::fs::metadata(&path).map(|m| m.len() > 0).unwrap_or(false)
+    });
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: as above.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
@@ -243,11 +286,18 @@ fn sighup_reopens_the_destination_file() {
     assert_eq!(mode(&path), 0o600);
     // decode_csv checks each file opens with the header and has no other.
     let (old_rows, new_rows) = (decode_csv(&old), decode_csv(&new));
-    let seqs = |rows: &[Row]| rows.iter().map(|r| r["poll_seq"].parse::<u64>().unwrap()).collect::<BTreeSet<u64>>();
+    let seqs = |rows: &[Row]| {
+        rows.iter()
+            .map(|r| r["poll_seq"].parse::<u64>().unwrap())
+            .collect::<BTreeSet<u64>>()
+    };
     let (old_seqs, new_seqs) = (seqs(&old_rows), seqs(&new_rows));
     // A poll of many sockets spans several envelopes, so the reopen may
     // fall inside one poll; envelopes stay whole and in order.
-    assert!(old_seqs.iter().max() <= new_seqs.iter().min(), "the new file got older polls: {old_seqs:?} / {new_seqs:?}");
+    assert!(
+        old_seqs.iter().max() <= new_seqs.iter().min(),
+        "the new file got older polls: {old_seqs:?} / {new_seqs:?}"
+    );
     let all: BTreeSet<u64> = old_seqs.union(&new_seqs).copied().collect();
     assert_eq!(all, (1..=all.len() as u64).collect(), "every poll is in the files");
     let every: Vec<&Row> = old_rows.iter().chain(&new_rows).collect();
@@ -279,7 +329,11 @@ fn poll_jitter_wait_is_interrupted_by_sigterm() {
     let status = child.wait().unwrap();
     let log = log.join().unwrap();
     assert!(status.success(), "{status:?}\n{log}");
-    assert!(signalled.elapsed() < Duration::from_secs(5), "exit took {:?} after SIGTERM", signalled.elapsed());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "exit took {:?} after SIGTERM",
+        signalled.elapsed()
+    );
     assert!(log.contains("delaying the first poll"), "{log}");
     // When the drawn delay (logged as e.g. `jitter=1831.2s`) outlasted the
     // 500 ms before SIGTERM, no poll ran: nothing was collected.
@@ -300,11 +354,20 @@ fn poll_jitter_wait_is_interrupted_by_sigterm() {
 fn bad_output_flags_exit_2_with_the_reason() {
     let dirs = tempfile::tempdir().unwrap();
     for (args, says) in [
-        (&["--marshal", "csv", "--columns", "idiag_src,tcpi_rttt"][..], "unknown --columns name \"tcpi_rttt\""),
+        (
+            &["--marshal", "csv", "--columns", "idiag_src,tcpi_rttt"][..],
+            "unknown --columns name \"tcpi_rttt\"",
+        ),
         (&["--marshal", "xml"][..], "unknown --marshal \"xml\""),
-        (&["--dest", "kafka:broker:9092"][..], "unknown destination \"kafka:broker:9092\""),
+        (
+            &["--dest", "kafka:broker:9092"][..],
+            "unknown destination \"kafka:broker:9092\"",
+        ),
         (&["--dest", "tcp:localhost"][..], "needs HOST:PORT"),
-        (&["--frequency", "1s", "--timeout", "1s"][..], "must be shorter than --frequency"),
+        (
+            &["--frequency", "1s", "--timeout", "1s"][..],
+            "must be shorter than --frequency",
+        ),
     ] {
         let mut cmd = daemon(dirs.path(), args);
         cmd.arg("--skip-capability-check");

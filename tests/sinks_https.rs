@@ -23,7 +23,10 @@ use xtcp2::sink::{Sink, SinkError};
 
 /// Serves HTTPS on 127.0.0.1: every request body goes to `tx`, answered 200.
 fn tls_receiver(cert: &std::path::Path, key: &std::path::Path) -> (std::net::SocketAddr, mpsc::Receiver<Received>) {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert).unwrap().map(|c| c.unwrap()).collect();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
     let key = PrivateKeyDer::from_pem_file(key).unwrap();
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
@@ -37,7 +40,10 @@ fn tls_receiver(cert: &std::path::Path, key: &std::path::Path) -> (std::net::Soc
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             loop {
@@ -75,9 +81,15 @@ fn tls_receiver(cert: &std::path::Path, key: &std::path::Path) -> (std::net::Soc
                         if reader.read_exact(&mut body).await.is_err() {
                             return;
                         }
-                        let _ = reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+                        let _ = reader
+                            .get_mut()
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                            .await;
                         let _ = reader.get_mut().flush().await;
-                        let _ = tx.send(Received { bytes: body, content_type });
+                        let _ = tx.send(Received {
+                            bytes: body,
+                            content_type,
+                        });
                     }
                 });
             }
@@ -100,10 +112,55 @@ fn make_certificates(dir: &std::path::Path) -> Option<(std::path::PathBuf, std::
             }
         }
     };
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=xtcp2 test CA", "-keyout", "ca.key", "-out", "ca.pem"])?;
-    run(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "server.csr"])?;
-    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n").unwrap();
-    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1", "-extfile", "server.ext", "-out", "cert.pem"])?;
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=xtcp2 test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ])?;
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "server.csr",
+    ])?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "cert.pem",
+    ])?;
     Some((dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem")))
 }
 
@@ -113,7 +170,8 @@ async fn send(dest: &str, records: &[xtcp2::record::Record]) -> Result<(), SinkE
     let mut sink = Sink::open(dest, &format).await?;
     let mut encoder = format.encoder();
     for chunk in records.chunks(200) {
-        sink.send(&Envelope::from_records(encoder.as_mut(), chunk, Arc::from("h"), 1)).await?;
+        sink.send(&Envelope::from_records(encoder.as_mut(), chunk, Arc::from("h"), 1))
+            .await?;
     }
     Ok(())
 }
@@ -123,22 +181,38 @@ async fn send(dest: &str, records: &[xtcp2::record::Record]) -> Result<(), SinkE
 fn https_verifies_the_server_and_delivers_every_record() {
     let Some(records) = known_collection() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let Some((ca, cert, key)) = make_certificates(dir.path()) else { return };
+    let Some((ca, cert, key)) = make_certificates(dir.path()) else {
+        return;
+    };
     let (addr, rx) = tls_receiver(&cert, &key);
     let dest = format!("https://{addr}/ingest");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
 
     // The system roots do not know our self-signed certificate.
-    let err = rt.block_on(send(&dest, &records)).expect_err("an untrusted certificate must be refused");
+    let err = rt
+        .block_on(send(&dest, &records))
+        .expect_err("an untrusted certificate must be refused");
     let chain = format!("{err} / {:?}", std::error::Error::source(&err));
     assert!(matches!(err, SinkError::Http { .. }), "{chain}");
     assert!(chain.contains("UnknownIssuer"), "{chain}");
 
     // Trusted through SSL_CERT_FILE (read when the sink is opened).
     std::env::set_var("SSL_CERT_FILE", &ca);
-    rt.block_on(send(&dest, &records)).expect("https with a trusted certificate");
+    rt.block_on(send(&dest, &records))
+        .expect("https with a trusted certificate");
     let expected: Vec<Row> = records.iter().map(row_of).collect();
-    let (rows, items) = collect_rows(&rx, Format::Jsonl, expected.len(), Duration::from_secs(20), Duration::from_millis(300));
+    let (rows, items) = collect_rows(
+        &rx,
+        Format::Jsonl,
+        expected.len(),
+        Duration::from_secs(20),
+        Duration::from_millis(300),
+    );
     assert_exactly_once("https", &expected, &rows);
-    assert!(items.iter().all(|i| i.content_type.as_deref() == Some("application/x-ndjson")));
+    assert!(items
+        .iter()
+        .all(|i| i.content_type.as_deref() == Some("application/x-ndjson")));
 }

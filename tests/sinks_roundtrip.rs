@@ -24,19 +24,27 @@ const RECEIVE_TIMEOUT: Duration = Duration::from_secs(20);
 const GRACE: Duration = Duration::from_millis(300);
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Sends the records to `dest` in envelopes, then closes the sink.
 /// Returns how many envelopes were sent.
 fn send_all(dest: &str, format: &StreamFormat, records: &[Record]) -> usize {
     runtime().block_on(async {
-        let mut sink = Sink::open(dest, format).await.unwrap_or_else(|e| panic!("open {dest}: {e}"));
+        let mut sink = Sink::open(dest, format)
+            .await
+            .unwrap_or_else(|e| panic!("open {dest}: {e}"));
         let mut encoder = format.encoder();
         let mut envelopes = 0;
         for chunk in records.chunks(ROWS_PER_ENVELOPE) {
             let envelope = Envelope::from_records(encoder.as_mut(), chunk, Arc::from("h"), 1);
-            let sent = sink.send(&envelope).await.unwrap_or_else(|e| panic!("send to {dest} ({}): {e}", format.format()));
+            let sent = sink
+                .send(&envelope)
+                .await
+                .unwrap_or_else(|e| panic!("send to {dest} ({}): {e}", format.format()));
             assert_eq!(sent.rows_too_large, 0);
             envelopes += 1;
         }
@@ -48,7 +56,12 @@ fn stream_format(format: Format) -> StreamFormat {
     StreamFormat::new(format.name(), &[]).unwrap()
 }
 
-fn check_arrivals(what: &str, format: Format, records: &[Record], rx: &std::sync::mpsc::Receiver<Received>) -> Vec<Received> {
+fn check_arrivals(
+    what: &str,
+    format: Format,
+    records: &[Record],
+    rx: &std::sync::mpsc::Receiver<Received>,
+) -> Vec<Received> {
     let expected: Vec<Row> = records.iter().map(row_of).collect();
     let (rows, items) = collect_rows(rx, format, expected.len(), RECEIVE_TIMEOUT, GRACE);
     assert_exactly_once(&format!("{what} {format}"), &expected, &rows);
@@ -90,11 +103,19 @@ fn unixgram_delivers_every_record_once_in_every_format() {
     for format in Format::ALL {
         let path = dir.path().join(format!("{format}.dgram"));
         let rx = unixgram_receiver(&path);
-        let envelopes = send_all(&format!("unixgram:{}", path.display()), &stream_format(format), &records);
+        let envelopes = send_all(
+            &format!("unixgram:{}", path.display()),
+            &stream_format(format),
+            &records,
+        );
         let items = check_arrivals("unixgram", format, &records, &rx);
         assert!(items.iter().all(|d| d.bytes.len() <= xtcp2::sink::MAX_DATAGRAM_PAYLOAD));
         if matches!(format, Format::Jsonl | Format::Csv | Format::Tsv) {
-            assert!(items.len() > envelopes, "{format}: {} datagrams for {envelopes} envelopes: nothing was split", items.len());
+            assert!(
+                items.len() > envelopes,
+                "{format}: {} datagrams for {envelopes} envelopes: nothing was split",
+                items.len()
+            );
         }
     }
 }
@@ -137,7 +158,10 @@ fn udp_fragments_datagrams_above_the_path_mtu() {
                 let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
                 assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
                 // A child forked from this thread lives in its namespace.
-                let status = std::process::Command::new("ip").args(["link", "set", "lo", "up", "mtu", "1500"]).status().expect("run ip");
+                let status = std::process::Command::new("ip")
+                    .args(["link", "set", "lo", "up", "mtu", "1500"])
+                    .status()
+                    .expect("run ip");
                 assert!(status.success(), "ip link set lo up mtu 1500");
                 let (addr, rx) = big_udp_receiver();
                 let format = stream_format(Format::Jsonl);
@@ -147,7 +171,10 @@ fn udp_fragments_datagrams_above_the_path_mtu() {
             .join()
     });
     let items = handle.expect("the namespace thread panicked");
-    assert!(items.iter().any(|d| d.bytes.len() > 1500 - 28), "no datagram needed fragmenting");
+    assert!(
+        items.iter().any(|d| d.bytes.len() > 1500 - 28),
+        "no datagram needed fragmenting"
+    );
 }
 
 /// Without CAP_NET_RAW the first udp send fails and says which capability is missing.
@@ -162,7 +189,9 @@ fn udp_without_cap_net_raw_fails_with_a_clear_error() {
         caps::drop(None, caps::CapSet::Effective, caps::Capability::CAP_NET_RAW).unwrap();
         runtime().block_on(async {
             let format = stream_format(Format::Jsonl);
-            let mut sink = Sink::open("udp:127.0.0.1:9", &format).await.expect("opening does not need the capability");
+            let mut sink = Sink::open("udp:127.0.0.1:9", &format)
+                .await
+                .expect("opening does not need the capability");
             let mut encoder = format.encoder();
             let envelope = Envelope::from_records(encoder.as_mut(), [&Record::default()], Arc::from("h"), 1);
             let err = sink.send(&envelope).await.expect_err("the raw socket must be refused");
@@ -193,7 +222,11 @@ fn http_delivers_every_record_once_in_every_format() {
             use prost::Message;
             for item in &items {
                 let env = xtcp2::format::protobuf::schema::Envelope::decode_length_delimited(&item.bytes[..]).unwrap();
-                assert_eq!(env.encode_length_delimited_to_vec().len(), item.bytes.len(), "a body is exactly one Envelope");
+                assert_eq!(
+                    env.encode_length_delimited_to_vec().len(),
+                    item.bytes.len(),
+                    "a body is exactly one Envelope"
+                );
             }
         }
     }
@@ -249,7 +282,10 @@ fn file_delivers_every_record_once_in_every_format() {
 #[test]
 fn file_in_missing_directory_fails_at_open() {
     let err = runtime()
-        .block_on(Sink::open("file:/nonexistent-xtcp2-dir/out.jsonl", &stream_format(Format::Jsonl)))
+        .block_on(Sink::open(
+            "file:/nonexistent-xtcp2-dir/out.jsonl",
+            &stream_format(Format::Jsonl),
+        ))
         .err()
         .expect("opening must fail");
     assert!(err.to_string().contains("/nonexistent-xtcp2-dir/out.jsonl"), "{err}");

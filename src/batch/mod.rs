@@ -243,7 +243,11 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let queue = Arc::new(EnvelopeQueue::new(1000, metrics.clone()));
         let encoder = StreamFormat::new(marshal, &[]).unwrap().encoder();
-        (EnvelopeBuilder::new(encoder, limits, queue.clone(), Arc::from("h")), queue, metrics)
+        (
+            EnvelopeBuilder::new(encoder, limits, queue.clone(), Arc::from("h")),
+            queue,
+            metrics,
+        )
     }
 
     fn record(port: u16) -> Record {
@@ -270,8 +274,16 @@ mod tests {
     fn count_only_counts_rows_and_writes_no_bytes() {
         let metrics = Arc::new(Metrics::new());
         let queue = Arc::new(EnvelopeQueue::new(8, metrics.clone()));
-        let limits = FlushLimits { rows: 2, bytes: 1 << 20 };
-        let mut b = EnvelopeBuilder::new(Box::new(CountOnly(Format::Jsonl)), limits, queue.clone(), Arc::from("h"));
+        let limits = FlushLimits {
+            rows: 2,
+            bytes: 1 << 20,
+        };
+        let mut b = EnvelopeBuilder::new(
+            Box::new(CountOnly(Format::Jsonl)),
+            limits,
+            queue.clone(),
+            Arc::from("h"),
+        );
         b.start_poll(1);
         for p in 0..5 {
             b.push(&record(p));
@@ -286,7 +298,13 @@ mod tests {
     /// An envelope is flushed exactly when it reaches the row limit.
     #[test]
     fn flushes_at_row_limit() {
-        let (mut b, queue, _) = builder("jsonl", FlushLimits { rows: 3, bytes: 1 << 20 });
+        let (mut b, queue, _) = builder(
+            "jsonl",
+            FlushLimits {
+                rows: 3,
+                bytes: 1 << 20,
+            },
+        );
         b.start_poll(1);
         for p in 0..7 {
             b.push(&record(p));
@@ -316,7 +334,13 @@ mod tests {
     /// A new poll sequence closes the previous poll's envelope and stamps the new one.
     #[test]
     fn new_poll_closes_previous_envelope() {
-        let (mut b, queue, _) = builder("jsonl", FlushLimits { rows: 1000, bytes: 1 << 20 });
+        let (mut b, queue, _) = builder(
+            "jsonl",
+            FlushLimits {
+                rows: 1000,
+                bytes: 1 << 20,
+            },
+        );
         b.start_poll(1);
         b.push(&record(1));
         b.start_poll(2);
@@ -330,7 +354,13 @@ mod tests {
     /// Record boundaries and the protobuf framing are exact.
     #[test]
     fn record_ranges_and_protobuf_frame() {
-        let (mut b, queue, _) = builder("protobufList", FlushLimits { rows: 1000, bytes: 1 << 20 });
+        let (mut b, queue, _) = builder(
+            "protobufList",
+            FlushLimits {
+                rows: 1000,
+                bytes: 1 << 20,
+            },
+        );
         b.start_poll(1);
         b.push(&record(1));
         b.push(&record(300));
@@ -348,13 +378,22 @@ mod tests {
     /// Flushed envelopes count their bytes per format in Prometheus.
     #[test]
     fn bytes_marshalled_are_counted_by_format() {
-        let (mut b, queue, metrics) = builder("jsonl", FlushLimits { rows: 2, bytes: 1 << 20 });
+        let (mut b, queue, metrics) = builder(
+            "jsonl",
+            FlushLimits {
+                rows: 2,
+                bytes: 1 << 20,
+            },
+        );
         b.start_poll(1);
         for p in 10..14 {
             b.push(&record(p));
         }
         drain(&queue);
         let text = metrics.encode_text();
-        assert!(text.contains("xtcp2_marshalled_bytes_total{format=\"jsonl\"} 76"), "{text}");
+        assert!(
+            text.contains("xtcp2_marshalled_bytes_total{format=\"jsonl\"} 76"),
+            "{text}"
+        );
     }
 }

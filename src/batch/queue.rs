@@ -117,7 +117,11 @@ impl EnvelopeQueue {
             if inner.envelopes.len() >= self.capacity {
                 if let Some(dropped) = inner.envelopes.pop_front() {
                     self.count_dropped(1, dropped.rows as u64);
-                    tracing::warn!(rows = dropped.rows, poll_seq = dropped.poll_seq, "destination queue full: dropped the oldest envelope");
+                    tracing::warn!(
+                        rows = dropped.rows,
+                        poll_seq = dropped.poll_seq,
+                        "destination queue full: dropped the oldest envelope"
+                    );
                 }
             }
             inner.envelopes.push_back(envelope);
@@ -126,7 +130,11 @@ impl EnvelopeQueue {
         }
         self.metrics.envelope.rows_flushed.inc_by(rows);
         self.metrics.envelope.envelopes_flushed.inc();
-        self.metrics.envelope.bytes_marshalled.get_or_create(&FormatLabel { format }).inc_by(bytes);
+        self.metrics
+            .envelope
+            .bytes_marshalled
+            .get_or_create(&FormatLabel { format })
+            .inc_by(bytes);
         self.ready.notify_one();
     }
 
@@ -165,7 +173,10 @@ impl EnvelopeQueue {
         inner.requeued_since_pop = true;
         if inner.envelopes.len() >= self.capacity {
             self.count_dropped(1, envelope.rows as u64);
-            tracing::warn!(rows = envelope.rows, "destination queue full while retrying: dropped the oldest envelope");
+            tracing::warn!(
+                rows = envelope.rows,
+                "destination queue full while retrying: dropped the oldest envelope"
+            );
             return;
         }
         inner.envelopes.push_front(envelope);
@@ -233,7 +244,12 @@ mod tests {
     use crate::record::Record;
 
     fn envelope(rows: u16) -> Envelope {
-        let records: Vec<Record> = (0..rows).map(|p| Record { idiag_sport: Some(p), ..Record::default() }).collect();
+        let records: Vec<Record> = (0..rows)
+            .map(|p| Record {
+                idiag_sport: Some(p),
+                ..Record::default()
+            })
+            .collect();
         Envelope::from_records(&mut JsonLines::new(), &records, Arc::from("h"), 1)
     }
 
@@ -242,12 +258,14 @@ mod tests {
     fn full_queue_drops_oldest_and_counts() {
         let metrics = Arc::new(Metrics::new());
         let q = EnvelopeQueue::new(2, metrics.clone());
-        let ids: Vec<u64> = (1..=4).map(|rows| {
-            let e = envelope(rows);
-            let id = e.id;
-            q.push(e);
-            id
-        }).collect();
+        let ids: Vec<u64> = (1..=4)
+            .map(|rows| {
+                let e = envelope(rows);
+                let id = e.id;
+                q.push(e);
+                id
+            })
+            .collect();
         assert_eq!(q.len(), 2);
         assert_eq!(q.peak_len(), 2);
         assert_eq!(metrics.destination.dropped_envelopes.get(), 2);
@@ -297,7 +315,11 @@ mod tests {
         for _ in 0..PACE_DEPTH + 10 {
             q.push(envelope(1));
         }
-        assert!(started.elapsed() < PACE_MAX_WAIT, "pushes waited {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < PACE_MAX_WAIT,
+            "pushes waited {:?}",
+            started.elapsed()
+        );
         assert_eq!(q.len(), PACE_DEPTH + 2);
         assert_eq!(metrics.destination.dropped_rows.get(), 9);
     }

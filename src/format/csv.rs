@@ -274,16 +274,37 @@ mod tests {
     /// Humanised cells: RFC 3339 time, state and family names, text address, quoted label.
     #[test]
     fn csv_cells_are_humanised_and_quoted() {
-        let line = encode("csv", &["timestamp_ns", "label", "idiag_family", "idiag_state", "idiag_src", "cong", "tcpi_rtt"], &sample());
-        assert_eq!(line, "2024-08-12T09:31:12.123456789Z,\"rack 7, \"\"blue\"\"\",AF_INET6,LISTEN,2001:db8::1,cubic,1500\n");
+        let line = encode(
+            "csv",
+            &[
+                "timestamp_ns",
+                "label",
+                "idiag_family",
+                "idiag_state",
+                "idiag_src",
+                "cong",
+                "tcpi_rtt",
+            ],
+            &sample(),
+        );
+        assert_eq!(
+            line,
+            "2024-08-12T09:31:12.123456789Z,\"rack 7, \"\"blue\"\"\",AF_INET6,LISTEN,2001:db8::1,cubic,1500\n"
+        );
     }
 
     /// Columns in any order, and absent fields, give the right empty cells.
     #[test]
     fn columns_pick_and_order_cells() {
         let rec = sample();
-        assert_eq!(encode("csv", &["tcpi_rtt", "idiag_dport", "idiag_state"], &rec), "1500,,LISTEN\n");
-        assert_eq!(encode("csv", &["idiag_dport", "idiag_state", "tcpi_snd_cwnd"], &rec), ",LISTEN,\n");
+        assert_eq!(
+            encode("csv", &["tcpi_rtt", "idiag_dport", "idiag_state"], &rec),
+            "1500,,LISTEN\n"
+        );
+        assert_eq!(
+            encode("csv", &["idiag_dport", "idiag_state", "tcpi_snd_cwnd"], &rec),
+            ",LISTEN,\n"
+        );
         assert_eq!(encode("csv", &["idiag_dport"], &rec), "\n");
     }
 
@@ -303,7 +324,10 @@ mod tests {
             idiag_state: Some(1),
             ..Record::default()
         };
-        assert_eq!(encode("tsv", &["idiag_state", "label"], &rec), "ESTAB\ta\\tb\\nc\\\\d, \"e\"\n");
+        assert_eq!(
+            encode("tsv", &["idiag_state", "label"], &rec),
+            "ESTAB\ta\\tb\\nc\\\\d, \"e\"\n"
+        );
     }
 
     /// In-order and reordered column paths render the same cells.
@@ -313,8 +337,16 @@ mod tests {
             label: Some(Arc::from("blue")),
             ..sample()
         };
-        let in_order = encode("csv", &["timestamp_ns", "label", "idiag_state", "idiag_dport", "tcpi_rtt"], &rec);
-        let reversed = encode("csv", &["tcpi_rtt", "idiag_dport", "idiag_state", "label", "timestamp_ns"], &rec);
+        let in_order = encode(
+            "csv",
+            &["timestamp_ns", "label", "idiag_state", "idiag_dport", "tcpi_rtt"],
+            &rec,
+        );
+        let reversed = encode(
+            "csv",
+            &["tcpi_rtt", "idiag_dport", "idiag_state", "label", "timestamp_ns"],
+            &rec,
+        );
         let mut cells: Vec<&str> = in_order.trim_end().split(',').collect();
         cells.reverse();
         assert_eq!(reversed.trim_end().split(',').collect::<Vec<_>>(), cells);

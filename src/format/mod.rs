@@ -40,7 +40,13 @@ pub enum Format {
 }
 
 impl Format {
-    pub const ALL: [Format; 5] = [Format::Jsonl, Format::Csv, Format::Tsv, Format::ProtobufList, Format::Msgpack];
+    pub const ALL: [Format; 5] = [
+        Format::Jsonl,
+        Format::Csv,
+        Format::Tsv,
+        Format::ProtobufList,
+        Format::Msgpack,
+    ];
 
     /// Parses a `-marshal` value (the Go spellings; `json` is kept as an
     /// alias of `jsonl`).
@@ -177,7 +183,11 @@ impl StreamFormat {
             Format::Tsv => csv::header_line(&columns, csv::Separator::Tab).into(),
             Format::Jsonl | Format::ProtobufList | Format::Msgpack => Arc::from(&[][..]),
         };
-        Ok(StreamFormat { format, columns, header })
+        Ok(StreamFormat {
+            format,
+            columns,
+            header,
+        })
     }
 
     pub fn format(&self) -> Format {
@@ -199,8 +209,16 @@ impl StreamFormat {
     pub fn encoder(&self) -> Box<dyn Encoder> {
         match self.format {
             Format::Jsonl => Box::new(jsonl::JsonLines::new()),
-            Format::Csv => Box::new(csv::Delimited::new(csv::Separator::Comma, self.columns.clone(), self.header.clone())),
-            Format::Tsv => Box::new(csv::Delimited::new(csv::Separator::Tab, self.columns.clone(), self.header.clone())),
+            Format::Csv => Box::new(csv::Delimited::new(
+                csv::Separator::Comma,
+                self.columns.clone(),
+                self.header.clone(),
+            )),
+            Format::Tsv => Box::new(csv::Delimited::new(
+                csv::Separator::Tab,
+                self.columns.clone(),
+                self.header.clone(),
+            )),
             Format::ProtobufList => Box::new(protobuf::ProtobufList::new()),
             Format::Msgpack => Box::new(msgpack::Msgpack::new()),
         }
@@ -272,7 +290,10 @@ mod tests {
     fn bad_columns_are_config_errors() {
         let err = StreamFormat::new("csv", &["idiag_src".into(), "tcpi_rtt_typo".into()]).unwrap_err();
         assert_eq!(err, FormatError::UnknownColumn("tcpi_rtt_typo".into()));
-        assert!(err.to_string().starts_with("unknown --columns name \"tcpi_rtt_typo\""), "{err}");
+        assert!(
+            err.to_string().starts_with("unknown --columns name \"tcpi_rtt_typo\""),
+            "{err}"
+        );
         let err = StreamFormat::new("tsv", &["tcpi_rtt".into(), "tcpi_rtt".into()]).unwrap_err();
         assert_eq!(err, FormatError::DuplicateColumn("tcpi_rtt".into()));
     }
@@ -281,8 +302,14 @@ mod tests {
     #[test]
     fn header_only_for_delimited_formats() {
         let cols = ["tcpi_rtt".to_string(), "idiag_src".to_string()];
-        assert_eq!(StreamFormat::new("csv", &cols).unwrap().header(), b"tcpi_rtt,idiag_src\n");
-        assert_eq!(StreamFormat::new("tsv", &cols).unwrap().header(), b"tcpi_rtt\tidiag_src\n");
+        assert_eq!(
+            StreamFormat::new("csv", &cols).unwrap().header(),
+            b"tcpi_rtt,idiag_src\n"
+        );
+        assert_eq!(
+            StreamFormat::new("tsv", &cols).unwrap().header(),
+            b"tcpi_rtt\tidiag_src\n"
+        );
         for f in ["jsonl", "protobufList", "msgpack"] {
             assert!(StreamFormat::new(f, &cols).unwrap().header().is_empty(), "{f}");
         }

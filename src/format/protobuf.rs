@@ -195,7 +195,12 @@ fn proto_type(kind: FieldKind) -> &'static str {
 /// The key of a field (number and wire type) as a varint of at most two
 /// bytes; tags above [`super::MAX_TABLE_TAG`] are refused by a test.
 pub(crate) fn field_key(meta: &FieldMeta) -> ([u8; 2], u8) {
-    debug_assert!(meta.tag <= super::MAX_TABLE_TAG, "tag {} of {} needs a longer key", meta.tag, meta.name);
+    debug_assert!(
+        meta.tag <= super::MAX_TABLE_TAG,
+        "tag {} of {} needs a longer key",
+        meta.tag,
+        meta.name
+    );
     let key = (u64::from(meta.tag) << 3) | u64::from(wire_type(meta.kind));
     let mut buf = [0u8; MAX_FRAME_PREFIX];
     let n = varint_into(key, &mut buf);
@@ -228,7 +233,12 @@ pub fn schema_text() -> String {
             format!(" [{}]", f.unit)
         };
         s.push_str(&format!("    // {}{} ({})\n", f.doc, unit, f.source));
-        s.push_str(&format!("    optional {} {} = {};\n", proto_type(f.kind), f.name, f.tag));
+        s.push_str(&format!(
+            "    optional {} {} = {};\n",
+            proto_type(f.kind),
+            f.name,
+            f.tag
+        ));
     }
     s.push_str("  }\n  repeated Record records = 1;\n}\n");
     s
@@ -249,7 +259,13 @@ mod tests {
     /// Varints are minimal little-endian base-128.
     #[test]
     fn varints_are_minimal() {
-        for (v, bytes) in [(0u64, &[0u8][..]), (127, &[0x7f]), (128, &[0x80, 0x01]), (300, &[0xac, 0x02]), (u64::MAX, &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01])] {
+        for (v, bytes) in [
+            (0u64, &[0u8][..]),
+            (127, &[0x7f]),
+            (128, &[0x80, 0x01]),
+            (300, &[0xac, 0x02]),
+            (u64::MAX, &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+        ] {
             let mut out = Vec::new();
             write_varint(&mut out, v);
             assert_eq!(out, bytes, "{v}");
@@ -283,7 +299,13 @@ mod tests {
         let mut out = Vec::new();
         enc.begin_envelope(&mut out);
         for port in [1u16, 2, 3] {
-            enc.encode(&Record { idiag_dport: Some(port), ..Record::default() }, &mut out);
+            enc.encode(
+                &Record {
+                    idiag_dport: Some(port),
+                    ..Record::default()
+                },
+                &mut out,
+            );
         }
         enc.end_envelope(&mut out);
         let env = schema::Envelope::decode_length_delimited(&out[..]).unwrap();

@@ -106,7 +106,12 @@ fn write_groups(out: &mut Vec<u8>, groups: &[u16]) {
 
 #[inline]
 fn write_hex_group(out: &mut Vec<u8>, g: u16) {
-    let nibbles = [(g >> 12) as usize, ((g >> 8) & 0xf) as usize, ((g >> 4) & 0xf) as usize, (g & 0xf) as usize];
+    let nibbles = [
+        (g >> 12) as usize,
+        ((g >> 8) & 0xf) as usize,
+        ((g >> 4) & 0xf) as usize,
+        (g & 0xf) as usize,
+    ];
     let skip = if g >= 0x1000 {
         0
     } else if g >= 0x100 {
@@ -148,7 +153,10 @@ impl FixedText {
         }
         let mut bytes = [0u8; FIXED_TEXT_WIDTH];
         bytes[..text.len()].copy_from_slice(text);
-        Some(FixedText { bytes, len: text.len() as u8 })
+        Some(FixedText {
+            bytes,
+            len: text.len() as u8,
+        })
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -297,13 +305,22 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
         assert_eq!(rfc3339(1), "1970-01-01T00:00:00.000000001Z");
         // date -u -d @951782400 → 2000-02-29 00:00:00 (2000 is a leap year)
-        assert_eq!(rfc3339(951_782_400 * NANOS_PER_SECOND), "2000-02-29T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339(951_782_400 * NANOS_PER_SECOND),
+            "2000-02-29T00:00:00.000000000Z"
+        );
         // date -u -d @1709251199 → 2024-02-29 23:59:59
-        assert_eq!(rfc3339(1_709_251_199 * NANOS_PER_SECOND + 999_999_999), "2024-02-29T23:59:59.999999999Z");
+        assert_eq!(
+            rfc3339(1_709_251_199 * NANOS_PER_SECOND + 999_999_999),
+            "2024-02-29T23:59:59.999999999Z"
+        );
         // date -u -d @1723455072 → 2024-08-12 09:31:12
         assert_eq!(rfc3339(1_723_455_072_123_456_789), "2024-08-12T09:31:12.123456789Z");
         // date -u -d @4107542400 → 2100-03-01 00:00:00 (2100 is not a leap year)
-        assert_eq!(rfc3339(4_107_542_400 * NANOS_PER_SECOND), "2100-03-01T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339(4_107_542_400 * NANOS_PER_SECOND),
+            "2100-03-01T00:00:00.000000000Z"
+        );
         // The largest u64 nanosecond count: 2554-07-21T23:34:33.709551615Z.
         assert_eq!(rfc3339(u64::MAX), "2554-07-21T23:34:33.709551615Z");
     }

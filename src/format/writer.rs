@@ -86,7 +86,12 @@ mod tests {
     use prost::Message;
 
     fn records(n: u16) -> Vec<Record> {
-        (0..n).map(|p| Record { idiag_sport: Some(p), ..Record::default() }).collect()
+        (0..n)
+            .map(|p| Record {
+                idiag_sport: Some(p),
+                ..Record::default()
+            })
+            .collect()
     }
 
     /// protobufList output is a sequence of length-delimited Envelopes holding every record in order.

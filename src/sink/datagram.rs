@@ -64,7 +64,9 @@ pub fn plan_runs(envelope: &Envelope, from_row: usize, max_payload: usize, heade
 pub fn build_datagram(envelope: &Envelope, rows: Range<usize>, header: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(header);
-    envelope.format.frame(&envelope.records()[envelope.rows_range(rows)], out);
+    envelope
+        .format
+        .frame(&envelope.records()[envelope.rows_range(rows)], out);
 }
 
 /// How far a half-sent envelope got.
@@ -167,9 +169,26 @@ mod tests {
         let e = envelope("jsonl", &[37, 37, 37, 200, 10]);
         assert_eq!(e.record_range(0).len(), 50);
         let runs = plan_runs(&e, 0, 110, 0);
-        assert_eq!(runs, [Run::Records(0..2), Run::Records(2..3), Run::TooLarge(3), Run::Records(4..5)]);
+        assert_eq!(
+            runs,
+            [
+                Run::Records(0..2),
+                Run::Records(2..3),
+                Run::TooLarge(3),
+                Run::Records(4..5)
+            ]
+        );
         // A header takes room from every datagram.
-        assert_eq!(plan_runs(&e, 0, 110, 20), [Run::Records(0..1), Run::Records(1..2), Run::Records(2..3), Run::TooLarge(3), Run::Records(4..5)]);
+        assert_eq!(
+            plan_runs(&e, 0, 110, 20),
+            [
+                Run::Records(0..1),
+                Run::Records(1..2),
+                Run::Records(2..3),
+                Run::TooLarge(3),
+                Run::Records(4..5)
+            ]
+        );
         // Resuming starts at the given row.
         assert_eq!(plan_runs(&e, 4, 110, 0), [Run::Records(4..5)]);
     }
@@ -182,8 +201,14 @@ mod tests {
         let e = envelope("protobufList", &[50, 50, 50]);
         let record_len = e.record_range(0).len();
         // Two records plus a one-byte prefix fit exactly; without room for the prefix they do not.
-        assert_eq!(plan_runs(&e, 0, 2 * record_len + 1, 0), [Run::Records(0..2), Run::Records(2..3)]);
-        assert_eq!(plan_runs(&e, 0, 2 * record_len, 0), [Run::Records(0..1), Run::Records(1..2), Run::Records(2..3)]);
+        assert_eq!(
+            plan_runs(&e, 0, 2 * record_len + 1, 0),
+            [Run::Records(0..2), Run::Records(2..3)]
+        );
+        assert_eq!(
+            plan_runs(&e, 0, 2 * record_len, 0),
+            [Run::Records(0..1), Run::Records(1..2), Run::Records(2..3)]
+        );
         let mut datagram = Vec::new();
         build_datagram(&e, 0..2, b"", &mut datagram);
         assert_eq!(datagram.len(), 2 * record_len + 1);

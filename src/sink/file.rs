@@ -59,7 +59,13 @@ impl FileSink {
             source,
         };
         self.file = None;
-        let file = OpenOptions::new().create(true).append(true).mode(FILE_MODE).open(&self.path).await.map_err(io)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(FILE_MODE)
+            .open(&self.path)
+            .await
+            .map_err(io)?;
         let len = file.metadata().await.map_err(io)?.len();
         self.needs_header = len == 0 && !self.header.is_empty();
         self.file = Some(file);

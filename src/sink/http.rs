@@ -46,10 +46,12 @@ pub struct HttpSink {
 
 impl HttpSink {
     pub fn new(url: &str, content_type: &'static str, header: Arc<[u8]>) -> Result<Self, SinkError> {
-        let uri: Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| SinkError::BadAddress {
-            dest: url.to_string(),
-            reason: format!("not a URL: {e}"),
-        })?;
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| SinkError::BadAddress {
+                dest: url.to_string(),
+                reason: format!("not a URL: {e}"),
+            })?;
         let tls = tls_config().map_err(|reason| SinkError::Tls {
             dest: url.to_string(),
             reason,
@@ -85,7 +87,11 @@ impl HttpSink {
             .header(POLL_SEQ_HEADER, envelope.poll_seq)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| http_error(Box::new(e)))?;
-        let response = self.client.request(request).await.map_err(|e| http_error(Box::new(e)))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| http_error(Box::new(e)))?;
         let status = response.status();
         let body = Limited::new(response.into_body(), RESPONSE_BODY_LIMIT).collect().await;
         if status.is_success() {
@@ -94,7 +100,9 @@ impl HttpSink {
         let text = match body {
             Ok(collected) => {
                 let bytes = collected.to_bytes();
-                String::from_utf8_lossy(&bytes[..bytes.len().min(ERROR_BODY_LIMIT)]).trim().to_string()
+                String::from_utf8_lossy(&bytes[..bytes.len().min(ERROR_BODY_LIMIT)])
+                    .trim()
+                    .to_string()
             }
             Err(_) => String::from("(response body unreadable)"),
         };

@@ -151,7 +151,9 @@ impl Destination {
             reason: reason.to_string(),
         };
         if dest.starts_with("http://") || dest.starts_with("https://") {
-            let uri: hyper::Uri = dest.parse().map_err(|e: hyper::http::uri::InvalidUri| bad(&format!("not a URL: {e}")))?;
+            let uri: hyper::Uri = dest
+                .parse()
+                .map_err(|e: hyper::http::uri::InvalidUri| bad(&format!("not a URL: {e}")))?;
             if uri.host().is_none_or(str::is_empty) {
                 return Err(bad("the URL has no host"));
             }
@@ -177,7 +179,8 @@ impl Destination {
                 if host.is_empty() {
                     return Err(bad("needs a host before :PORT"));
                 }
-                port.parse::<u16>().map_err(|_| bad(&format!("{port:?} is not a port number")))?;
+                port.parse::<u16>()
+                    .map_err(|_| bad(&format!("{port:?} is not a port number")))?;
                 Ok(if scheme == "tcp" {
                     Destination::Tcp(rest.to_string())
                 } else {
@@ -250,11 +253,17 @@ impl Sink {
                 header_written: false,
             }),
             Destination::File(path) => SinkKind::File(file::FileSink::open(path, header).await?),
-            Destination::Tcp(addr) => SinkKind::Stream(stream::StreamSink::new(stream::StreamTarget::Tcp(addr), header)),
-            Destination::Unix(path) => SinkKind::Stream(stream::StreamSink::new(stream::StreamTarget::Unix(path), header)),
+            Destination::Tcp(addr) => {
+                SinkKind::Stream(stream::StreamSink::new(stream::StreamTarget::Tcp(addr), header))
+            }
+            Destination::Unix(path) => {
+                SinkKind::Stream(stream::StreamSink::new(stream::StreamTarget::Unix(path), header))
+            }
             Destination::Unixgram(path) => SinkKind::Unixgram(datagram::UnixgramSink::new(path, header)?),
             Destination::Udp(addr) => SinkKind::Udp(udp::UdpSink::new(addr, header)),
-            Destination::Http(url) => SinkKind::Http(http::HttpSink::new(&url, format.format().content_type(), header)?),
+            Destination::Http(url) => {
+                SinkKind::Http(http::HttpSink::new(&url, format.format().content_type(), header)?)
+            }
         };
         Ok(Sink {
             name: dest.to_string(),
@@ -275,8 +284,16 @@ impl Sink {
         };
         match &mut self.kind {
             SinkKind::Null => Ok(Sent::default()),
-            SinkKind::Stdout(out) => out.send(envelope).await.map(|()| Sent::default()).map_err(io(&self.name)),
-            SinkKind::Stderr(out) => out.send(envelope).await.map(|()| Sent::default()).map_err(io(&self.name)),
+            SinkKind::Stdout(out) => out
+                .send(envelope)
+                .await
+                .map(|()| Sent::default())
+                .map_err(io(&self.name)),
+            SinkKind::Stderr(out) => out
+                .send(envelope)
+                .await
+                .map(|()| Sent::default())
+                .map_err(io(&self.name)),
             SinkKind::File(f) => f.send(envelope, &self.name).await.map(|()| Sent::default()),
             SinkKind::Stream(s) => s.send(envelope, &self.name).await.map(|()| Sent::default()),
             SinkKind::Unixgram(s) => s.send(envelope, &self.name).await,
@@ -292,7 +309,12 @@ impl Sink {
         match &mut self.kind {
             SinkKind::Stream(s) => s.disconnect(),
             SinkKind::File(f) => f.close(),
-            SinkKind::Null | SinkKind::Stdout(_) | SinkKind::Stderr(_) | SinkKind::Unixgram(_) | SinkKind::Udp(_) | SinkKind::Http(_) => {}
+            SinkKind::Null
+            | SinkKind::Stdout(_)
+            | SinkKind::Stderr(_)
+            | SinkKind::Unixgram(_)
+            | SinkKind::Udp(_)
+            | SinkKind::Http(_) => {}
         }
     }
 }
@@ -335,7 +357,12 @@ pub struct DeliveryReport {
 /// closed, until the destination has failed
 /// [`DeliveryPolicy::shutdown_attempts`] times or the shutdown budget is
 /// spent; what is left then is dropped and counted).
-pub async fn deliver(mut sink: Sink, queue: Arc<EnvelopeQueue>, metrics: Arc<Metrics>, policy: DeliveryPolicy) -> DeliveryReport {
+pub async fn deliver(
+    mut sink: Sink,
+    queue: Arc<EnvelopeQueue>,
+    metrics: Arc<Metrics>,
+    policy: DeliveryPolicy,
+) -> DeliveryReport {
     let mut backoff = policy.retry_initial;
     let mut report = DeliveryReport::default();
     let mut shutdown: Option<(Instant, u32)> = None;
@@ -345,7 +372,9 @@ pub async fn deliver(mut sink: Sink, queue: Arc<EnvelopeQueue>, metrics: Arc<Met
             shutdown = Some((Instant::now() + policy.shutdown_budget, 0));
         }
         let timeout = match shutdown {
-            Some((deadline, _)) => policy.produce_timeout.min(deadline.saturating_duration_since(Instant::now())),
+            Some((deadline, _)) => policy
+                .produce_timeout
+                .min(deadline.saturating_duration_since(Instant::now())),
             None => policy.produce_timeout,
         };
         let result = match tokio::time::timeout(timeout, sink.send(&envelope)).await {
@@ -364,7 +393,11 @@ pub async fn deliver(mut sink: Sink, queue: Arc<EnvelopeQueue>, metrics: Arc<Met
                 if sent.rows_too_large > 0 {
                     queue.count_dropped(0, sent.rows_too_large as u64);
                     report.rows_dropped += sent.rows_too_large as u64;
-                    tracing::warn!(rows = sent.rows_too_large, max = MAX_DATAGRAM_PAYLOAD, "records larger than one datagram were dropped");
+                    tracing::warn!(
+                        rows = sent.rows_too_large,
+                        max = MAX_DATAGRAM_PAYLOAD,
+                        "records larger than one datagram were dropped"
+                    );
                 }
                 failure_log.recovered(sink.name());
                 backoff = policy.retry_initial;
@@ -372,7 +405,11 @@ pub async fn deliver(mut sink: Sink, queue: Arc<EnvelopeQueue>, metrics: Arc<Met
             Err(e) => {
                 sink.reset();
                 report.failures += 1;
-                metrics.destination.failures.get_or_create(&KindLabel { kind: e.kind() }).inc();
+                metrics
+                    .destination
+                    .failures
+                    .get_or_create(&KindLabel { kind: e.kind() })
+                    .inc();
                 if e.is_permanent() {
                     queue.count_dropped(1, envelope.rows as u64);
                     report.rows_dropped += envelope.rows as u64;
@@ -396,7 +433,11 @@ pub async fn deliver(mut sink: Sink, queue: Arc<EnvelopeQueue>, metrics: Arc<Met
                 failure_log.failed(&e, backoff);
                 metrics.destination.retries.inc();
                 queue.requeue_front(envelope);
-                let delay = if shutdown.is_some() { backoff.min(SHUTDOWN_RETRY_DELAY) } else { backoff };
+                let delay = if shutdown.is_some() {
+                    backoff.min(SHUTDOWN_RETRY_DELAY)
+                } else {
+                    backoff
+                };
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     // Shutdown cuts a long backoff short: the last attempts come now.
@@ -432,7 +473,9 @@ impl FailureLog {
         let now = Instant::now();
         self.failing_since.get_or_insert(now);
         self.failures += 1;
-        let due = self.last_logged.is_none_or(|t| now.duration_since(t) >= FAILURE_LOG_INTERVAL);
+        let due = self
+            .last_logged
+            .is_none_or(|t| now.duration_since(t) >= FAILURE_LOG_INTERVAL);
         if due || e.kind() != self.last_kind {
             tracing::warn!(error = %e, ?retry_in, suppressed = self.suppressed, "destination send failed");
             self.last_logged = Some(now);
@@ -459,12 +502,30 @@ mod tests {
     #[test]
     fn destinations_parse() {
         assert_eq!(Destination::parse("null").unwrap(), Destination::Null);
-        assert_eq!(Destination::parse("file:/tmp/x").unwrap(), Destination::File("/tmp/x".into()));
-        assert_eq!(Destination::parse("tcp:127.0.0.1:9000").unwrap(), Destination::Tcp("127.0.0.1:9000".into()));
-        assert_eq!(Destination::parse("tcp:[::1]:9000").unwrap(), Destination::Tcp("[::1]:9000".into()));
-        assert_eq!(Destination::parse("udp:collector:5000").unwrap(), Destination::Udp("collector:5000".into()));
-        assert_eq!(Destination::parse("unix:/run/x.sock").unwrap(), Destination::Unix("/run/x.sock".into()));
-        assert_eq!(Destination::parse("unixgram:/run/x.sock").unwrap(), Destination::Unixgram("/run/x.sock".into()));
+        assert_eq!(
+            Destination::parse("file:/tmp/x").unwrap(),
+            Destination::File("/tmp/x".into())
+        );
+        assert_eq!(
+            Destination::parse("tcp:127.0.0.1:9000").unwrap(),
+            Destination::Tcp("127.0.0.1:9000".into())
+        );
+        assert_eq!(
+            Destination::parse("tcp:[::1]:9000").unwrap(),
+            Destination::Tcp("[::1]:9000".into())
+        );
+        assert_eq!(
+            Destination::parse("udp:collector:5000").unwrap(),
+            Destination::Udp("collector:5000".into())
+        );
+        assert_eq!(
+            Destination::parse("unix:/run/x.sock").unwrap(),
+            Destination::Unix("/run/x.sock".into())
+        );
+        assert_eq!(
+            Destination::parse("unixgram:/run/x.sock").unwrap(),
+            Destination::Unixgram("/run/x.sock".into())
+        );
         assert_eq!(
             Destination::parse("https://ch:8443/?query=INSERT").unwrap(),
             Destination::Http("https://ch:8443/?query=INSERT".into())
@@ -479,8 +540,14 @@ mod tests {
             let err = Destination::parse(bad).unwrap_err().to_string();
             assert!(err.contains(says), "{bad}: {err}");
         }
-        assert!(matches!(Destination::parse("kafka:broker:9092"), Err(SinkError::UnknownScheme(_))));
-        assert!(matches!(Destination::parse("stdout:x"), Err(SinkError::UnknownScheme(_))));
+        assert!(matches!(
+            Destination::parse("kafka:broker:9092"),
+            Err(SinkError::UnknownScheme(_))
+        ));
+        assert!(matches!(
+            Destination::parse("stdout:x"),
+            Err(SinkError::UnknownScheme(_))
+        ));
     }
 
     /// Only content rejections are permanent; overload and timeouts are retried.

@@ -128,7 +128,8 @@ impl UdpSink {
         raw.set_nonblocking(true).map_err(connect_error)?;
         // SAFETY: `Socket` owns its descriptor: it stays open, and
         // `as_raw_fd` returns the same one, until the AsyncFd drops it.
-        let raw = unsafe { AsyncFd::register_with_interest(raw, Interest::WRITABLE) }.map_err(|e| connect_error(e.into()))?;
+        let raw =
+            unsafe { AsyncFd::register_with_interest(raw, Interest::WRITABLE) }.map_err(|e| connect_error(e.into()))?;
         tracing::info!(dest, %src, %dst, mtu, "udp destination: raw IPv4 socket ready");
         Ok(Route {
             raw,
@@ -159,7 +160,15 @@ impl UdpSink {
             };
             udp_datagram(route.src, route.dst, &self.datagram, &mut self.udp);
             self.ident = self.ident.wrapping_add(1);
-            ipv4_packets(*route.src.ip(), *route.dst.ip(), self.ident, route.mtu, &self.udp, &mut self.packets, &mut self.packet_ranges);
+            ipv4_packets(
+                *route.src.ip(),
+                *route.dst.ip(),
+                self.ident,
+                route.mtu,
+                &self.udp,
+                &mut self.packets,
+                &mut self.packet_ranges,
+            );
             let to = SockAddr::from(SocketAddrV4::new(*route.dst.ip(), 0));
             for range in &self.packet_ranges {
                 if let Err(source) = send_packet(&route.raw, &self.packets[range.clone()], &to).await {
@@ -187,7 +196,10 @@ async fn send_packet(raw: &AsyncFd<Socket>, packet: &[u8], to: &SockAddr) -> std
         match ready.try_io(|fd| fd.get_ref().send_to(packet, to)) {
             Ok(Ok(n)) if n == packet.len() => return Ok(()),
             Ok(Ok(n)) => {
-                return Err(std::io::Error::other(format!("raw socket sent {n} of {} bytes", packet.len())));
+                return Err(std::io::Error::other(format!(
+                    "raw socket sent {n} of {} bytes",
+                    packet.len()
+                )));
             }
             Ok(Err(e)) => return Err(e),
             Err(_would_block) => continue,
@@ -243,7 +255,15 @@ pub fn udp_datagram(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8], out: &
 
 /// Wraps a UDP datagram in IPv4: one packet, or fragments of at most `mtu`
 /// bytes each. Packets go to `out`, their byte ranges to `ranges`.
-pub fn ipv4_packets(src: Ipv4Addr, dst: Ipv4Addr, ident: u16, mtu: usize, udp: &[u8], out: &mut Vec<u8>, ranges: &mut Vec<Range<usize>>) {
+pub fn ipv4_packets(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ident: u16,
+    mtu: usize,
+    udp: &[u8],
+    out: &mut Vec<u8>,
+    ranges: &mut Vec<Range<usize>>,
+) {
     out.clear();
     ranges.clear();
     let mtu = mtu.max(MIN_IPV4_MTU);
@@ -262,7 +282,15 @@ pub fn ipv4_packets(src: Ipv4Addr, dst: Ipv4Addr, ident: u16, mtu: usize, udp: &
     }
 }
 
-fn push_packet(src: Ipv4Addr, dst: Ipv4Addr, ident: u16, flags_offset: u16, data: &[u8], out: &mut Vec<u8>, ranges: &mut Vec<Range<usize>>) {
+fn push_packet(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ident: u16,
+    flags_offset: u16,
+    data: &[u8],
+    out: &mut Vec<u8>,
+    ranges: &mut Vec<Range<usize>>,
+) {
     let start = out.len();
     let total = (IPV4_HEADER + data.len()) as u16;
     let mut header = [0u8; IPV4_HEADER];
@@ -331,7 +359,13 @@ mod tests {
     #[test]
     fn rfc1071_example() {
         // RFC 1071 section 3: 00 01 f2 03 f4 f5 f6 f7 sums to ddf2.
-        assert_eq!(fold(ones_complement_sum(0, &[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7])), 0xddf2);
+        assert_eq!(
+            fold(ones_complement_sum(
+                0,
+                &[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]
+            )),
+            0xddf2
+        );
     }
 
     /// A datagram larger than the MTU becomes fragments that each fit, carry
@@ -349,7 +383,11 @@ mod tests {
         for (i, r) in ranges.iter().enumerate() {
             let p = &out[r.clone()];
             assert!(p.len() <= 1500);
-            assert_eq!(fold(ones_complement_sum(0, &p[..20])), 0xffff, "header checksum of fragment {i}");
+            assert_eq!(
+                fold(ones_complement_sum(0, &p[..20])),
+                0xffff,
+                "header checksum of fragment {i}"
+            );
             assert_eq!(u16::from_be_bytes([p[2], p[3]]) as usize, p.len());
             assert_eq!(u16::from_be_bytes([p[4], p[5]]), 0xbeef);
             let word = u16::from_be_bytes([p[6], p[7]]);

@@ -27,12 +27,18 @@ use xtcp2::record::{FieldKind, FieldMeta, Record, FIELDS};
 /// Field metadata by name and by tag (the decoders look one up per value).
 fn field_named(name: &str) -> Option<&'static FieldMeta> {
     static BY_NAME: OnceLock<HashMap<&'static str, &'static FieldMeta>> = OnceLock::new();
-    BY_NAME.get_or_init(|| FIELDS.iter().map(|f| (f.name, *f)).collect()).get(name).copied()
+    BY_NAME
+        .get_or_init(|| FIELDS.iter().map(|f| (f.name, *f)).collect())
+        .get(name)
+        .copied()
 }
 
 fn field_tagged(tag: u32) -> Option<&'static FieldMeta> {
     static BY_TAG: OnceLock<HashMap<u32, &'static FieldMeta>> = OnceLock::new();
-    BY_TAG.get_or_init(|| FIELDS.iter().map(|f| (f.tag, *f)).collect()).get(&tag).copied()
+    BY_TAG
+        .get_or_init(|| FIELDS.iter().map(|f| (f.tag, *f)).collect())
+        .get(&tag)
+        .copied()
 }
 
 /// One record as `name → canonical text` (numbers in decimal, addresses as
@@ -56,7 +62,10 @@ pub fn fixture_dir() -> Option<PathBuf> {
     if dir.join("README.md").is_file() {
         Some(dir)
     } else {
-        println!("SKIPPED: fixture folder {} is absent (set XTCP2_FIXTURES to its path); nothing was checked", dir.display());
+        println!(
+            "SKIPPED: fixture folder {} is absent (set XTCP2_FIXTURES to its path); nothing was checked",
+            dir.display()
+        );
         None
     }
 }
@@ -127,13 +136,26 @@ pub fn row_in_columns(record: &Record, columns: &[String]) -> Row {
 pub fn assert_exactly_once(what: &str, sent: &[Row], arrived: &[Row]) {
     let mut by_seq: BTreeMap<String, &Row> = BTreeMap::new();
     for row in arrived {
-        let seq = row.get("poll_seq").unwrap_or_else(|| panic!("{what}: a record arrived without poll_seq: {row:?}"));
-        assert!(by_seq.insert(seq.clone(), row).is_none(), "{what}: record poll_seq={seq} arrived twice");
+        let seq = row
+            .get("poll_seq")
+            .unwrap_or_else(|| panic!("{what}: a record arrived without poll_seq: {row:?}"));
+        assert!(
+            by_seq.insert(seq.clone(), row).is_none(),
+            "{what}: record poll_seq={seq} arrived twice"
+        );
     }
-    assert_eq!(arrived.len(), sent.len(), "{what}: {} records sent, {} arrived", sent.len(), arrived.len());
+    assert_eq!(
+        arrived.len(),
+        sent.len(),
+        "{what}: {} records sent, {} arrived",
+        sent.len(),
+        arrived.len()
+    );
     for row in sent {
         let seq = &row["poll_seq"];
-        let got = by_seq.get(seq).unwrap_or_else(|| panic!("{what}: record poll_seq={seq} never arrived"));
+        let got = by_seq
+            .get(seq)
+            .unwrap_or_else(|| panic!("{what}: record poll_seq={seq} never arrived"));
         assert_eq!(*got, row, "{what}: record poll_seq={seq} differs");
     }
 }
@@ -157,7 +179,8 @@ pub fn decode_jsonl(bytes: &[u8]) -> Vec<Row> {
     assert!(text.is_empty() || text.ends_with('\n'), "jsonl output ends mid-line");
     text.lines()
         .map(|line| {
-            let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+            let value: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
             let object = value.as_object().expect("each line is an object");
             object
                 .iter()
@@ -235,7 +258,13 @@ fn rows_from_table(table: Vec<Vec<String>>) -> Vec<Row> {
     }
     lines
         .map(|cells| {
-            assert_eq!(cells.len(), header.len(), "row has {} cells, header {}", cells.len(), header.len());
+            assert_eq!(
+                cells.len(),
+                header.len(),
+                "row has {} cells, header {}",
+                cells.len(),
+                header.len()
+            );
             header
                 .iter()
                 .zip(cells)
@@ -284,7 +313,19 @@ pub fn decode_tsv(bytes: &[u8]) -> Vec<Row> {
 
 /// `ss` state names by kernel state number (include/net/tcp_states.h).
 const STATE_NAMES: [&str; 13] = [
-    "UNKNOWN", "ESTAB", "SYN-SENT", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2", "TIME-WAIT", "UNCONN", "CLOSE-WAIT", "LAST-ACK", "LISTEN", "CLOSING", "NEW-SYN-RECV",
+    "UNKNOWN",
+    "ESTAB",
+    "SYN-SENT",
+    "SYN-RECV",
+    "FIN-WAIT-1",
+    "FIN-WAIT-2",
+    "TIME-WAIT",
+    "UNCONN",
+    "CLOSE-WAIT",
+    "LAST-ACK",
+    "LISTEN",
+    "CLOSING",
+    "NEW-SYN-RECV",
 ];
 
 /// Turns a humanised csv/tsv cell back into the canonical text.
@@ -311,7 +352,16 @@ pub fn dehumanise(name: &str, cell: &str) -> String {
 pub fn parse_rfc3339_ns(text: &str) -> u64 {
     let b = text.as_bytes();
     assert_eq!(b.len(), 30, "{text:?} is not RFC 3339 with nine fractional digits");
-    assert!(b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':' && b[16] == b':' && b[19] == b'.' && b[29] == b'Z', "{text:?}");
+    assert!(
+        b[4] == b'-'
+            && b[7] == b'-'
+            && b[10] == b'T'
+            && b[13] == b':'
+            && b[16] == b':'
+            && b[19] == b'.'
+            && b[29] == b'Z',
+        "{text:?}"
+    );
     let num = |r: std::ops::Range<usize>| text[r].parse::<u64>().unwrap_or_else(|_| panic!("{text:?}"));
     let (year, month, day) = (num(0..4), num(5..7), num(8..10));
     let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
@@ -319,7 +369,20 @@ pub fn parse_rfc3339_ns(text: &str) -> u64 {
     for y in 1970..year {
         days += if leap(y) { 366 } else { 365 };
     }
-    let month_days = [31, if leap(year) { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let month_days = [
+        31,
+        if leap(year) { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     days += month_days[..(month - 1) as usize].iter().sum::<u64>() + day - 1;
     let secs = days * 86_400 + num(11..13) * 3600 + num(14..16) * 60 + num(17..19);
     secs * 1_000_000_000 + num(20..29)
@@ -372,7 +435,10 @@ pub fn decode_msgpack(bytes: &[u8]) -> Vec<Row> {
             other => panic!("expected a msgpack map, found marker {other:#x}"),
         };
         if m == 0xde {
-            assert!(entries > 15, "map16 used for {entries} entries: not the minimal encoding");
+            assert!(
+                entries > 15,
+                "map16 used for {entries} entries: not the minimal encoding"
+            );
         }
         let mut row = Row::new();
         for _ in 0..entries {
@@ -407,7 +473,11 @@ pub fn decode_protobuf_list(bytes: &[u8]) -> Vec<Row> {
         let envelope_end = at + envelope_len;
         assert!(envelope_end <= bytes.len(), "envelope length runs past the data");
         while at < envelope_end {
-            assert_eq!(varint(bytes, &mut at), (1 << 3) | 2, "Envelope holds only field 1 (records)");
+            assert_eq!(
+                varint(bytes, &mut at),
+                (1 << 3) | 2,
+                "Envelope holds only field 1 (records)"
+            );
             let record_end = {
                 let len = varint(bytes, &mut at) as usize;
                 at + len
@@ -418,7 +488,9 @@ pub fn decode_protobuf_list(bytes: &[u8]) -> Vec<Row> {
                 let (tag, wire) = ((key >> 3) as u32, key & 7);
                 let meta = field_tagged(tag).unwrap_or_else(|| panic!("unknown field number {tag}"));
                 let text = match (wire, meta.kind) {
-                    (0, FieldKind::Uint | FieldKind::TimestampNs | FieldKind::TcpState | FieldKind::Family) => varint(bytes, &mut at).to_string(),
+                    (0, FieldKind::Uint | FieldKind::TimestampNs | FieldKind::TcpState | FieldKind::Family) => {
+                        varint(bytes, &mut at).to_string()
+                    }
                     (2, FieldKind::Str) => {
                         let len = varint(bytes, &mut at) as usize;
                         let s = String::from_utf8(bytes[at..at + len].to_vec()).expect("string is UTF-8");
@@ -458,7 +530,13 @@ pub struct Received {
 
 /// Collects from `rx` until `decode` has yielded `expected_rows` rows or
 /// `timeout` passes, then waits `grace` for anything extra (duplicates).
-pub fn collect_rows(rx: &mpsc::Receiver<Received>, format: Format, expected_rows: usize, timeout: Duration, grace: Duration) -> (Vec<Row>, Vec<Received>) {
+pub fn collect_rows(
+    rx: &mpsc::Receiver<Received>,
+    format: Format,
+    expected_rows: usize,
+    timeout: Duration,
+    grace: Duration,
+) -> (Vec<Row>, Vec<Received>) {
     let mut rows = Vec::new();
     let mut items = Vec::new();
     let deadline = Instant::now() + timeout;
@@ -496,7 +574,10 @@ pub fn tcp_receiver() -> (std::net::SocketAddr, mpsc::Receiver<Received>) {
             std::thread::spawn(move || {
                 let mut bytes = Vec::new();
                 let _ = stream.read_to_end(&mut bytes);
-                let _ = tx.send(Received { bytes, content_type: None });
+                let _ = tx.send(Received {
+                    bytes,
+                    content_type: None,
+                });
             });
         }
     });
@@ -514,7 +595,10 @@ pub fn unix_receiver(path: &Path) -> mpsc::Receiver<Received> {
             std::thread::spawn(move || {
                 let mut bytes = Vec::new();
                 let _ = stream.read_to_end(&mut bytes);
-                let _ = tx.send(Received { bytes, content_type: None });
+                let _ = tx.send(Received {
+                    bytes,
+                    content_type: None,
+                });
             });
         }
     });
@@ -532,7 +616,13 @@ pub fn udp_receiver() -> (std::net::SocketAddr, mpsc::Receiver<Received>) {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; DATAGRAM_BUFFER];
         while let Ok((n, _)) = socket.recv_from(&mut buf) {
-            if tx.send(Received { bytes: buf[..n].to_vec(), content_type: None }).is_err() {
+            if tx
+                .send(Received {
+                    bytes: buf[..n].to_vec(),
+                    content_type: None,
+                })
+                .is_err()
+            {
                 break;
             }
         }
@@ -567,7 +657,13 @@ pub fn big_udp_receiver() -> (std::net::SocketAddr, mpsc::Receiver<Received>) {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 65_536];
         while let Ok((n, _)) = socket.recv_from(&mut buf) {
-            if tx.send(Received { bytes: buf[..n].to_vec(), content_type: None }).is_err() {
+            if tx
+                .send(Received {
+                    bytes: buf[..n].to_vec(),
+                    content_type: None,
+                })
+                .is_err()
+            {
                 break;
             }
         }
@@ -582,7 +678,13 @@ pub fn unixgram_receiver(path: &Path) -> mpsc::Receiver<Received> {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; DATAGRAM_BUFFER];
         while let Ok(n) = socket.recv(&mut buf) {
-            if tx.send(Received { bytes: buf[..n].to_vec(), content_type: None }).is_err() {
+            if tx
+                .send(Received {
+                    bytes: buf[..n].to_vec(),
+                    content_type: None,
+                })
+                .is_err()
+            {
                 break;
             }
         }
@@ -614,7 +716,10 @@ pub fn serve_http<S: Read + Write>(stream: S, status: u16, tx: mpsc::Sender<Rece
         if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
             return;
         }
-        assert!(request_line.starts_with("POST "), "expected a POST, got {request_line:?}");
+        assert!(
+            request_line.starts_with("POST "),
+            "expected a POST, got {request_line:?}"
+        );
         let mut content_length = None;
         let mut content_type = None;
         loop {
@@ -639,13 +744,26 @@ pub fn serve_http<S: Read + Write>(stream: S, status: u16, tx: mpsc::Sender<Rece
             return;
         }
         let reason = if status < 300 { "OK" } else { "Nope" };
-        let response_body = if status < 300 { "" } else { "rejected by the test server" };
-        let response = format!("HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\n\r\n{response_body}", response_body.len());
+        let response_body = if status < 300 {
+            ""
+        } else {
+            "rejected by the test server"
+        };
+        let response = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\n\r\n{response_body}",
+            response_body.len()
+        );
         if reader.get_mut().write_all(response.as_bytes()).is_err() {
             return;
         }
         let _ = reader.get_mut().flush();
-        if tx.send(Received { bytes: body, content_type }).is_err() {
+        if tx
+            .send(Received {
+                bytes: body,
+                content_type,
+            })
+            .is_err()
+        {
             return;
         }
     }
