@@ -15,8 +15,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use observability_support::*;
 
 /// Flags every daemon in this file runs with: fast polls of the host
-/// namespace only, records thrown away.
-const BASE: [&str; 10] = [
+/// namespace only, records thrown away. Only established and listening
+/// sockets (what the tests open) are dumped, so thousands of TIME-WAIT
+/// sockets left by other work on the machine cannot push a dump past
+/// --timeout.
+const BASE: [&str; 11] = [
     "--frequency",
     "1s",
     "--timeout",
@@ -27,6 +30,7 @@ const BASE: [&str; 10] = [
     "--netns-dirs",
     "",
     "--deserializers=default",
+    "--states=established,listen",
 ];
 
 /// Below this, a random first-poll delay is too short for the test to
@@ -50,8 +54,9 @@ fn logged_jitter(stderr: &str) -> Option<Duration> {
 }
 
 /// Starts a daemon whose first poll is delayed (--poll-jitter 2s) and
-/// returns it with every /readyz answer seen until the first 200, in
-/// order. Retries when the random delay was too short to observe.
+/// returns it with every distinct /readyz answer seen until the first 200,
+/// in order, once the wait for the first poll was seen. Retries when the
+/// random delay was too short to observe.
 fn start_and_watch_readiness() -> (Daemon, Vec<(u16, String)>) {
     for attempt in 1..=5 {
         let mut args = BASE.to_vec();
@@ -76,7 +81,7 @@ fn start_and_watch_readiness() -> (Daemon, Vec<(u16, String)>) {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        if seen[0].0 == 503 {
+        if seen.iter().any(|(_, body)| body == "not ready: the first poll has not completed\n") {
             return (daemon, seen);
         }
         let jitter = logged_jitter(&daemon.stderr());
@@ -105,33 +110,38 @@ fn daemon_metrics_readiness_promtool_and_clean_exit() {
     }
     let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
     let (mut daemon, seen) = start_and_watch_readiness();
-    assert_eq!(seen[0], (503, "not ready: the first poll has not completed\n".to_string()), "{seen:?}");
-    assert_eq!(seen.last().unwrap(), &(200, "ready: polling\n".to_string()), "{seen:?}");
+    // Only 503s, in lifecycle order, before the first 200.
+    let not_open = (503, "not ready: the destination is not open yet\n".to_string());
+    let no_poll = (503, "not ready: the first poll has not completed\n".to_string());
+    let ready = (200, "ready: polling\n".to_string());
+    let expected = if seen[0] == not_open { vec![not_open, no_poll, ready] } else { vec![no_poll, ready] };
+    assert_eq!(seen, expected);
     let first = daemon.metrics();
     assert!(sample(&first, "xtcp2_poll_cycles_total").unwrap() >= 1.0);
 
     let decoded_before = sample(&first, "xtcp2_sockets_decoded_total").expect("decode counter");
     let cycles_before = sample(&first, "xtcp2_poll_cycles_total").unwrap();
     let connections = LoopbackConnections::open(20);
-    // Two more cycles: at least one started after the connections existed.
+    // The next complete poll decodes every one of them (a loaded machine
+    // may time a dump out now and then, so wait for it rather than count
+    // polls).
+    daemon.wait_metric(
+        "xtcp2_sockets_decoded_total",
+        decoded_before + connections.sockets() as f64,
+        Duration::from_secs(10),
+    );
     daemon.wait_metric("xtcp2_poll_cycles_total", cycles_before + 2.0, Duration::from_secs(10));
     let m = daemon.metrics();
-    let decoded_after = sample(&m, "xtcp2_sockets_decoded_total").unwrap();
-    assert!(
-        decoded_after - decoded_before >= connections.sockets() as f64,
-        "decoded {decoded_before} -> {decoded_after}, opened {} sockets",
-        connections.sockets()
-    );
 
     // Every stage on the way moved.
     let at_least = |name: &str, min: f64| {
         let v = sample(&m, name).unwrap_or_else(|| panic!("{name} missing from\n{m}"));
-        assert!(v >= min, "{name} = {v}, expected >= {min}");
+        assert!(v >= min, "{name} = {v}, expected >= {min}; exposition:\n{m}\nstderr:\n{}", daemon.stderr());
     };
     at_least("xtcp2_netlink_recv_calls_total", 1.0);
     at_least("xtcp2_netlink_recv_bytes_total", 1.0);
     at_least("xtcp2_netlink_messages_total", connections.sockets() as f64);
-    at_least("xtcp2_netlink_dumps_total", 2.0 * 3.0); // IPv4 and IPv6, three polls
+    at_least("xtcp2_netlink_dumps_total", 2.0); // IPv4 and IPv6 of at least one poll
     at_least("xtcp2_poll_duration_seconds_count", 3.0);
     at_least("xtcp2_envelope_rows_flushed_total", connections.sockets() as f64);
     at_least("xtcp2_envelopes_flushed_total", 1.0);

@@ -12,10 +12,20 @@ use std::time::{Duration, Instant};
 use observability_support::*;
 
 const UPLOAD_PERIOD: Duration = Duration::from_secs(1);
-/// A debug build symbolizes with full debug info: starting the first
-/// profile and building its report take about two seconds more than in
-/// the release build CI tests, where the window is exactly three periods.
-const DEBUG_BUILD_WARMUP: Duration = Duration::from_secs(3);
+
+/// Waits for the log line of the push's first profiling period (the first
+/// profiler start loads symbol tables first, seconds in a debug build) and
+/// returns when it was seen.
+fn wait_push_started(daemon: &Daemon) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if daemon.stderr().contains("pushing CPU profiles to Pyroscope") {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "the push never started; stderr:\n{}", daemon.stderr());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
 
 fn daemon_args<'a>(url: &'a str, app: &'a str) -> Vec<&'a str> {
     vec![
@@ -28,6 +38,7 @@ fn daemon_args<'a>(url: &'a str, app: &'a str) -> Vec<&'a str> {
         "--netns-proc-scan=false",
         "--netns-dirs",
         "",
+        "--states=established,listen",
         "--pyroscope-url",
         url,
         "--pyroscope-app-name",
@@ -39,7 +50,8 @@ fn daemon_args<'a>(url: &'a str, app: &'a str) -> Vec<&'a str> {
     ]
 }
 
-/// At least two uploads arrive within three upload periods of startup;
+/// At least two uploads arrive within three upload periods of the push
+/// starting to profile;
 /// each is `POST /ingest` with the app name and hostname/version tags,
 /// format=pprof, sampleRate=100, a 1 s from/until window and a gzipped
 /// pprof CPU profile as the body; the upload counter matches.
@@ -51,9 +63,8 @@ fn pyroscope_receives_a_pprof_profile_every_upload_period() {
     let server = RecordingServer::start();
     let url = format!("http://{}", server.addr);
     let mut daemon = Daemon::start(&daemon_args(&url, "xtcp2-test"), Stdio::null());
-    let started = Instant::now();
-    daemon.wait_healthy(Duration::from_secs(10));
-    let window = UPLOAD_PERIOD * 3 + if cfg!(debug_assertions) { DEBUG_BUILD_WARMUP } else { Duration::ZERO };
+    let started = wait_push_started(&daemon);
+    let window = UPLOAD_PERIOD * 3;
     std::thread::sleep(window.saturating_sub(started.elapsed()));
     let uploads: Vec<_> = server.received().into_iter().filter(|r| r.at <= started + window).collect();
     assert!(uploads.len() >= 2, "{} uploads within {window:?}; stderr:\n{}", uploads.len(), daemon.stderr());

@@ -214,6 +214,8 @@ pub enum ProfileError {
     Report(pprof::Error),
     #[error("cannot encode the profile: {0}")]
     Encode(String),
+    #[error("the profiling task failed: {0}")]
+    Task(String),
     #[error("heap profiling is not in this build: rebuild with `cargo build --release --features heap-profiling` (jemalloc)")]
     HeapNotBuilt,
     #[error("heap profile: {0}")]
@@ -239,6 +241,16 @@ impl CpuRecording {
             .build()
             .map_err(ProfileError::Start)?;
         Ok(CpuRecording { guard })
+    }
+
+    /// [`start`](Self::start) from async code: starting loads symbol
+    /// tables (seconds the first time in a debug build), so it runs on a
+    /// blocking thread, not a runtime worker. On success the lease comes
+    /// back with the recording; on failure it is released.
+    pub async fn start_blocking(lease: ProfilerLease, hz: i32) -> Result<(CpuRecording, ProfilerLease), ProfileError> {
+        tokio::task::spawn_blocking(move || CpuRecording::start(&lease, hz).map(|r| (r, lease)))
+            .await
+            .unwrap_or_else(|join| Err(ProfileError::Task(join.to_string())))
     }
 
     /// Stops sampling and symbolizes the samples. Slow (symbol lookup), so

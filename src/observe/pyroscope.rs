@@ -196,7 +196,7 @@ pub async fn run(
     };
     let hz = i32::try_from(target.sample_hz).unwrap_or(i32::MAX);
     let mut in_flight: Option<tokio::task::JoinHandle<()>> = None;
-    tracing::info!(name = target.name(), period = ?upload_period, "pushing CPU profiles to Pyroscope");
+    let mut first_period = true;
     loop {
         let lease = loop {
             if shutdown.is_triggered() {
@@ -210,11 +210,9 @@ pub async fn run(
                 _ = shutdown.wait() => return,
             }
         };
-        let from = unix_seconds();
-        let recording = match CpuRecording::start(&lease, hz) {
-            Ok(r) => r,
+        let (recording, lease) = match CpuRecording::start_blocking(lease, hz).await {
+            Ok(started) => started,
             Err(e) => {
-                drop(lease);
                 report_failure(&UploadError::Profiler(e.to_string()));
                 tokio::select! {
                     _ = tokio::time::sleep(upload_period) => continue,
@@ -222,6 +220,14 @@ pub async fn run(
                 }
             }
         };
+        // The period starts once samples are being taken.
+        let from = unix_seconds();
+        if first_period {
+            // Logged here, not at task start: the first profiler start loads
+            // symbol tables, which takes a while in large binaries.
+            tracing::info!(name = target.name(), period = ?upload_period, "pushing CPU profiles to Pyroscope");
+            first_period = false;
+        }
         let yielded = tokio::select! {
             _ = tokio::time::sleep(upload_period) => false,
             _ = lock.yield_requested() => true,

@@ -268,8 +268,8 @@ async fn cpu_profile(query: Option<&str>, e: &Endpoints, output: CpuOutput) -> A
             return text(StatusCode::CONFLICT, format!("{busy}\n"));
         }
     };
-    let recording = match CpuRecording::start(&lease, CPU_PROFILE_HZ) {
-        Ok(r) => r,
+    let (recording, lease) = match CpuRecording::start_blocking(lease, CPU_PROFILE_HZ).await {
+        Ok(started) => started,
         Err(err) => {
             count(e, kind, "error");
             tracing::warn!(error = %err, "on-demand CPU profile failed");
@@ -292,7 +292,7 @@ async fn cpu_profile(query: Option<&str>, e: &Endpoints, output: CpuOutput) -> A
         }
     })
     .await
-    .unwrap_or_else(|join| Err(ProfileError::Encode(format!("report task failed: {join}"))));
+    .unwrap_or_else(|join| Err(ProfileError::Task(join.to_string())));
     match encoded {
         Ok(body) => {
             count(e, kind, "ok");

@@ -232,13 +232,13 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `xtcp2` listening on a free loopback port, with `args` added.
-    /// Stdout is discarded unless `stdout` says otherwise.
+    /// Starts `xtcp2` with `args`, its listener on a loopback port the
+    /// kernel picks (`--prom-listen 127.0.0.1:0`, so no other process can
+    /// take the port between choosing and binding it), and waits for the
+    /// log line that names the port. Stdout goes where `stdout` says.
     pub fn start(args: &[&str], stdout: Stdio) -> Daemon {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_xtcp2"))
-            .args(["--prom-listen", &addr.to_string()])
+            .args(["--prom-listen", "127.0.0.1:0"])
             .args(args)
             .env("XTCP2_LOG", "info")
             .stdin(Stdio::null())
@@ -249,15 +249,45 @@ impl Daemon {
         let stderr = Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().expect("stderr pipe");
         let sink = stderr.clone();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
+                if line.contains("serving metrics, health and pprof") {
+                    let addr = line
+                        .split("addr=")
+                        .nth(1)
+                        .and_then(|rest| rest.split_whitespace().next())
+                        .and_then(|a| a.parse::<SocketAddr>().ok());
+                    let _ = addr_tx.send(addr);
+                }
                 let mut s = sink.lock().unwrap();
                 s.push_str(&line);
                 s.push('\n');
             }
         });
-        Daemon { child, addr, stderr }
+        let mut daemon = Daemon {
+            child,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            stderr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match addr_rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(Some(addr)) => {
+                    daemon.addr = addr;
+                    return daemon;
+                }
+                Ok(None) => panic!("unparsable listen address in:\n{}", daemon.stderr()),
+                Err(_) => {}
+            }
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                // Give the reader a moment to collect the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("xtcp2 exited with {status} before listening; stderr:\n{}", daemon.stderr());
+            }
+            assert!(Instant::now() < deadline, "xtcp2 did not log its listen address; stderr:\n{}", daemon.stderr());
+        }
     }
 
     pub fn stderr(&self) -> String {
