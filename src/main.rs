@@ -8,13 +8,16 @@
 //! - 77: a required capability is missing (sysexits EX_NOPERM). Restarting
 //!   will not help, so the NixOS unit does not restart on it.
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 use xtcp2::config::{self, CliCommand, Config, DecodeArgs};
+use xtcp2::format::writer::StreamWriter;
 use xtcp2::observe::caps;
+
+/// Envelope size of `xtcp2 decode` output, as the daemon's default flush size.
+const DECODE_ENVELOPE_BYTES: usize = 768 * 1024;
 
 // With `--features heap-profiling`, jemalloc is the allocator and samples
 // allocations for /debug/pprof/heap and `--profile-mode mem`. These two
@@ -117,30 +120,23 @@ fn run_decode(args: &DecodeArgs, flags: &config::DaemonArgs) -> anyhow::Result<(
     };
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let deserializers = Deserializers::parse(&flags.deserializers)?;
-    let mut encoder = xtcp2::format::encoder_for(&flags.marshal, &[])?;
+    let format = xtcp2::format::StreamFormat::new(&flags.marshal, &[])?;
     let mut decoder = SocketDecoder::new(deserializers);
-    let hostname: Arc<str> = Arc::from(if flags.hostname.is_empty() { "" } else { flags.hostname.as_str() });
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let mut buf = Vec::with_capacity(64 * 1024);
+    let hostname: Option<Arc<str>> = (!flags.hostname.is_empty()).then(|| Arc::from(flags.hostname.as_str()));
+    // Framed exactly as a file: destination would be (csv header once,
+    // protobufList envelopes length-delimited), so outputs are interchangeable.
+    let mut writer = StreamWriter::new(&format, std::io::stdout().lock(), DECODE_ENVELOPE_BYTES);
     let mut write_error = None;
     let mut first_error = None;
-    encoder.begin_envelope(&mut buf);
     let on_socket = |origin: xtcp2::decode::capture::ReplyOrigin, payload: &[u8]| {
         let (record, error) = decoder.decode(payload);
         if let Some(e) = error {
             first_error.get_or_insert(e);
         }
-        if let Some(record) = record {
+        if let (Some(record), None) = (record, &write_error) {
             record.timestamp_ns = origin.timestamp_ns;
-            if !hostname.is_empty() {
-                record.hostname = Some(hostname.clone());
-            }
-            encoder.encode(record, &mut buf);
-        }
-        if buf.len() >= 64 * 1024 && write_error.is_none() {
-            write_error = out.write_all(&buf).err();
-            buf.clear();
+            record.hostname = hostname.clone();
+            write_error = writer.write(record).err();
         }
     };
     let dumps = if is_pcap {
@@ -149,12 +145,10 @@ fn run_decode(args: &DecodeArgs, flags: &config::DaemonArgs) -> anyhow::Result<(
         for_each_raw_reply(&data, on_socket)
     }
     .with_context(|| format!("decoding {}", path.display()))?;
-    encoder.end_envelope(&mut buf);
-    out.write_all(&buf).context("writing stdout")?;
     if let Some(e) = write_error {
         return Err(e).context("writing stdout");
     }
-    out.flush().context("writing stdout")?;
+    let _stdout = writer.finish().context("writing stdout")?;
     let stats = &decoder.stats;
     if let Some(e) = first_error {
         tracing::warn!(errors = stats.errors, first = %e, "some messages did not decode");
