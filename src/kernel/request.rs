@@ -10,11 +10,13 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 const IPPROTO_TCP: u8 = 6;
 
-/// Every TCP state (bits 1..=12; bit 0 is unused by the kernel).
-pub const ALL_TCP_STATES: u32 = 0x1ffe;
+/// Every TCP state (bits 1..=13; bit 0 is unused by the kernel). Bit 13 is
+/// TCP_BOUND_INACTIVE (Linux 6.5+: bound, not listening or connected);
+/// older kernels ignore bits they do not know.
+pub const ALL_TCP_STATES: u32 = 0x3ffe;
 
 /// Kernel TCP state names (as `ss -state` accepts them) and numbers.
-pub const TCP_STATES: [(&str, u8); 12] = [
+pub const TCP_STATES: [(&str, u8); 13] = [
     ("established", 1),
     ("syn-sent", 2),
     ("syn-recv", 3),
@@ -27,6 +29,7 @@ pub const TCP_STATES: [(&str, u8); 12] = [
     ("listen", 10),
     ("closing", 11),
     ("new-syn-recv", 12),
+    ("bound-inactive", 13),
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

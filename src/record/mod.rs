@@ -154,7 +154,7 @@ pub fn field_by_name(name: &str) -> Option<&'static FieldMeta> {
 
 /// TCP state names as `ss` prints them, indexed by the kernel's state number
 /// (`include/net/tcp_states.h`).
-pub const TCP_STATE_NAMES: [&str; 13] = [
+pub const TCP_STATE_NAMES: [&str; 14] = [
     "UNKNOWN",
     "ESTAB",
     "SYN-SENT",
@@ -168,6 +168,7 @@ pub const TCP_STATE_NAMES: [&str; 13] = [
     "LISTEN",
     "CLOSING",
     "NEW-SYN-RECV",
+    "BOUND-INACTIVE",
 ];
 
 /// The `ss`-style name of a TCP state number.

@@ -312,7 +312,7 @@ pub fn decode_tsv(bytes: &[u8]) -> Vec<Row> {
 }
 
 /// `ss` state names by kernel state number (include/net/tcp_states.h).
-const STATE_NAMES: [&str; 13] = [
+const STATE_NAMES: [&str; 14] = [
     "UNKNOWN",
     "ESTAB",
     "SYN-SENT",
@@ -326,6 +326,7 @@ const STATE_NAMES: [&str; 13] = [
     "LISTEN",
     "CLOSING",
     "NEW-SYN-RECV",
+    "BOUND-INACTIVE",
 ];
 
 /// Turns a humanised csv/tsv cell back into the canonical text.
