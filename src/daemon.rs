@@ -36,7 +36,16 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .block_on(Sink::open(&config.dest, &stream_format))
         .with_context(|| format!("opening destination {}", config.dest))?;
     observability.destination_opened();
-    let delivery = runtime.spawn(deliver(sink, queue.clone(), metrics.clone(), DeliveryPolicy::new(config.produce_timeout)));
+    let delivery = {
+        let (shutdown, queue, metrics) = (shutdown.clone(), queue.clone(), metrics.clone());
+        // Delivery ends before shutdown only when the destination is gone
+        // for good (stdout's reader exited): then the daemon stops too.
+        runtime.spawn(async move {
+            let report = deliver(sink, queue.clone(), metrics.clone(), DeliveryPolicy::new(config.produce_timeout)).await;
+            shutdown.trigger();
+            report
+        })
+    };
 
     let (wake_tx, wake_rx) = std::sync::mpsc::channel();
     {

@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use super::Envelope;
+use crate::observe::log_throttle::LogThrottle;
 use crate::observe::metrics::{FormatLabel, Metrics};
 
 /// Waiting envelopes beyond which a collector waits for a healthy
@@ -32,6 +33,10 @@ pub const PACE_DEPTH: usize = 8;
 /// takes nothing for this long is treated as stalled and collection moves
 /// on (dropping the oldest envelopes once the queue is full).
 pub const PACE_MAX_WAIT: Duration = Duration::from_millis(25);
+
+/// Drops repeat every envelope while a destination is down: log them at
+/// most once a minute (the metrics count every one).
+static QUEUE_FULL_LOG: LogThrottle = LogThrottle::new(Duration::from_secs(60));
 
 pub struct EnvelopeQueue {
     inner: Mutex<Inner>,
@@ -117,11 +122,14 @@ impl EnvelopeQueue {
             if inner.envelopes.len() >= self.capacity {
                 if let Some(dropped) = inner.envelopes.pop_front() {
                     self.count_dropped(1, dropped.rows as u64);
-                    tracing::warn!(
-                        rows = dropped.rows,
-                        poll_seq = dropped.poll_seq,
-                        "destination queue full: dropped the oldest envelope"
-                    );
+                    if let Some(suppressed) = QUEUE_FULL_LOG.admit() {
+                        tracing::warn!(
+                            rows = dropped.rows,
+                            poll_seq = dropped.poll_seq,
+                            suppressed,
+                            "destination queue full: dropped the oldest envelope (xtcp2_destination_dropped_rows_total counts every drop)"
+                        );
+                    }
                 }
             }
             inner.envelopes.push_back(envelope);
@@ -173,10 +181,13 @@ impl EnvelopeQueue {
         inner.requeued_since_pop = true;
         if inner.envelopes.len() >= self.capacity {
             self.count_dropped(1, envelope.rows as u64);
-            tracing::warn!(
-                rows = envelope.rows,
-                "destination queue full while retrying: dropped the oldest envelope"
-            );
+            if let Some(suppressed) = QUEUE_FULL_LOG.admit() {
+                tracing::warn!(
+                    rows = envelope.rows,
+                    suppressed,
+                    "destination queue full while retrying: dropped the oldest envelope"
+                );
+            }
             return;
         }
         inner.envelopes.push_front(envelope);

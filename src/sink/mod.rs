@@ -123,9 +123,19 @@ impl SinkError {
     /// instead of blocking the queue.
     pub fn is_permanent(&self) -> bool {
         match self {
+            SinkError::Io { .. } if self.is_reader_gone() => true,
             SinkError::HttpStatus { status, .. } => (400..500).contains(status) && *status != 408 && *status != 429,
             _ => false,
         }
+    }
+}
+
+impl SinkError {
+    /// stdout or stderr is a pipe whose reader has exited (`xtcp2 | head`):
+    /// nothing written there can ever be read again.
+    pub fn is_reader_gone(&self) -> bool {
+        matches!(self, SinkError::Io { dest, source }
+            if (dest == "stdout" || dest == "stderr") && source.kind() == std::io::ErrorKind::BrokenPipe)
     }
 }
 
@@ -410,6 +420,15 @@ pub async fn deliver(
                     .failures
                     .get_or_create(&KindLabel { kind: e.kind() })
                     .inc();
+                if e.is_reader_gone() {
+                    // Like any Unix filter whose reader left: stop, and let
+                    // the daemon shut down (the caller watches deliver end).
+                    queue.count_dropped(1, envelope.rows as u64);
+                    let rest = queue.discard_all();
+                    report.rows_dropped += envelope.rows as u64 + rest.rows;
+                    tracing::info!(destination = sink.name(), "the reader of the output closed it; stopping");
+                    break;
+                }
                 if e.is_permanent() {
                     queue.count_dropped(1, envelope.rows as u64);
                     report.rows_dropped += envelope.rows as u64;
