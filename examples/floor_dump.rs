@@ -91,26 +91,20 @@ fn parse_args() -> Result<Args, String> {
             }
             "--proc-scan" => args.proc_scan = true,
             "--deserializers" => args.deserializers = value("--deserializers")?,
-            "--repeat" => {
-                args.repeat = value("--repeat")?
-                    .parse()
-                    .map_err(|e| format!("--repeat: {e}"))?
-            }
+            "--repeat" => args.repeat = value("--repeat")?.parse().map_err(|e| format!("--repeat: {e}"))?,
             "--io-uring" => args.io_uring = true,
-            "--processes" => {
-                args.processes = value("--processes")?
-                    .parse()
-                    .map_err(|e| format!("--processes: {e}"))?
-            }
+            "--processes" => args.processes = value("--processes")?.parse().map_err(|e| format!("--processes: {e}"))?,
             "--new-netns" => args.new_netns = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     if args.mode.is_empty() {
-        return Err("usage: floor_dump dump|discover|hold|measure [--netns-dirs D,..] [--proc-scan] \
+        return Err(
+            "usage: floor_dump dump|discover|hold|measure [--netns-dirs D,..] [--proc-scan] \
                     [--deserializers SPEC] [--repeat N] [--io-uring] [--processes N] [--new-netns] \
                     [--report FILE -- PROGRAM ARGS...]"
-            .into());
+                .into(),
+        );
     }
     Ok(args)
 }
@@ -170,7 +164,11 @@ fn dump_all(args: &Args) -> Result<String, String> {
             // call; this program is single-threaded, so moving its only
             // thread between namespaces affects nothing else.
             if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(format!("setns {}: {}", netns.path.display(), std::io::Error::last_os_error()));
+                return Err(format!(
+                    "setns {}: {}",
+                    netns.path.display(),
+                    std::io::Error::last_os_error()
+                ));
             }
         }
         let mut socket = DiagSocket::open(RECV_TIMEOUT).map_err(|e| e.to_string())?;

@@ -85,7 +85,9 @@ impl UringReceiver {
         let count = recv_batch as usize;
         Ok(UringReceiver {
             ring,
-            buffers: (0..count).map(|_| vec![0u8; RECV_BUFFER_BYTES].into_boxed_slice()).collect(),
+            buffers: (0..count)
+                .map(|_| vec![0u8; RECV_BUFFER_BYTES].into_boxed_slice())
+                .collect(),
             in_flight: vec![false; count],
             cqe_batch: (cqe_batch.max(1) as usize).min(MAX_RECV_BATCH as usize),
             abandoned: false,
@@ -143,7 +145,9 @@ impl UringReceiver {
                     self.take_completion(user_data);
                 }
                 for &(user_data, result) in &completions[..reaped] {
-                    let Some(index) = receive_index(user_data, self.buffers.len()) else { continue };
+                    let Some(index) = receive_index(user_data, self.buffers.len()) else {
+                        continue;
+                    };
                     if result == -libc::EINTR || result == -libc::EAGAIN {
                         self.submit_recv(fd, index)?;
                         continue;
@@ -236,7 +240,9 @@ impl UringReceiver {
         let until = Instant::now() + CANCEL_DRAIN_TIMEOUT;
         let pending: Vec<usize> = (0..self.in_flight.len()).filter(|&i| self.in_flight[i]).collect();
         for index in pending {
-            let cancel = opcode::AsyncCancel::new(index as u64).build().user_data(CANCEL_USER_DATA);
+            let cancel = opcode::AsyncCancel::new(index as u64)
+                .build()
+                .user_data(CANCEL_USER_DATA);
             // SAFETY: a cancel points to no buffer.
             if unsafe { self.push(&cancel) }.is_err() {
                 break;
@@ -245,7 +251,10 @@ impl UringReceiver {
         while self.in_flight_count() > 0 {
             let now = Instant::now();
             if now >= until || self.wait(1, until - now).is_err() {
-                tracing::error!(in_flight = self.in_flight_count(), "io_uring receives not returned after cancel; abandoning the ring");
+                tracing::error!(
+                    in_flight = self.in_flight_count(),
+                    "io_uring receives not returned after cancel; abandoning the ring"
+                );
                 self.abandoned = true;
                 return;
             }
@@ -312,20 +321,27 @@ mod tests {
     /// went between the two dumps.
     #[test]
     fn io_uring_dump_sees_what_recv_sees() {
-        let Some((mut uring, mut socket)) = receiver_and_socket() else { return };
+        let Some((mut uring, mut socket)) = receiver_and_socket() else {
+            return;
+        };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let request = plan().requests()[0];
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut ports_uring = Vec::new();
         let via_uring = uring
-            .dump(&mut socket, &request, deadline, |p, _| ports_uring.push(u16::from_be_bytes([p[4], p[5]])))
+            .dump(&mut socket, &request, deadline, |p, _| {
+                ports_uring.push(u16::from_be_bytes([p[4], p[5]]))
+            })
             .expect("io_uring dump");
         let mut buf = vec![0u8; RECV_BUFFER_BYTES];
         let via_recv = socket.dump(&request, &mut buf, deadline, |_, _| {}).expect("recv dump");
         assert!(ports_uring.contains(&port), "our listener on {port} is missing");
         assert_eq!(via_uring.sockets, ports_uring.len() as u64);
-        assert!(via_uring.sockets.abs_diff(via_recv.sockets) <= 50, "{via_uring:?} vs {via_recv:?}");
+        assert!(
+            via_uring.sockets.abs_diff(via_recv.sockets) <= 50,
+            "{via_uring:?} vs {via_recv:?}"
+        );
         assert_eq!(via_uring.stale_messages, 0);
     }
 
@@ -333,7 +349,9 @@ mod tests {
     /// one dump never steal the next dump's datagrams.
     #[test]
     fn consecutive_io_uring_dumps_stay_in_step() {
-        let Some((mut uring, mut socket)) = receiver_and_socket() else { return };
+        let Some((mut uring, mut socket)) = receiver_and_socket() else {
+            return;
+        };
         let _listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         for request in plan().requests().into_iter().cycle().take(6) {
             let deadline = Instant::now() + Duration::from_secs(5);
