@@ -33,3 +33,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
 else
     log "all Debian packages present"
 fi
+
+# chdb (ClickHouse as a Python library) for tests/clickhouse.rs, in a venv
+# cached between runs; the test finds it there.
+venv=/var/cache/xtcp2-ci/venv
+if ! "$venv/bin/python" -c 'import chdb' >/dev/null 2>&1; then
+    log "pip install chdb into $venv"
+    mkdir -p /var/cache/xtcp2-ci
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet chdb
+else
+    log "chdb present in $venv"
+fi
