@@ -316,9 +316,10 @@ mod tests {
         }
     }
 
-    /// io_uring and recv(2) see the same sockets: a listener we hold is in
-    /// both dumps, and the counts agree within the sockets that came and
-    /// went between the two dumps.
+    /// io_uring and recv(2) see the same sockets: a listener we hold and
+    /// 300 connections to it (several datagrams' worth) are in the io_uring
+    /// dump, and the counts agree within the sockets that came and went
+    /// between the two dumps.
     #[test]
     fn io_uring_dump_sees_what_recv_sees() {
         let Some((mut uring, mut socket)) = receiver_and_socket() else {
@@ -326,6 +327,11 @@ mod tests {
         };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
+        let mut held = Vec::new();
+        for _ in 0..300 {
+            held.push(std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"));
+            held.push(listener.accept().expect("accept").0);
+        }
         let request = plan().requests()[0];
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut ports_uring = Vec::new();
@@ -337,12 +343,34 @@ mod tests {
         let mut buf = vec![0u8; RECV_BUFFER_BYTES];
         let via_recv = socket.dump(&request, &mut buf, deadline, |_, _| {}).expect("recv dump");
         assert!(ports_uring.contains(&port), "our listener on {port} is missing");
+        let ours = ports_uring.iter().filter(|&&p| p == port).count();
+        assert_eq!(ours, 1 + 300, "listener plus the accepted side of each connection");
+        assert!(via_uring.recv_calls > 1, "{via_uring:?}");
         assert_eq!(via_uring.sockets, ports_uring.len() as u64);
         assert!(
             via_uring.sockets.abs_diff(via_recv.sockets) <= 50,
             "{via_uring:?} vs {via_recv:?}"
         );
         assert_eq!(via_uring.stale_messages, 0);
+    }
+
+    /// A dump past its deadline fails with Timeout and takes every receive
+    /// back from the kernel, so the ring can serve the next (new) socket.
+    #[test]
+    fn expired_deadline_times_out_and_takes_every_buffer_back() {
+        let Some((mut uring, mut socket)) = receiver_and_socket() else {
+            return;
+        };
+        let request = plan().requests()[0];
+        let result = uring.dump(&mut socket, &request, Instant::now(), |_, _| {});
+        assert!(matches!(result, Err(DumpError::Timeout(_))), "{result:?}");
+        assert_eq!(uring.in_flight_count(), 0);
+        assert!(!uring.abandoned);
+        // The timed-out socket is poisoned (DumpError::poisons_socket); a new one works.
+        let mut fresh = DiagSocket::open(Duration::from_secs(1)).expect("socket");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let summary = uring.dump(&mut fresh, &request, deadline, |_, _| {}).expect("dump");
+        assert_eq!(summary.stale_messages, 0);
     }
 
     /// Several dumps in a row on one ring and socket: cancelled receives of
