@@ -233,7 +233,9 @@ pub async fn run(
             _ = lock.yield_requested() => true,
             _ = shutdown.wait() => {
                 // The last partial period is not uploaded: exit promptly.
-                let _ = tokio::task::spawn_blocking(move || { let _ = recording.finish(); drop(lease); }).await;
+                // Dropping the recording stops the profiler, before the lease goes.
+                drop(recording);
+                drop(lease);
                 return;
             }
         };
