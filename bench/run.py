@@ -452,6 +452,8 @@ def perf_top(pid, seconds, path, rows):
         capture_output=True, text=True,
     )
     lines = [l for l in report.stdout.splitlines() if re.match(r"^\s+\d+\.\d+%\s", l)]
+    if not lines:
+        return {"error": (record.stderr + report.stderr)[-500:]}
     return {"path": str(path), "top": lines[:rows]}
 
 
@@ -728,6 +730,8 @@ def mode_profile(args, tools, ws, report):
         if d.get("perf", {}).get("top"):
             print(f"\nperf record -g over the same seconds (kernel and libc included; {d['perf']['path']}):")
             print("\n".join(d["perf"]["top"]))
+        elif d.get("perf", {}).get("error"):
+            print(f"\nperf record failed: {d['perf']['error']}")
 
 
 def mode_load(args, tools, ws, report):
