@@ -33,8 +33,9 @@ Mode `namespaces` (issue 3) times `netns::discover` with the /proc scan over
 1,000 namespaces held only by processes, and over 10,000 processes in the
 host namespace, then runs the 100 namespaces x 100 connections collection.
 
-Results go to a table on stdout and a JSON file (`--out`) for comparing
-commits (`bench/compare.py OLD.json NEW.json`).
+Results go to a table on stdout and a JSON file (`--out`, Markdown tables
+next to it) for comparing commits. Timings are never judged; the exit code
+is 3 when an xtcp2 run lost records (or they could not be counted).
 
 Everything the benchmark creates (namespaces, helper processes, output
 files) lives under one private directory and is removed on exit, also on
@@ -96,6 +97,7 @@ class Workspace:
         self.namespaces = []
         self.helpers = []
         self.keep_outputs = keep_outputs
+        self.closed = False
 
     def add_namespace(self, name):
         path = self.netns_dir / name
@@ -142,6 +144,9 @@ class Workspace:
         self.namespaces = []
 
     def close(self):
+        if self.closed:
+            return
+        self.closed = True
         self.stop_helpers()
         self.remove_namespaces()
         subprocess.run(["umount", str(self.netns_dir)], check=False)
@@ -815,6 +820,9 @@ def main():
             mode_profile(args, tools, ws, report)
         else:
             mode_namespaces(args, tools, ws, report)
+    except KeyboardInterrupt:
+        ws.close()
+        sys.exit("bench/run.py: interrupted; namespaces, helpers and outputs removed")
     finally:
         ws.close()
     report["duration_s"] = round(time.monotonic() - started, 1)
@@ -824,6 +832,26 @@ def main():
     out.write_text(json.dumps(report, indent=1, default=str))
     out.with_suffix(".md").write_text(markdown_tables(report))
     print(f"\nresults: {out} ({report['duration_s']}s, load {report['machine']['loadavg']} -> {report['machine_after']['loadavg']})")
+    # Timings are never judged here (the machine may be busy); a lost or
+    # uncounted record is a bug whatever the load, and fails the run.
+    losses = records_lost(report)
+    if losses:
+        print("records lost or not accounted for: " + "; ".join(losses), file=sys.stderr)
+        sys.exit(3)
+
+
+def records_lost(report):
+    """Every xtcp2 case whose records written differ from sockets decoded."""
+    collect = list(report.get("collect", []))
+    if report.get("namespaces", {}).get("collection"):
+        collect.append(report["namespaces"]["collection"])
+    bad = []
+    for r in collect:
+        for case, e in r["cases"].items():
+            lost = e.get("records_lost")
+            if lost is not None and any(x != 0 for x in lost):
+                bad.append(f"N={r['connections']} K={r['namespaces']} {case}: {lost}")
+    return bad
 
 
 if __name__ == "__main__":
