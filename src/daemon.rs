@@ -14,6 +14,9 @@ use crate::shutdown::Shutdown;
 use crate::format::StreamFormat;
 use crate::sink::{deliver, DeliveryPolicy, Sink};
 
+/// Upper bound of the async runtime's blocking-thread pool.
+const MAX_BLOCKING_THREADS: usize = 8;
+
 /// How long a shutdown waits for queued envelopes to reach a healthy destination.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -22,6 +25,9 @@ const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Blocking work here is file writes and stdout: a few threads are
+        // plenty, and a bound keeps a stuck disk from growing threads.
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .thread_name("xtcp2-async")
         .enable_all()
         .build()
@@ -64,7 +70,13 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             let _ = wake_tx.send(Wake::Shutdown);
         });
     }
-    let watcher = watch::spawn(config.netns_dirs.clone(), wake_tx, shutdown.clone());
+    // A one-shot collection discovers once and exits: a watcher would only
+    // delay its exit by up to one watch interval.
+    let watcher = if config.max_loops == 1 {
+        None
+    } else {
+        watch::spawn(config.netns_dirs.clone(), wake_tx, shutdown.clone())
+    };
 
     let mut poller = Poller::new(config, metrics.clone(), queue.clone())?;
     poller.run(wake_rx, |report| observability.poll_completed(report));

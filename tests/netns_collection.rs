@@ -102,12 +102,19 @@ fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
 
+/// Threads the daemon itself manages (main, netlinkers, setns helpers,
+/// the namespace watcher). The tokio runtime's threads ("xtcp2-async") are
+/// left out: its blocking pool starts threads on demand (stdout writes) and
+/// retires them after 10 s idle, which is not a leak.
 fn thread_count(pid: u32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:").map(|v| v.trim().parse().unwrap_or(0)))
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm")).map(|c| c.trim() != "xtcp2-async").unwrap_or(false)
+                })
+                .count()
         })
         .unwrap_or(0)
 }
