@@ -145,6 +145,8 @@ impl Collector {
             match result {
                 Ok(summary) => metrics.record_dump(&summary),
                 Err(e) => {
+                    // Reads before the failure were real work: count them.
+                    metrics.record_reads(&socket.failed_dump());
                     metrics.record_dump_error(&e);
                     return Err(e);
                 }

@@ -79,6 +79,9 @@ pub struct DiagSocket {
     socket: Socket,
     seq: u32,
     recv_timeout: Duration,
+    /// What the last failed dump received before it failed, so the
+    /// netlink metrics count those reads too.
+    failed_dump: DumpSummary,
 }
 
 impl DiagSocket {
@@ -94,6 +97,7 @@ impl DiagSocket {
             socket,
             seq: 0,
             recv_timeout,
+            failed_dump: DumpSummary::default(),
         })
     }
 
@@ -109,9 +113,28 @@ impl DiagSocket {
         deadline: Instant,
         mut on_socket: impl FnMut(&[u8], u64),
     ) -> Result<DumpSummary, DumpError> {
+        let mut summary = DumpSummary::default();
+        let result = self.receive_dump(request, buf, deadline, &mut on_socket, &mut summary);
+        self.failed_dump = if result.is_err() { summary } else { DumpSummary::default() };
+        result.map(|()| summary)
+    }
+
+    /// What the last dump had received when it failed (all zero after a
+    /// successful dump).
+    pub fn failed_dump(&self) -> DumpSummary {
+        self.failed_dump
+    }
+
+    fn receive_dump(
+        &mut self,
+        request: &DumpRequest,
+        buf: &mut [u8],
+        deadline: Instant,
+        on_socket: &mut impl FnMut(&[u8], u64),
+        summary: &mut DumpSummary,
+    ) -> Result<(), DumpError> {
         let seq = self.send_request(request)?;
         let started = Instant::now();
-        let mut summary = DumpSummary::default();
         loop {
             if Instant::now() >= deadline {
                 return Err(DumpError::Timeout(started.elapsed()));
@@ -134,8 +157,8 @@ impl DiagSocket {
                 });
             }
             summary.bytes += received as u64;
-            if let DumpProgress::Done = absorb_datagram(&buf[..received], seq, crate::clock::now_ns(), &mut summary, &mut on_socket)? {
-                return Ok(summary);
+            if let DumpProgress::Done = absorb_datagram(&buf[..received], seq, crate::clock::now_ns(), summary, on_socket)? {
+                return Ok(());
             }
         }
     }
@@ -332,5 +355,21 @@ mod tests {
         assert_eq!(summary.sockets as usize, ports.len());
         // The same socket serves a second dump (sequence numbers advance).
         socket.dump(&request, &mut buf, Instant::now() + Duration::from_secs(2), |_, _| {}).unwrap();
+    }
+
+    /// A datagram larger than the buffer is reported (MSG_TRUNC), never
+    /// silently cut, and the read it took is kept for the metrics.
+    #[test]
+    fn truncation_is_detected_and_its_read_counted() {
+        let _listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut socket = DiagSocket::open(Duration::from_secs(1)).unwrap();
+        let request = DumpRequest { family: 2, states: super::super::ALL_TCP_STATES, ext: 0xff };
+        let mut tiny = vec![0u8; 64];
+        let err = socket
+            .dump(&request, &mut tiny, Instant::now() + Duration::from_secs(2), |_, _| {})
+            .unwrap_err();
+        assert!(matches!(err, DumpError::Truncated { buffer: 64, len } if len > 64), "{err:?}");
+        assert!(err.poisons_socket());
+        assert_eq!(socket.failed_dump().recv_calls, 1);
     }
 }

@@ -229,14 +229,19 @@ impl Metrics {
 
     /// Folds a finished dump's netlink counters into the metrics.
     pub fn record_dump(&self, s: &crate::kernel::DumpSummary) {
-        self.netlink.recv_calls.inc_by(s.recv_calls);
-        self.netlink.recv_bytes.inc_by(s.bytes);
-        self.netlink.messages.inc_by(s.messages);
-        self.netlink.stale_messages.inc_by(s.stale_messages);
+        self.record_reads(s);
         self.netlink.dumps.inc();
         if s.interrupted {
             self.netlink.dumps_interrupted.inc();
         }
+    }
+
+    /// Counts the receive work of a dump, finished or not.
+    pub fn record_reads(&self, s: &crate::kernel::DumpSummary) {
+        self.netlink.recv_calls.inc_by(s.recv_calls);
+        self.netlink.recv_bytes.inc_by(s.bytes);
+        self.netlink.messages.inc_by(s.messages);
+        self.netlink.stale_messages.inc_by(s.stale_messages);
     }
 
     /// Counts a failed dump.
