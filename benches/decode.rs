@@ -15,46 +15,19 @@
 //! `-- --decode-only` skips the JSON Lines pass (for profiling).
 //! Fixtures: `../shared/fixtures/inet_diag` or `XTCP2_FIXTURES`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use xtcp2::decode::capture::for_each_pcap_reply;
 use xtcp2::decode::{Deserializers, SocketDecoder};
 use xtcp2::format::encoder_for;
 
-/// Counts every allocation and reallocation made by this process.
-struct CountingAllocator;
+mod support;
 
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every method forwards to `System` with the same arguments, so the
-// allocator contract is System's; the counter is a relaxed atomic add.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same layout, forwarded.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same layout, forwarded.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: ptr was allocated by System with this layout (all our
-        // allocations are), forwarded unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: ptr was allocated by System with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use support::{CountingAllocator, ALLOCATIONS};
 
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
