@@ -3,16 +3,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use crate::batch::EnvelopeQueue;
 use crate::config::Config;
+use crate::format::StreamFormat;
 use crate::netns::watch::{self, Wake};
 use crate::observe::metrics::Metrics;
 use crate::observe::Observability;
 use crate::poll::Poller;
 use crate::shutdown::Shutdown;
-use crate::format::StreamFormat;
 use crate::sink::{deliver, DeliveryPolicy, Sink};
+use anyhow::Context;
 
 /// Upper bound of the async runtime's blocking-thread pool.
 const MAX_BLOCKING_THREADS: usize = 8;
@@ -47,7 +47,13 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         // Delivery ends before shutdown only when the destination is gone
         // for good (stdout's reader exited): then the daemon stops too.
         runtime.spawn(async move {
-            let report = deliver(sink, queue.clone(), metrics.clone(), DeliveryPolicy::new(config.produce_timeout)).await;
+            let report = deliver(
+                sink,
+                queue.clone(),
+                metrics.clone(),
+                DeliveryPolicy::new(config.produce_timeout),
+            )
+            .await;
             shutdown.trigger();
             report
         })
@@ -87,7 +93,11 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     if flushed.is_err() {
         // Backstop only: delivery gives up by itself within sink::SHUTDOWN_BUDGET.
         let dropped = queue.discard_all();
-        tracing::warn!(envelopes = dropped.envelopes, rows = dropped.rows, "destination did not take the remaining envelopes in time; dropped them");
+        tracing::warn!(
+            envelopes = dropped.envelopes,
+            rows = dropped.rows,
+            "destination did not take the remaining envelopes in time; dropped them"
+        );
     }
     if let Some(w) = watcher {
         let _ = w.join();

@@ -92,7 +92,12 @@ fn check_capabilities() -> Option<ExitCode> {
     match caps::check() {
         Ok(report) => {
             for missing in &report.missing_optional {
-                tracing::warn!(capability = missing.name, "missing capability {}: {}; running degraded", missing.name, missing.reason);
+                tracing::warn!(
+                    capability = missing.name,
+                    "missing capability {}: {}; running degraded",
+                    missing.name,
+                    missing.reason
+                );
             }
             if report.missing_required.is_empty() {
                 None
@@ -155,8 +160,11 @@ fn run_decode(args: &DecodeArgs, flags: &config::DaemonArgs) -> anyhow::Result<(
     }
     tracing::info!(sockets = stats.sockets, dumps, "decoded {}", path.display());
     if stats.sockets == 0 && stats.errors > 0 {
-        anyhow::bail!("no socket in {} could be decoded ({} errors)", path.display(), stats.errors);
+        anyhow::bail!(
+            "no socket in {} could be decoded ({} errors)",
+            path.display(),
+            stats.errors
+        );
     }
     Ok(())
 }
-

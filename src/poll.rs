@@ -135,7 +135,9 @@ impl Poller {
                             records += r;
                             failed += f;
                         }
-                        Err(_) => tracing::error!("a netlinker thread panicked; its namespaces are missing from this poll"),
+                        Err(_) => {
+                            tracing::error!("a netlinker thread panicked; its namespaces are missing from this poll")
+                        }
                     },
                     Err(e) => tracing::error!(error = %e, "cannot start a netlinker thread"),
                 }
@@ -151,7 +153,8 @@ impl Poller {
         m.cycles.inc();
         m.duration_seconds.observe(duration.as_secs_f64());
         m.last_timestamp_seconds.set(crate::clock::now_ns() as f64 / 1e9);
-        m.duration_ratio.set(duration.as_secs_f64() / self.config.frequency.as_secs_f64());
+        m.duration_ratio
+            .set(duration.as_secs_f64() / self.config.frequency.as_secs_f64());
         m.sockets_last_poll.set(records as i64);
         PollReport {
             seq,
@@ -214,7 +217,12 @@ fn poll_namespace(
     metrics: &Metrics,
 ) -> Option<u64> {
     entry.ensure_socket(nl_timeout, metrics)?;
-    let NetnsEntry { socket: Some(socket), stamp, .. } = entry else {
+    let NetnsEntry {
+        socket: Some(socket),
+        stamp,
+        ..
+    } = entry
+    else {
         return None;
     };
     let deadline = Instant::now() + timeout;
@@ -224,7 +232,11 @@ fn poll_namespace(
             Some(n)
         }
         Err(e) => {
-            metrics.netns.dump_failures.get_or_create(&KindLabel { kind: e.kind() }).inc();
+            metrics
+                .netns
+                .dump_failures
+                .get_or_create(&KindLabel { kind: e.kind() })
+                .inc();
             if e.poisons_socket() {
                 entry.socket = None;
             }

@@ -26,7 +26,11 @@ or run as root. Exiting with code 77.
 fn can_run(test: &str) -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false);
     if !root {
         eprintln!("SKIP {test}: needs root (to drop capabilities from a process that has them); CI runs it as root");
@@ -75,7 +79,11 @@ fn assert_refused(drop: &[&str], missing: &[&str]) {
     let out = run_without(drop, &["--prom-listen", &listen, "--dest", "null", "--max-loops", "1"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(77), "stderr:\n{stderr}");
-    assert!(out.stdout.is_empty(), "stdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let expected: String = missing.iter().map(|l| format!("{l}\n")).collect::<String>() + SNIPPET;
     assert_eq!(message_lines(&stderr), expected);
 }
@@ -116,7 +124,17 @@ fn missing_soft_capabilities_warn_and_run() {
     }
     let out = run_without(
         &["sys_ptrace", "net_raw", "sys_resource"],
-        &["--max-loops", "1", "--dest", "null", "--prom-listen", "", "--netns-proc-scan=false", "--netns-dirs", ""],
+        &[
+            "--max-loops",
+            "1",
+            "--dest",
+            "null",
+            "--prom-listen",
+            "",
+            "--netns-proc-scan=false",
+            "--netns-dirs",
+            "",
+        ],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
@@ -127,5 +145,8 @@ fn missing_soft_capabilities_warn_and_run() {
             .collect();
         assert_eq!(warnings.len(), 1, "{cap}: expected one warning in:\n{stderr}");
     }
-    assert!(!stderr.contains("CAP_NET_ADMIN") && !stderr.contains("CAP_SYS_ADMIN"), "{stderr}");
+    assert!(
+        !stderr.contains("CAP_NET_ADMIN") && !stderr.contains("CAP_SYS_ADMIN"),
+        "{stderr}"
+    );
 }

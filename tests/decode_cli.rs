@@ -23,7 +23,11 @@ fn fixtures() -> Option<PathBuf> {
 }
 
 fn decode(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_xtcp2")).arg("decode").args(args).output().expect("run xtcp2 decode")
+    Command::new(env!("CARGO_BIN_EXE_xtcp2"))
+        .arg("decode")
+        .args(args)
+        .output()
+        .expect("run xtcp2 decode")
 }
 
 /// The library's own decoding of a capture, as JSON objects.
@@ -40,7 +44,10 @@ fn library_records(pcap: &PathBuf) -> Vec<serde_json::Value> {
             .to_pairs()
             .into_iter()
             .map(|(k, v)| {
-                let value = v.parse::<u64>().map(serde_json::Value::from).unwrap_or(serde_json::Value::from(v));
+                let value = v
+                    .parse::<u64>()
+                    .map(serde_json::Value::from)
+                    .unwrap_or(serde_json::Value::from(v));
                 (k.to_string(), value)
             })
             .collect();
@@ -85,13 +92,19 @@ fn decode_pcap_framed_formats_hold_every_record() {
         records += envelope.records.len();
     }
     assert_eq!(records, expected);
-    assert!(envelopes > 1, "a 1000-socket capture spans several 768 KiB envelopes? got {envelopes}");
+    assert!(
+        envelopes > 1,
+        "a 1000-socket capture spans several 768 KiB envelopes? got {envelopes}"
+    );
 
     let out = decode(&["--pcap", pcap.to_str().unwrap(), "--marshal", "csv"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let header = text.lines().next().unwrap();
-    assert!(header.starts_with("timestamp_ns,") || header.contains("idiag_sport"), "{header}");
+    assert!(
+        header.starts_with("timestamp_ns,") || header.contains("idiag_sport"),
+        "{header}"
+    );
     assert_eq!(text.lines().filter(|l| *l == header).count(), 1);
     assert_eq!(text.lines().count(), expected + 1);
 }
@@ -115,16 +128,28 @@ fn decode_bad_files_fail_clearly() {
     std::fs::write(&empty, b"").unwrap();
     let out = decode(&["--pcap", empty.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("the file is empty"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the file is empty"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let garbage = dir.path().join("garbage.raw");
     std::fs::write(&garbage, [0xffu8; 64]).unwrap();
     let out = decode(&["--raw", garbage.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("raw netlink stream is corrupt"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("raw netlink stream is corrupt"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let missing = dir.path().join("missing.pcap");
     let out = decode(&["--pcap", missing.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("reading"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("reading"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

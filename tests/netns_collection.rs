@@ -17,13 +17,22 @@ fn xtcp2() -> Command {
 }
 
 /// Asserts both sides of `conn` appear exactly once, tagged as `check` says.
-fn assert_both_sides(records: &[serde_json::Value], conn: &LoopbackConnection, what: &str, check: impl Fn(&serde_json::Value)) {
+fn assert_both_sides(
+    records: &[serde_json::Value],
+    conn: &LoopbackConnection,
+    what: &str,
+    check: impl Fn(&serde_json::Value),
+) {
     for (sport, dport, side) in [
         (conn.server_port, conn.client_port, "server"),
         (conn.client_port, conn.server_port, "client"),
     ] {
         let found = with_ports(records, sport, dport);
-        assert_eq!(found.len(), 1, "{what} {side} side {sport}->{dport}: expected once, got {found:?}");
+        assert_eq!(
+            found.len(),
+            1,
+            "{what} {side} side {sport}->{dport}: expected once, got {found:?}"
+        );
         assert_eq!(found[0]["idiag_state"], 1, "{what} {side}: not ESTABLISHED");
         check(found[0]);
     }
@@ -50,16 +59,32 @@ fn netns_every_kind_of_namespace_is_collected_once_and_tagged() {
 
     let dirs = format!("/run/netns,{}", docker_dir.path().display());
     let out = xtcp2()
-        .args(["--max-loops", "1", "--prom-listen", "", "--netns-dirs", &dirs, "--deserializers", "info"])
+        .args([
+            "--max-loops",
+            "1",
+            "--prom-listen",
+            "",
+            "--netns-dirs",
+            &dirs,
+            "--deserializers",
+            "info",
+        ])
         .output()
         .expect("run xtcp2");
-    assert!(out.status.success(), "xtcp2 failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "xtcp2 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let records = parse_records(&String::from_utf8_lossy(&out.stdout));
 
     let host_inode = netns_inode(Path::new("/proc/self/ns/net"));
     assert_both_sides(&records, &host_conn, "host", |r| {
         assert_eq!(r["netns_inode"], host_inode);
-        assert!(r.get("netns_name").is_none() && r.get("netns_pid").is_none(), "host record has a name: {r}");
+        assert!(
+            r.get("netns_name").is_none() && r.get("netns_pid").is_none(),
+            "host record has a name: {r}"
+        );
     });
     let named_inode = netns_inode(&named.path());
     assert_both_sides(&records, &named_conn, "named", |r| {
@@ -89,7 +114,15 @@ fn netns_proc_scan_can_be_turned_off() {
     let anonymous = ProcessNetns::new();
     let conn = LoopbackConnection::open_in(&anonymous.path());
     let out = xtcp2()
-        .args(["--max-loops", "1", "--prom-listen", "", "--netns-dirs", "", "--netns-proc-scan=false"])
+        .args([
+            "--max-loops",
+            "1",
+            "--prom-listen",
+            "",
+            "--netns-dirs",
+            "",
+            "--netns-proc-scan=false",
+        ])
         .output()
         .expect("run xtcp2");
     assert!(out.status.success());
@@ -99,7 +132,9 @@ fn netns_proc_scan_can_be_turned_off() {
 }
 
 fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Threads the daemon itself manages (main, netlinkers, setns helpers,
@@ -112,7 +147,9 @@ fn thread_count(pid: u32) -> usize {
             tasks
                 .flatten()
                 .filter(|t| {
-                    std::fs::read_to_string(t.path().join("comm")).map(|c| c.trim() != "xtcp2-async").unwrap_or(false)
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .map(|c| c.trim() != "xtcp2-async")
+                        .unwrap_or(false)
                 })
                 .count()
         })
@@ -150,8 +187,19 @@ fn netns_churn_of_200_namespaces_leaks_nothing() {
 
     let mut daemon = xtcp2()
         .args([
-            "--frequency", "200ms", "--timeout", "150ms", "--prom-listen", "", "--netns-proc-scan=false",
-            "--netns-dirs", &dir_arg, "--deserializers", "", "--states", "established",
+            "--frequency",
+            "200ms",
+            "--timeout",
+            "150ms",
+            "--prom-listen",
+            "",
+            "--netns-proc-scan=false",
+            "--netns-dirs",
+            &dir_arg,
+            "--deserializers",
+            "",
+            "--states",
+            "established",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -223,7 +271,12 @@ fn netns_churn_of_200_namespaces_leaks_nothing() {
         (end_fds, end_threads) = idle_usage(pid);
     }
     let fd_targets: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.flatten().filter_map(|e| std::fs::read_link(e.path()).ok()).map(|t| t.display().to_string()).collect())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|t| t.display().to_string())
+                .collect()
+        })
         .unwrap_or_default();
     let alive = daemon.try_wait().expect("try_wait").is_none();
 
@@ -238,12 +291,22 @@ fn netns_churn_of_200_namespaces_leaks_nothing() {
     assert!(!stderr.contains("panicked"), "daemon panicked: {stderr}");
     // The measurement sees namespace sockets: with 25 namespaces alive the
     // daemon holds one socket in each.
-    assert!(peak_fds >= base_fds + LIVE_AT_ONCE / 2, "fds never rose during churn: base {base_fds}, peak {peak_fds}");
+    assert!(
+        peak_fds >= base_fds + LIVE_AT_ONCE / 2,
+        "fds never rose during churn: base {base_fds}, peak {peak_fds}"
+    );
     // At most the baseline: one fewer is the host socket closed after a
     // dump timed out under load and not reopened yet, which is not a leak.
-    assert!(end_fds <= base_fds, "open fds not back to baseline: {end_fds} > {base_fds}: {fd_targets:?}");
+    assert!(
+        end_fds <= base_fds,
+        "open fds not back to baseline: {end_fds} > {base_fds}: {fd_targets:?}"
+    );
     assert_eq!(end_threads, base_threads, "threads not back to baseline");
     let seen = seen_names.lock().unwrap();
     let missing: Vec<_> = names.iter().filter(|n| !seen.contains(*n)).collect();
-    assert!(missing.is_empty(), "{} of {NAMESPACES} namespaces never collected: {missing:?}", missing.len());
+    assert!(
+        missing.is_empty(),
+        "{} of {NAMESPACES} namespaces never collected: {missing:?}",
+        missing.len()
+    );
 }

@@ -65,7 +65,11 @@ fn start_and_watch_readiness() -> (Daemon, Vec<(u16, String)>) {
         let deadline = Instant::now() + Duration::from_secs(15);
         let mut seen = Vec::new();
         loop {
-            assert!(Instant::now() < deadline, "/readyz never became 200: {seen:?}\n{}", daemon.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "/readyz never became 200: {seen:?}\n{}",
+                daemon.stderr()
+            );
             if let Ok(Some(status)) = daemon.child.try_wait() {
                 panic!("xtcp2 exited with {status}; stderr:\n{}", daemon.stderr());
             }
@@ -81,7 +85,10 @@ fn start_and_watch_readiness() -> (Daemon, Vec<(u16, String)>) {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        if seen.iter().any(|(_, body)| body == "not ready: the first poll has not completed\n") {
+        if seen
+            .iter()
+            .any(|(_, body)| body == "not ready: the first poll has not completed\n")
+        {
             return (daemon, seen);
         }
         let jitter = logged_jitter(&daemon.stderr());
@@ -114,7 +121,11 @@ fn daemon_metrics_readiness_promtool_and_clean_exit() {
     let not_open = (503, "not ready: the destination is not open yet\n".to_string());
     let no_poll = (503, "not ready: the first poll has not completed\n".to_string());
     let ready = (200, "ready: polling\n".to_string());
-    let expected = if seen[0] == not_open { vec![not_open, no_poll, ready] } else { vec![no_poll, ready] };
+    let expected = if seen[0] == not_open {
+        vec![not_open, no_poll, ready]
+    } else {
+        vec![no_poll, ready]
+    };
     assert_eq!(seen, expected);
     let first = daemon.metrics();
     assert!(sample(&first, "xtcp2_poll_cycles_total").unwrap() >= 1.0);
@@ -136,7 +147,11 @@ fn daemon_metrics_readiness_promtool_and_clean_exit() {
     // Every stage on the way moved.
     let at_least = |name: &str, min: f64| {
         let v = sample(&m, name).unwrap_or_else(|| panic!("{name} missing from\n{m}"));
-        assert!(v >= min, "{name} = {v}, expected >= {min}; exposition:\n{m}\nstderr:\n{}", daemon.stderr());
+        assert!(
+            v >= min,
+            "{name} = {v}, expected >= {min}; exposition:\n{m}\nstderr:\n{}",
+            daemon.stderr()
+        );
     };
     at_least("xtcp2_netlink_recv_calls_total", 1.0);
     at_least("xtcp2_netlink_recv_bytes_total", 1.0);
@@ -157,11 +172,17 @@ fn daemon_metrics_readiness_promtool_and_clean_exit() {
     assert_eq!(sample(&m, "xtcp2_destination_dropped_envelopes_total"), Some(0.0));
     let last_poll = sample(&m, "xtcp2_poll_last_timestamp_seconds").unwrap();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
-    assert!(last_poll >= started_unix && last_poll <= now + 1.0, "last poll {last_poll}, started {started_unix}, now {now}");
+    assert!(
+        last_poll >= started_unix && last_poll <= now + 1.0,
+        "last poll {last_poll}, started {started_unix}, now {now}"
+    );
     let ratio = sample(&m, "xtcp2_poll_duration_ratio").unwrap();
     assert!(ratio > 0.0 && ratio < 1.0, "duration ratio {ratio}");
     let start_time = sample(&m, "process_start_time_seconds").unwrap();
-    assert!((start_time - started_unix).abs() < 30.0, "process start {start_time} vs {started_unix}");
+    assert!(
+        (start_time - started_unix).abs() < 30.0,
+        "process start {start_time} vs {started_unix}"
+    );
     let build = format!(
         "xtcp2_build_info{{version=\"{}\",heap_profiling=\"{}\"}}",
         env!("CARGO_PKG_VERSION"),
@@ -173,16 +194,25 @@ fn daemon_metrics_readiness_promtool_and_clean_exit() {
         assert!(ok, "promtool check metrics failed:\n{out}\n--- exposition ---\n{m}");
     }
     let plain = http_get(daemon.addr, "/metrics").unwrap();
-    assert_eq!(plain.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    assert_eq!(
+        plain.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
     assert!(!plain.text().contains("# EOF"));
     let om = http_get_with(
         daemon.addr,
         "/metrics",
-        &[("Accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")],
+        &[(
+            "Accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )],
         Duration::from_secs(10),
     )
     .unwrap();
-    assert_eq!(om.header("content-type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+    assert_eq!(
+        om.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
     assert!(om.text().ends_with("# EOF\n"));
     assert!(om.text().contains("# TYPE xtcp2_sockets_decoded counter\n"));
 
@@ -190,7 +220,12 @@ fn daemon_metrics_readiness_promtool_and_clean_exit() {
     assert_eq!(http_get(daemon.addr, "/healthz").unwrap().text(), "ok\n");
 
     daemon.terminate();
-    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), Some(0), "stderr:\n{}", daemon.stderr());
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(15)),
+        Some(0),
+        "stderr:\n{}",
+        daemon.stderr()
+    );
     drop(connections);
 }
 
@@ -212,7 +247,12 @@ fn readyz_is_503_while_the_daemon_flushes_on_shutdown() {
     // Blocked: an envelope waits in the queue behind the one being written.
     daemon.wait_metric("xtcp2_destination_queue_depth", 1.0, Duration::from_secs(15));
     let ready = http_get(daemon.addr, "/readyz").unwrap();
-    assert_eq!((ready.status, ready.text().as_str()), (200, "ready: polling\n"), "{}", daemon.stderr());
+    assert_eq!(
+        (ready.status, ready.text().as_str()),
+        (200, "ready: polling\n"),
+        "{}",
+        daemon.stderr()
+    );
 
     daemon.terminate();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -233,7 +273,12 @@ fn readyz_is_503_while_the_daemon_flushes_on_shutdown() {
         let _ = stdout.read_to_end(&mut sink);
         sink.len()
     });
-    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0), "stderr:\n{}", daemon.stderr());
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "stderr:\n{}",
+        daemon.stderr()
+    );
     assert!(drain.join().unwrap() > 64 * 1024);
     drop(connections);
 }
@@ -295,7 +340,10 @@ fn cpu_profile_flamegraph_conflict_and_heap() {
     std::thread::sleep(Duration::from_millis(500));
     let second = http_get(daemon.addr, "/debug/pprof/profile?seconds=1").unwrap();
     assert_eq!(second.status, 409, "{}", second.text());
-    assert_eq!(second.text(), "another CPU profile is being taken; retry when it finishes\n");
+    assert_eq!(
+        second.text(),
+        "another CPU profile is being taken; retry when it finishes\n"
+    );
     let svg_meanwhile = http_get(daemon.addr, "/debug/pprof/flamegraph?seconds=1").unwrap();
     assert_eq!(svg_meanwhile.status, 409);
 
@@ -307,7 +355,10 @@ fn cpu_profile_flamegraph_conflict_and_heap() {
     assert!(p.string_table.len() > 1 && p.string_table[0].is_empty());
     assert_eq!(
         sample_types(&p),
-        [("samples".to_string(), "count".to_string()), ("cpu".to_string(), "nanoseconds".to_string())]
+        [
+            ("samples".to_string(), "count".to_string()),
+            ("cpu".to_string(), "nanoseconds".to_string())
+        ]
     );
     assert!(
         p.string_table.iter().any(|s| s.contains("xtcp2::")),
@@ -315,13 +366,25 @@ fn cpu_profile_flamegraph_conflict_and_heap() {
         &p.string_table[..p.string_table.len().min(40)]
     );
 
-    let svg = http_get_with(daemon.addr, "/debug/pprof/flamegraph?seconds=1", &[], Duration::from_secs(30)).unwrap();
+    let svg = http_get_with(
+        daemon.addr,
+        "/debug/pprof/flamegraph?seconds=1",
+        &[],
+        Duration::from_secs(30),
+    )
+    .unwrap();
     drop(load);
     assert_eq!(svg.status, 200, "{}", svg.text());
     assert_eq!(svg.header("content-type"), Some("image/svg+xml"));
     let svg = svg.text();
-    assert!(svg.starts_with("<?xml") && svg.contains("<svg") && svg.trim_end().ends_with("</svg>"), "{svg:.200}");
-    assert!(svg.contains("xtcp2::"), "the flame graph of a busy daemon names no xtcp2 function");
+    assert!(
+        svg.starts_with("<?xml") && svg.contains("<svg") && svg.trim_end().ends_with("</svg>"),
+        "{svg:.200}"
+    );
+    assert!(
+        svg.contains("xtcp2::"),
+        "the flame graph of a busy daemon names no xtcp2 function"
+    );
 
     let bad = http_get(daemon.addr, "/debug/pprof/profile?seconds=abc").unwrap();
     assert_eq!(bad.status, 400);
@@ -339,17 +402,31 @@ fn cpu_profile_flamegraph_conflict_and_heap() {
     }
 
     let m = daemon.metrics();
-    let count = |kind: &str, outcome: &str| sample(&m, &format!("xtcp2_profile_requests_total{{kind=\"{kind}\",outcome=\"{outcome}\"}}"));
+    let count = |kind: &str, outcome: &str| {
+        sample(
+            &m,
+            &format!("xtcp2_profile_requests_total{{kind=\"{kind}\",outcome=\"{outcome}\"}}"),
+        )
+    };
     assert_eq!(count("cpu", "ok"), Some(1.0));
     assert_eq!(count("cpu", "busy"), Some(1.0));
     assert_eq!(count("flamegraph", "busy"), Some(1.0));
     assert_eq!(count("flamegraph", "ok"), Some(1.0));
     assert_eq!(count("cpu", "error"), Some(1.0));
-    let heap_outcome = if cfg!(feature = "heap-profiling") { "ok" } else { "unsupported" };
+    let heap_outcome = if cfg!(feature = "heap-profiling") {
+        "ok"
+    } else {
+        "unsupported"
+    };
     assert_eq!(count("heap", heap_outcome), Some(1.0));
 
     daemon.terminate();
-    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), Some(0), "stderr:\n{}", daemon.stderr());
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(15)),
+        Some(0),
+        "stderr:\n{}",
+        daemon.stderr()
+    );
 }
 
 /// --profile-mode cpu records the whole run: on-demand profiles get 409
@@ -378,13 +455,23 @@ fn whole_run_cpu_profile_is_written_at_exit() {
     }
     let pid = daemon.child.id();
     daemon.terminate();
-    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0), "stderr:\n{}", daemon.stderr());
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "stderr:\n{}",
+        daemon.stderr()
+    );
     let file = dir.path().join(format!("xtcp2-cpu-{pid}.pb.gz"));
-    let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}; stderr:\n{}", file.display(), daemon.stderr()));
+    let bytes =
+        std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}; stderr:\n{}", file.display(), daemon.stderr()));
     let p = decode_pprof(&bytes);
     assert!(!p.sample.is_empty(), "whole-run profile has no samples");
     assert_eq!(sample_types(&p)[1], ("cpu".to_string(), "nanoseconds".to_string()));
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "exactly one profile file");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "exactly one profile file"
+    );
 }
 
 /// A --prom-listen port already taken fails startup with exit code 1 and
@@ -395,14 +482,25 @@ fn taken_listen_port_fails_startup_naming_the_address() {
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = holder.local_addr().unwrap().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_xtcp2"))
-        .args(["--skip-capability-check", "--prom-listen", &addr, "--dest", "null", "--max-loops", "1"])
+        .args([
+            "--skip-capability-check",
+            "--prom-listen",
+            &addr,
+            "--dest",
+            "null",
+            "--max-loops",
+            "1",
+        ])
         .stdin(Stdio::null())
         .output()
         .expect("run xtcp2");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
     let expected = format!("xtcp2: cannot listen on {addr} (--prom-listen): Address already in use (os error 98)");
-    assert!(stderr.lines().any(|l| l == expected), "expected {expected:?} in:\n{stderr}");
+    assert!(
+        stderr.lines().any(|l| l == expected),
+        "expected {expected:?} in:\n{stderr}"
+    );
 }
 
 /// With heap-profiling, --profile-mode mem writes xtcp2-mem-<pid>.pb.gz at
@@ -421,9 +519,15 @@ fn whole_run_mem_profile_is_written_at_exit() {
     daemon.wait_ready(Duration::from_secs(10));
     let pid = daemon.child.id();
     daemon.terminate();
-    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), Some(0), "stderr:\n{}", daemon.stderr());
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "stderr:\n{}",
+        daemon.stderr()
+    );
     let file = dir.path().join(format!("xtcp2-mem-{pid}.pb.gz"));
-    let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}; stderr:\n{}", file.display(), daemon.stderr()));
+    let bytes =
+        std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}; stderr:\n{}", file.display(), daemon.stderr()));
     let p = decode_pprof(&bytes);
     assert!(!p.sample.is_empty(), "a running daemon has live sampled allocations");
     assert_eq!(sample_types(&p)[0], ("inuse_space".to_string(), "bytes".to_string()));

@@ -115,14 +115,34 @@ fn metric_names_follow_prometheus_conventions() {
     for f in &families {
         let name = &f.name;
         assert!(!f.help.trim().is_empty(), "{name} has no help");
-        assert!(name.starts_with("xtcp2_") || name.starts_with("process_"), "{name}: prefix");
-        assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'), "{name}: snake_case");
-        assert!(!name.ends_with("_total"), "{name}: _total belongs to the sample, not the family");
-        for non_base in ["_milliseconds", "_microseconds", "_kilobytes", "_megabytes", "_percent", "_minutes"] {
+        assert!(
+            name.starts_with("xtcp2_") || name.starts_with("process_"),
+            "{name}: prefix"
+        );
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "{name}: snake_case"
+        );
+        assert!(
+            !name.ends_with("_total"),
+            "{name}: _total belongs to the sample, not the family"
+        );
+        for non_base in [
+            "_milliseconds",
+            "_microseconds",
+            "_kilobytes",
+            "_megabytes",
+            "_percent",
+            "_minutes",
+        ] {
             assert!(!name.contains(non_base), "{name}: use base units");
         }
         if let Some(unit) = &f.unit {
-            assert!(name.ends_with(&format!("_{unit}")), "{name}: unit {unit} not in the name");
+            assert!(
+                name.ends_with(&format!("_{unit}")),
+                "{name}: unit {unit} not in the name"
+            );
         }
     }
     let names: Vec<String> = families.iter().map(Family::sample_name).collect();
@@ -148,7 +168,10 @@ fn metric_names_follow_prometheus_conventions() {
         "process_threads",
         "process_start_time_seconds",
     ] {
-        assert!(names.iter().any(|n| n == required), "{required} is not registered: {names:?}");
+        assert!(
+            names.iter().any(|n| n == required),
+            "{required} is not registered: {names:?}"
+        );
     }
 }
 
@@ -171,5 +194,8 @@ fn docs_capability_section_matches_the_binary() {
     let both_missing = fatal_message(&report_for(|c| {
         c != caps::Capability::CAP_NET_ADMIN && c != caps::Capability::CAP_SYS_ADMIN
     }));
-    assert!(doc.contains(&both_missing), "docs/observability.md lacks the fatal message verbatim:\n{both_missing}");
+    assert!(
+        doc.contains(&both_missing),
+        "docs/observability.md lacks the fatal message verbatim:\n{both_missing}"
+    );
 }

@@ -23,14 +23,42 @@ fn refuse(args: &[&str]) -> ConfigError {
 fn go_and_idiomatic_observability_flags_are_equivalent() {
     let mode = if cfg!(feature = "heap-profiling") { "mem" } else { "cpu" };
     let go = [
-        "xtcp2", "-promListen", "127.0.0.1:9999", "-promPath", "/m", "-profile.mode", mode, "-profile.path", "/var/tmp",
-        "-pyroscopeUrl", "http://pyro:4040", "-pyroscopeAppName", "edge", "-pyroscopeSampleHz", "97",
-        "-pyroscopeUploadSec", "7",
+        "xtcp2",
+        "-promListen",
+        "127.0.0.1:9999",
+        "-promPath",
+        "/m",
+        "-profile.mode",
+        mode,
+        "-profile.path",
+        "/var/tmp",
+        "-pyroscopeUrl",
+        "http://pyro:4040",
+        "-pyroscopeAppName",
+        "edge",
+        "-pyroscopeSampleHz",
+        "97",
+        "-pyroscopeUploadSec",
+        "7",
     ];
     let idiomatic = [
-        "xtcp2", "--prom-listen", "127.0.0.1:9999", "--prom-path", "/m", "--profile-mode", mode, "--profile-path",
-        "/var/tmp", "--pyroscope-url", "http://pyro:4040", "--pyroscope-app-name", "edge", "--pyroscope-sample-hz",
-        "97", "--pyroscope-upload-sec", "7",
+        "xtcp2",
+        "--prom-listen",
+        "127.0.0.1:9999",
+        "--prom-path",
+        "/m",
+        "--profile-mode",
+        mode,
+        "--profile-path",
+        "/var/tmp",
+        "--pyroscope-url",
+        "http://pyro:4040",
+        "--pyroscope-app-name",
+        "edge",
+        "--pyroscope-sample-hz",
+        "97",
+        "--pyroscope-upload-sec",
+        "7",
     ];
     // cpu and Pyroscope exclude each other, so check the profile flags and
     // the Pyroscope flags in two runs each.
@@ -45,7 +73,11 @@ fn go_and_idiomatic_observability_flags_are_equivalent() {
         let c = parse(&profile_args);
         assert_eq!(c.prom_listen, Some("127.0.0.1:9999".parse().unwrap()));
         assert_eq!(c.prom_path, "/m");
-        let expected = if mode == "mem" { ProfileMode::Mem } else { ProfileMode::Cpu };
+        let expected = if mode == "mem" {
+            ProfileMode::Mem
+        } else {
+            ProfileMode::Cpu
+        };
         assert_eq!(c.profile_mode, Some(expected));
         assert_eq!(c.profile_path, PathBuf::from("/var/tmp"));
         let c = parse(&pyroscope_args);
@@ -92,9 +124,16 @@ fn cpu_profile_and_pyroscope_exclude_each_other() {
 #[test]
 fn unusable_pyroscope_urls_are_refused() {
     let err = refuse(&["xtcp2", "--pyroscope-url", "https://pyro:4040"]);
-    assert!(err.to_string().starts_with("--pyroscope-url \"https://pyro:4040\": https is not supported"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("--pyroscope-url \"https://pyro:4040\": https is not supported"),
+        "{err}"
+    );
     let err = refuse(&["xtcp2", "--pyroscope-url", "pyro:4040"]);
-    assert_eq!(err.to_string(), "--pyroscope-url \"pyro:4040\": must start with http://");
+    assert_eq!(
+        err.to_string(),
+        "--pyroscope-url \"pyro:4040\": must start with http://"
+    );
     let err = refuse(&["xtcp2", "--pyroscope-url", "http://pyro", "--pyroscope-upload-sec", "0"]);
     assert!(matches!(err, ConfigError::ZeroPyroscope), "{err}");
 }
@@ -102,6 +141,12 @@ fn unusable_pyroscope_urls_are_refused() {
 /// A metrics path without a leading slash and an unparsable listen address are refused.
 #[test]
 fn bad_prom_path_and_listen_are_refused() {
-    assert!(matches!(refuse(&["xtcp2", "--prom-path", "metrics"]), ConfigError::PromPath(_)));
-    assert!(matches!(refuse(&["xtcp2", "--prom-listen", "nowhere"]), ConfigError::PromListen(_)));
+    assert!(matches!(
+        refuse(&["xtcp2", "--prom-path", "metrics"]),
+        ConfigError::PromPath(_)
+    ));
+    assert!(matches!(
+        refuse(&["xtcp2", "--prom-listen", "nowhere"]),
+        ConfigError::PromListen(_)
+    ));
 }

@@ -34,12 +34,26 @@ fn observability_environment_variables() {
     assert_eq!(c.prom_path, "/env-metrics");
     assert_eq!(c.profile_path, PathBuf::from("/var/tmp"));
     let p = c.pyroscope.expect("PYROSCOPE_URL enables the push");
-    assert_eq!((p.url.as_str(), p.app_name.as_str(), p.sample_hz), ("http://pyro-env:4040", "from-env", 49));
+    assert_eq!(
+        (p.url.as_str(), p.app_name.as_str(), p.sample_hz),
+        ("http://pyro-env:4040", "from-env", 49)
+    );
     assert_eq!(p.upload_period, Duration::from_secs(9));
 
-    let c = config(&["xtcp2", "-promListen", ":9292", "-pyroscopeAppName", "from-flag", "-pyroscopeUrl", ""]);
+    let c = config(&[
+        "xtcp2",
+        "-promListen",
+        ":9292",
+        "-pyroscopeAppName",
+        "from-flag",
+        "-pyroscopeUrl",
+        "",
+    ]);
     assert_eq!(c.prom_listen.map(|a| a.port()), Some(9292));
-    assert!(c.pyroscope.is_none(), "an empty -pyroscopeUrl disables the push despite PYROSCOPE_URL");
+    assert!(
+        c.pyroscope.is_none(),
+        "an empty -pyroscopeUrl disables the push despite PYROSCOPE_URL"
+    );
 
     std::env::set_var("PYROSCOPE_URL", "");
     std::env::set_var("XTCP2_PROFILE_MODE", "cpu");

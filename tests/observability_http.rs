@@ -87,9 +87,15 @@ fn readyz(addr: SocketAddr) -> (u16, String) {
 fn readiness_lifecycle_and_serving_through_the_flush() {
     let s = start("/metrics");
     assert_eq!(http_get(s.addr, "/healthz").unwrap().status, 200);
-    assert_eq!(readyz(s.addr), (503, "not ready: the destination is not open yet\n".to_string()));
+    assert_eq!(
+        readyz(s.addr),
+        (503, "not ready: the destination is not open yet\n".to_string())
+    );
     s.readiness.destination_opened();
-    assert_eq!(readyz(s.addr), (503, "not ready: the first poll has not completed\n".to_string()));
+    assert_eq!(
+        readyz(s.addr),
+        (503, "not ready: the first poll has not completed\n".to_string())
+    );
     s.readiness.poll_completed(&report());
     assert_eq!(readyz(s.addr), (200, "ready: polling\n".to_string()));
 
@@ -102,7 +108,10 @@ fn readiness_lifecycle_and_serving_through_the_flush() {
         .block_on(async { tokio::time::timeout(Duration::from_secs(5), s.task).await })
         .expect("server stopped once drained")
         .unwrap();
-    assert!(http_get(s.addr, "/healthz").is_err(), "still listening after it stopped");
+    assert!(
+        http_get(s.addr, "/healthz").is_err(),
+        "still listening after it stopped"
+    );
 }
 
 /// --prom-path moves the exposition; Accept picks OpenMetrics; other
@@ -113,17 +122,35 @@ fn metrics_path_negotiation_and_routing() {
     s.metrics.decode.sockets.inc_by(7);
     let plain = http_get(s.addr, "/custom/metrics").unwrap();
     assert_eq!(plain.status, 200);
-    assert_eq!(plain.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
-    assert!(plain.text().contains("# TYPE xtcp2_sockets_decoded_total counter\nxtcp2_sockets_decoded_total 7\n"));
-    let om = http_get_with(s.addr, "/custom/metrics", &[("Accept", "application/openmetrics-text")], Duration::from_secs(5)).unwrap();
-    assert_eq!(om.header("content-type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
-    assert!(om.text().contains("# TYPE xtcp2_sockets_decoded counter\nxtcp2_sockets_decoded_total 7\n"));
+    assert_eq!(
+        plain.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert!(plain
+        .text()
+        .contains("# TYPE xtcp2_sockets_decoded_total counter\nxtcp2_sockets_decoded_total 7\n"));
+    let om = http_get_with(
+        s.addr,
+        "/custom/metrics",
+        &[("Accept", "application/openmetrics-text")],
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(
+        om.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    assert!(om
+        .text()
+        .contains("# TYPE xtcp2_sockets_decoded counter\nxtcp2_sockets_decoded_total 7\n"));
     assert!(om.text().ends_with("# EOF\n"));
     assert_eq!(http_get(s.addr, "/metrics").unwrap().status, 404);
 
     let mut stream = std::net::TcpStream::connect(s.addr).unwrap();
     use std::io::{Read, Write};
-    stream.write_all(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    stream
+        .write_all(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
@@ -143,8 +170,14 @@ fn held_profiler_means_409() {
     }
     drop(lease);
     let m = s.metrics.encode_text();
-    assert!(m.contains("xtcp2_profile_requests_total{kind=\"cpu\",outcome=\"busy\"} 1\n"), "{m}");
-    assert!(m.contains("xtcp2_profile_requests_total{kind=\"flamegraph\",outcome=\"busy\"} 1\n"), "{m}");
+    assert!(
+        m.contains("xtcp2_profile_requests_total{kind=\"cpu\",outcome=\"busy\"} 1\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("xtcp2_profile_requests_total{kind=\"flamegraph\",outcome=\"busy\"} 1\n"),
+        "{m}"
+    );
 }
 
 /// A one-second profile of this (busy) test process is a gzipped pprof

@@ -22,7 +22,11 @@ fn wait_push_started(daemon: &Daemon) -> Instant {
         if daemon.stderr().contains("pushing CPU profiles to Pyroscope") {
             return Instant::now();
         }
-        assert!(Instant::now() < deadline, "the push never started; stderr:\n{}", daemon.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "the push never started; stderr:\n{}",
+            daemon.stderr()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -66,15 +70,35 @@ fn pyroscope_receives_a_pprof_profile_every_upload_period() {
     let started = wait_push_started(&daemon);
     let window = UPLOAD_PERIOD * 3;
     std::thread::sleep(window.saturating_sub(started.elapsed()));
-    let uploads: Vec<_> = server.received().into_iter().filter(|r| r.at <= started + window).collect();
-    assert!(uploads.len() >= 2, "{} uploads within {window:?}; stderr:\n{}", uploads.len(), daemon.stderr());
+    let uploads: Vec<_> = server
+        .received()
+        .into_iter()
+        .filter(|r| r.at <= started + window)
+        .collect();
+    assert!(
+        uploads.len() >= 2,
+        "{} uploads within {window:?}; stderr:\n{}",
+        uploads.len(),
+        daemon.stderr()
+    );
 
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
-    let expected_name = format!("xtcp2-test{{hostname={hostname},version={}}}", env!("CARGO_PKG_VERSION"));
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let expected_name = format!(
+        "xtcp2-test{{hostname={hostname},version={}}}",
+        env!("CARGO_PKG_VERSION")
+    );
     for upload in &uploads {
         assert_eq!(upload.method, "POST");
         assert!(upload.target.starts_with("/ingest?"), "{}", upload.target);
-        assert_eq!(upload.query("name").as_deref(), Some(expected_name.as_str()), "{}", upload.target);
+        assert_eq!(
+            upload.query("name").as_deref(),
+            Some(expected_name.as_str()),
+            "{}",
+            upload.target
+        );
         assert_eq!(upload.query("format").as_deref(), Some("pprof"));
         assert_eq!(upload.query("sampleRate").as_deref(), Some("100"));
         assert_eq!(upload.query("spyName").as_deref(), Some("pyroscope-rs"));
@@ -84,17 +108,29 @@ fn pyroscope_receives_a_pprof_profile_every_upload_period() {
         let profile = decode_pprof(&upload.body);
         assert_eq!(
             sample_types(&profile),
-            [("samples".to_string(), "count".to_string()), ("cpu".to_string(), "nanoseconds".to_string())]
+            [
+                ("samples".to_string(), "count".to_string()),
+                ("cpu".to_string(), "nanoseconds".to_string())
+            ]
         );
         assert_eq!(profile.string_table[0], "");
     }
     let m = daemon.metrics();
     let uploaded = sample(&m, "xtcp2_pyroscope_uploads_total").unwrap();
-    assert!(uploaded >= uploads.len() as f64, "counter {uploaded} < {} received", uploads.len());
+    assert!(
+        uploaded >= uploads.len() as f64,
+        "counter {uploaded} < {} received",
+        uploads.len()
+    );
     assert!(sample(&m, "xtcp2_pyroscope_uploaded_bytes_total").unwrap() > 0.0);
 
     daemon.terminate();
-    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), Some(0), "stderr:\n{}", daemon.stderr());
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(15)),
+        Some(0),
+        "stderr:\n{}",
+        daemon.stderr()
+    );
 }
 
 /// An on-demand CPU profile while Pyroscope holds the profiler is served
@@ -111,16 +147,31 @@ fn pyroscope_yields_the_profiler_to_an_on_demand_profile() {
     daemon.wait_healthy(Duration::from_secs(10));
     daemon.wait_metric("xtcp2_pyroscope_uploads_total", 1.0, Duration::from_secs(10));
 
-    let profile = http_get_with(daemon.addr, "/debug/pprof/profile?seconds=1", &[], Duration::from_secs(30)).unwrap();
+    let profile = http_get_with(
+        daemon.addr,
+        "/debug/pprof/profile?seconds=1",
+        &[],
+        Duration::from_secs(30),
+    )
+    .unwrap();
     assert_eq!(profile.status, 200, "{}", profile.text());
     decode_pprof(&profile.body);
     let m = daemon.metrics();
     assert_eq!(sample(&m, "xtcp2_pyroscope_yields_total"), Some(1.0), "{m}");
     let after_profile = sample(&m, "xtcp2_pyroscope_uploads_total").unwrap();
-    daemon.wait_metric("xtcp2_pyroscope_uploads_total", after_profile + 1.0, Duration::from_secs(10));
+    daemon.wait_metric(
+        "xtcp2_pyroscope_uploads_total",
+        after_profile + 1.0,
+        Duration::from_secs(10),
+    );
 
     daemon.terminate();
-    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), Some(0), "stderr:\n{}", daemon.stderr());
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(15)),
+        Some(0),
+        "stderr:\n{}",
+        daemon.stderr()
+    );
 }
 
 /// With the Pyroscope URL pointing at a closed port, polls go on
@@ -141,13 +192,22 @@ fn dead_pyroscope_does_not_hurt_collection() {
         3.0,
         Duration::from_secs(10),
     );
-    daemon.wait_metric("xtcp2_poll_cycles_total", cycles_at_start + 3.0, Duration::from_secs(10));
+    daemon.wait_metric(
+        "xtcp2_poll_cycles_total",
+        cycles_at_start + 3.0,
+        Duration::from_secs(10),
+    );
     assert_eq!(http_get(daemon.addr, "/readyz").unwrap().status, 200);
     let m = daemon.metrics();
     assert_eq!(sample(&m, "xtcp2_pyroscope_uploads_total"), Some(0.0));
 
     daemon.terminate();
-    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), Some(0), "stderr:\n{}", daemon.stderr());
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(15)),
+        Some(0),
+        "stderr:\n{}",
+        daemon.stderr()
+    );
     let stderr = daemon.stderr();
     let logged = stderr.lines().filter(|l| l.contains("Pyroscope upload failed")).count();
     assert_eq!(logged, 1, "failures must be logged once a minute at most:\n{stderr}");

@@ -17,7 +17,17 @@ fn closed_stdout_pipe_stops_the_daemon() {
     // Keep a socket around so every poll has at least one record to write.
     let _listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_xtcp2"))
-        .args(["--frequency", "200ms", "--timeout", "150ms", "--prom-listen", "", "--netns-proc-scan=false", "--netns-dirs", ""])
+        .args([
+            "--frequency",
+            "200ms",
+            "--timeout",
+            "150ms",
+            "--prom-listen",
+            "",
+            "--netns-proc-scan=false",
+            "--netns-dirs",
+            "",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -65,10 +65,22 @@ pub struct DaemonArgs {
     #[arg(long, env = "XTCP2_TIMEOUT", default_value = "5s", global = true)]
     pub timeout: String,
     /// Collections to run before exiting; 0 = forever, 1 = one-shot.
-    #[arg(long = "max-loops", alias = "maxLoops", env = "XTCP2_MAX_LOOPS", default_value_t = 0, global = true)]
+    #[arg(
+        long = "max-loops",
+        alias = "maxLoops",
+        env = "XTCP2_MAX_LOOPS",
+        default_value_t = 0,
+        global = true
+    )]
     pub max_loops: u64,
     /// Random delay before the first poll, up to this, to spread a fleet.
-    #[arg(long = "poll-jitter", alias = "pollJitter", env = "XTCP2_POLL_JITTER", default_value = "0s", global = true)]
+    #[arg(
+        long = "poll-jitter",
+        alias = "pollJitter",
+        env = "XTCP2_POLL_JITTER",
+        default_value = "0s",
+        global = true
+    )]
     pub poll_jitter: String,
     /// Destination: null, stdout, stderr, file:PATH, tcp:HOST:PORT, udp:HOST:PORT,
     /// unix:PATH, unixgram:PATH, http://..., https://...
@@ -94,47 +106,119 @@ pub struct DaemonArgs {
     #[arg(long, env = "XTCP2_NETLINKERS", default_value_t = 4, global = true)]
     pub netlinkers: usize,
     /// Directories of bind-mounted namespaces to watch, comma separated.
-    #[arg(long = "netns-dirs", alias = "netnsDirs", env = "XTCP2_NETNS_DIRS", default_value = "/run/netns,/run/docker/netns", global = true)]
+    #[arg(
+        long = "netns-dirs",
+        alias = "netnsDirs",
+        env = "XTCP2_NETNS_DIRS",
+        default_value = "/run/netns,/run/docker/netns",
+        global = true
+    )]
     pub netns_dirs: String,
     /// Scan /proc/*/ns/net for namespaces held only by processes.
     #[arg(long = "netns-proc-scan", alias = "netnsProcScan", env = "XTCP2_NETNS_PROC_SCAN", default_value = "true",
           num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool), global = true)]
     pub netns_proc_scan: bool,
     /// Flush an envelope when it holds this many records.
-    #[arg(long = "envelope-flush-rows", alias = "envelopeFlushRows", env = "XTCP2_ENVELOPE_FLUSH_ROWS", default_value_t = 10_000, global = true)]
+    #[arg(
+        long = "envelope-flush-rows",
+        alias = "envelopeFlushRows",
+        env = "XTCP2_ENVELOPE_FLUSH_ROWS",
+        default_value_t = 10_000,
+        global = true
+    )]
     pub envelope_flush_rows: usize,
     /// Flush an envelope when its encoded size reaches this many bytes.
     #[arg(long = "envelope-flush-bytes", alias = "envelopeFlushBytes", env = "XTCP2_ENVELOPE_FLUSH_BYTES", default_value_t = 768 * 1024, global = true)]
     pub envelope_flush_bytes: usize,
     /// Envelopes that may wait for a slow destination before the oldest is dropped.
-    #[arg(long = "queue-envelopes", alias = "queueEnvelopes", env = "XTCP2_QUEUE_ENVELOPES", default_value_t = 64, global = true)]
+    #[arg(
+        long = "queue-envelopes",
+        alias = "queueEnvelopes",
+        env = "XTCP2_QUEUE_ENVELOPES",
+        default_value_t = 64,
+        global = true
+    )]
     pub queue_envelopes: usize,
     /// Timeout of one write or POST to the destination.
-    #[arg(long = "produce-timeout", alias = "produceTimeout", env = "XTCP2_PRODUCE_TIMEOUT", default_value = "5s", global = true)]
+    #[arg(
+        long = "produce-timeout",
+        alias = "produceTimeout",
+        env = "XTCP2_PRODUCE_TIMEOUT",
+        default_value = "5s",
+        global = true
+    )]
     pub produce_timeout: String,
     /// Listener for /metrics, /healthz, /readyz and /debug/pprof; empty disables.
-    #[arg(long = "prom-listen", alias = "promListen", env = "XTCP2_PROM_LISTEN", default_value = ":9088", global = true)]
+    #[arg(
+        long = "prom-listen",
+        alias = "promListen",
+        env = "XTCP2_PROM_LISTEN",
+        default_value = ":9088",
+        global = true
+    )]
     pub prom_listen: String,
     /// Path of the Prometheus exposition.
-    #[arg(long = "prom-path", alias = "promPath", env = "XTCP2_PROM_PATH", default_value = "/metrics", global = true)]
+    #[arg(
+        long = "prom-path",
+        alias = "promPath",
+        env = "XTCP2_PROM_PATH",
+        default_value = "/metrics",
+        global = true
+    )]
     pub prom_path: String,
     /// One-shot profile of the whole run, written at exit: cpu or mem.
-    #[arg(long = "profile-mode", alias = "profile.mode", env = "XTCP2_PROFILE_MODE", default_value = "", global = true)]
+    #[arg(
+        long = "profile-mode",
+        alias = "profile.mode",
+        env = "XTCP2_PROFILE_MODE",
+        default_value = "",
+        global = true
+    )]
     pub profile_mode: String,
     /// Directory the one-shot profile is written to.
-    #[arg(long = "profile-path", alias = "profile.path", env = "XTCP2_PROFILE_PATH", default_value = ".", global = true)]
+    #[arg(
+        long = "profile-path",
+        alias = "profile.path",
+        env = "XTCP2_PROFILE_PATH",
+        default_value = ".",
+        global = true
+    )]
     pub profile_path: PathBuf,
     /// Pyroscope server URL; empty disables the push.
-    #[arg(long = "pyroscope-url", alias = "pyroscopeUrl", env = "PYROSCOPE_URL", default_value = "", global = true)]
+    #[arg(
+        long = "pyroscope-url",
+        alias = "pyroscopeUrl",
+        env = "PYROSCOPE_URL",
+        default_value = "",
+        global = true
+    )]
     pub pyroscope_url: String,
     /// Application name reported to Pyroscope.
-    #[arg(long = "pyroscope-app-name", alias = "pyroscopeAppName", env = "PYROSCOPE_APP_NAME", default_value = "xtcp2", global = true)]
+    #[arg(
+        long = "pyroscope-app-name",
+        alias = "pyroscopeAppName",
+        env = "PYROSCOPE_APP_NAME",
+        default_value = "xtcp2",
+        global = true
+    )]
     pub pyroscope_app_name: String,
     /// Sampling frequency of the Pyroscope CPU profile.
-    #[arg(long = "pyroscope-sample-hz", alias = "pyroscopeSampleHz", env = "PYROSCOPE_SAMPLE_HZ", default_value_t = 100, global = true)]
+    #[arg(
+        long = "pyroscope-sample-hz",
+        alias = "pyroscopeSampleHz",
+        env = "PYROSCOPE_SAMPLE_HZ",
+        default_value_t = 100,
+        global = true
+    )]
     pub pyroscope_sample_hz: u32,
     /// Seconds between Pyroscope uploads.
-    #[arg(long = "pyroscope-upload-sec", alias = "pyroscopeUploadSec", env = "PYROSCOPE_UPLOAD_SEC", default_value_t = 15, global = true)]
+    #[arg(
+        long = "pyroscope-upload-sec",
+        alias = "pyroscopeUploadSec",
+        env = "PYROSCOPE_UPLOAD_SEC",
+        default_value_t = 15,
+        global = true
+    )]
     pub pyroscope_upload_sec: u64,
     /// Label stamped on every record.
     #[arg(long, env = "XTCP2_LABEL", default_value = "", global = true)]
@@ -153,13 +237,30 @@ pub struct DaemonArgs {
           num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool), global = true)]
     pub io_uring: bool,
     /// io_uring: receive submissions kept in flight per dump.
-    #[arg(long = "io-uring-recv-batch", alias = "ioUringRecvBatch", env = "XTCP2_IO_URING_RECV_BATCH", default_value_t = 4, global = true)]
+    #[arg(
+        long = "io-uring-recv-batch",
+        alias = "ioUringRecvBatch",
+        env = "XTCP2_IO_URING_RECV_BATCH",
+        default_value_t = 4,
+        global = true
+    )]
     pub io_uring_recv_batch: u32,
     /// io_uring: completions reaped per wait.
-    #[arg(long = "io-uring-cqe-batch", alias = "ioUringCqeBatch", env = "XTCP2_IO_URING_CQE_BATCH", default_value_t = 4, global = true)]
+    #[arg(
+        long = "io-uring-cqe-batch",
+        alias = "ioUringCqeBatch",
+        env = "XTCP2_IO_URING_CQE_BATCH",
+        default_value_t = 4,
+        global = true
+    )]
     pub io_uring_cqe_batch: u32,
     /// Skip the startup capability check (for unprivileged decode/testing only).
-    #[arg(long = "skip-capability-check", env = "XTCP2_SKIP_CAPABILITY_CHECK", hide = true, global = true)]
+    #[arg(
+        long = "skip-capability-check",
+        env = "XTCP2_SKIP_CAPABILITY_CHECK",
+        hide = true,
+        global = true
+    )]
     pub skip_capability_check: bool,
 }
 
@@ -203,7 +304,9 @@ pub enum ConfigError {
     PyroscopeUrl(#[from] crate::observe::pyroscope::PyroscopeUrlError),
     #[error("--profile-mode mem needs a build with the heap-profiling feature (jemalloc): cargo build --release --features heap-profiling")]
     HeapProfilingNotBuilt,
-    #[error("--profile-mode cpu and --pyroscope-url both need the one CPU profiler for the whole run; use one of them")]
+    #[error(
+        "--profile-mode cpu and --pyroscope-url both need the one CPU profiler for the whole run; use one of them"
+    )]
     ProfilerConflict,
     #[error("{0}")]
     Output(String),
@@ -402,9 +505,7 @@ pub fn parse_duration(flag: &'static str, value: &str) -> Result<Duration, Confi
         value: value.to_string(),
     };
     let v = value.trim();
-    let split = v
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(v.len());
+    let split = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
     let (number, unit) = v.split_at(split);
     let number: f64 = number.parse().map_err(|_| err())?;
     let seconds_per_unit = match unit {
@@ -439,8 +540,32 @@ mod tests {
     /// Go spellings with one dash and idiomatic ones with two both parse.
     #[test]
     fn go_and_idiomatic_spellings_are_equivalent() {
-        let go = parse(&["xtcp2", "-promListen", ":9999", "-maxLoops=3", "-profile.mode", "cpu", "-nltimeout", "50", "-deserializers", "info"]).unwrap();
-        let idiomatic = parse(&["xtcp2", "--prom-listen", ":9999", "--max-loops=3", "--profile-mode", "cpu", "--nltimeout", "50", "--deserializers", "info"]).unwrap();
+        let go = parse(&[
+            "xtcp2",
+            "-promListen",
+            ":9999",
+            "-maxLoops=3",
+            "-profile.mode",
+            "cpu",
+            "-nltimeout",
+            "50",
+            "-deserializers",
+            "info",
+        ])
+        .unwrap();
+        let idiomatic = parse(&[
+            "xtcp2",
+            "--prom-listen",
+            ":9999",
+            "--max-loops=3",
+            "--profile-mode",
+            "cpu",
+            "--nltimeout",
+            "50",
+            "--deserializers",
+            "info",
+        ])
+        .unwrap();
         for cli in [&go, &idiomatic] {
             assert_eq!(cli.daemon.prom_listen, ":9999");
             assert_eq!(cli.daemon.max_loops, 3);
@@ -495,7 +620,10 @@ mod tests {
     #[test]
     fn prom_listen_forms() {
         assert_eq!(parse_listen(":9088").unwrap().unwrap().port(), 9088);
-        assert_eq!(parse_listen("127.0.0.1:0").unwrap().unwrap().ip().to_string(), "127.0.0.1");
+        assert_eq!(
+            parse_listen("127.0.0.1:0").unwrap().unwrap().ip().to_string(),
+            "127.0.0.1"
+        );
         assert!(parse_listen("").unwrap().is_none());
         assert!(parse_listen("nope").is_err());
     }

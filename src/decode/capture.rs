@@ -34,10 +34,7 @@ pub enum CaptureError {
         detail: String,
     },
     #[error("pcap packet {index}: netlink data is corrupt: {source}")]
-    CorruptNetlink {
-        index: usize,
-        source: super::DecodeError,
-    },
+    CorruptNetlink { index: usize, source: super::DecodeError },
     #[error("raw netlink stream is corrupt: {0}")]
     CorruptRaw(super::DecodeError),
 }
@@ -131,18 +128,11 @@ impl<'a> Iterator for PcapPackets<'a> {
         }
         let index = self.index;
         let offset = self.offset;
-        let corrupt = |detail: String| CaptureError::CorruptPacket {
-            index,
-            offset,
-            detail,
-        };
+        let corrupt = |detail: String| CaptureError::CorruptPacket { index, offset, detail };
         let rest = &self.data[offset..];
         let result = (|| {
             if rest.len() < PCAP_RECORD_HEADER_LEN {
-                return Err(corrupt(format!(
-                    "record header cut short ({} of 16 bytes)",
-                    rest.len()
-                )));
+                return Err(corrupt(format!("record header cut short ({} of 16 bytes)", rest.len())));
             }
             let secs = u64::from(self.reader.u32(&rest[0..4]));
             let frac = u64::from(self.reader.u32(&rest[4..8]));
@@ -197,10 +187,7 @@ pub struct ReplyOrigin {
 
 /// Calls `on_socket` with every inet_diag socket reply in a pcap, in order.
 /// Returns the number of dumps that ended with `NLMSG_DONE`.
-pub fn for_each_pcap_reply(
-    data: &[u8],
-    mut on_socket: impl FnMut(ReplyOrigin, &[u8]),
-) -> Result<usize, CaptureError> {
+pub fn for_each_pcap_reply(data: &[u8], mut on_socket: impl FnMut(ReplyOrigin, &[u8])) -> Result<usize, CaptureError> {
     let mut dumps = 0;
     for packet in pcap_packets(data)? {
         let packet = packet?;
@@ -229,10 +216,7 @@ pub fn for_each_pcap_reply(
 }
 
 /// The same for a bare netlink byte stream (no pcap framing).
-pub fn for_each_raw_reply(
-    data: &[u8],
-    mut on_socket: impl FnMut(ReplyOrigin, &[u8]),
-) -> Result<usize, CaptureError> {
+pub fn for_each_raw_reply(data: &[u8], mut on_socket: impl FnMut(ReplyOrigin, &[u8])) -> Result<usize, CaptureError> {
     if data.is_empty() {
         return Err(CaptureError::Empty);
     }

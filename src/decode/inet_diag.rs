@@ -307,8 +307,7 @@ mod tests {
         let at = INET_DIAG_MSG_LEN;
         p[at..at + 2].copy_from_slice(&300u16.to_ne_bytes());
         let mut rec = Record::default();
-        let err = decode_socket(&p, Deserializers::all(), &mut DecodeStats::default(), &mut rec)
-            .unwrap_err();
+        let err = decode_socket(&p, Deserializers::all(), &mut DecodeStats::default(), &mut rec).unwrap_err();
         assert!(err.keeps_record());
         assert_eq!(
             err.to_string(),
@@ -320,8 +319,13 @@ mod tests {
     /// A payload shorter than inet_diag_msg is rejected.
     #[test]
     fn short_header_is_an_error() {
-        let err = decode_socket(&[0; 10], Deserializers::all(), &mut DecodeStats::default(), &mut Record::default())
-            .unwrap_err();
+        let err = decode_socket(
+            &[0; 10],
+            Deserializers::all(),
+            &mut DecodeStats::default(),
+            &mut Record::default(),
+        )
+        .unwrap_err();
         assert!(!err.keeps_record());
     }
 }

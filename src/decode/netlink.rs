@@ -144,7 +144,10 @@ mod tests {
         let mut buf = message(20, 0, 1, &[]);
         buf[0] = 4;
         let mut it = NetlinkMessages::new(&buf);
-        assert!(matches!(it.next(), Some(Err(DecodeError::MessageTooShort { len: 4, .. }))));
+        assert!(matches!(
+            it.next(),
+            Some(Err(DecodeError::MessageTooShort { len: 4, .. }))
+        ));
         assert!(it.next().is_none());
     }
 }

@@ -114,7 +114,12 @@ mod tests {
     /// apart from the sequence number and ext/states that ss chose.
     #[test]
     fn request_layout_matches_header_fields() {
-        let b = DumpRequest { family: 10, states: 1 << 10, ext: 0 }.encode(0x01020304);
+        let b = DumpRequest {
+            family: 10,
+            states: 1 << 10,
+            ext: 0,
+        }
+        .encode(0x01020304);
         assert_eq!(u32::from_ne_bytes(b[0..4].try_into().unwrap()), 72);
         assert_eq!(u16::from_ne_bytes(b[4..6].try_into().unwrap()), 20);
         assert_eq!(u16::from_ne_bytes(b[6..8].try_into().unwrap()), 0x301);

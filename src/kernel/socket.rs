@@ -89,9 +89,7 @@ impl DiagSocket {
     pub fn open(recv_timeout: Duration) -> Result<Self, DumpError> {
         let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(DumpError::Open)?;
         socket.bind_auto().map_err(DumpError::Open)?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .map_err(DumpError::Open)?;
+        socket.connect(&SocketAddr::new(0, 0)).map_err(DumpError::Open)?;
         set_recv_timeout(&socket, recv_timeout).map_err(DumpError::Open)?;
         Ok(DiagSocket {
             socket,
@@ -115,7 +113,11 @@ impl DiagSocket {
     ) -> Result<DumpSummary, DumpError> {
         let mut summary = DumpSummary::default();
         let result = self.receive_dump(request, buf, deadline, &mut on_socket, &mut summary);
-        self.failed_dump = if result.is_err() { summary } else { DumpSummary::default() };
+        self.failed_dump = if result.is_err() {
+            summary
+        } else {
+            DumpSummary::default()
+        };
         result.map(|()| summary)
     }
 
@@ -157,7 +159,9 @@ impl DiagSocket {
                 });
             }
             summary.bytes += received as u64;
-            if let DumpProgress::Done = absorb_datagram(&buf[..received], seq, crate::clock::now_ns(), summary, on_socket)? {
+            if let DumpProgress::Done =
+                absorb_datagram(&buf[..received], seq, crate::clock::now_ns(), summary, on_socket)?
+            {
                 return Ok(());
             }
         }
@@ -221,7 +225,9 @@ pub fn absorb_datagram(
             }
             Reply::Done { errno: 0 } => return Ok(DumpProgress::Done),
             Reply::Done { errno } | Reply::Error { errno } if errno != 0 => {
-                return Err(DumpError::Kernel { errno: errno.saturating_neg() });
+                return Err(DumpError::Kernel {
+                    errno: errno.saturating_neg(),
+                });
             }
             // An ack (NLMSG_ERROR with errno 0) or an unrelated type.
             _ => {}
@@ -343,7 +349,11 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut socket = DiagSocket::open(Duration::from_secs(1)).unwrap();
-        let request = DumpRequest { family: 2, states: super::super::ALL_TCP_STATES, ext: 0 };
+        let request = DumpRequest {
+            family: 2,
+            states: super::super::ALL_TCP_STATES,
+            ext: 0,
+        };
         let mut buf = vec![0u8; RECV_BUFFER_BYTES];
         let mut ports = Vec::new();
         let summary = socket
@@ -354,7 +364,9 @@ mod tests {
         assert!(ports.contains(&port));
         assert_eq!(summary.sockets as usize, ports.len());
         // The same socket serves a second dump (sequence numbers advance).
-        socket.dump(&request, &mut buf, Instant::now() + Duration::from_secs(2), |_, _| {}).unwrap();
+        socket
+            .dump(&request, &mut buf, Instant::now() + Duration::from_secs(2), |_, _| {})
+            .unwrap();
     }
 
     /// A datagram larger than the buffer is reported (MSG_TRUNC), never
@@ -363,12 +375,19 @@ mod tests {
     fn truncation_is_detected_and_its_read_counted() {
         let _listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut socket = DiagSocket::open(Duration::from_secs(1)).unwrap();
-        let request = DumpRequest { family: 2, states: super::super::ALL_TCP_STATES, ext: 0xff };
+        let request = DumpRequest {
+            family: 2,
+            states: super::super::ALL_TCP_STATES,
+            ext: 0xff,
+        };
         let mut tiny = vec![0u8; 64];
         let err = socket
             .dump(&request, &mut tiny, Instant::now() + Duration::from_secs(2), |_, _| {})
             .unwrap_err();
-        assert!(matches!(err, DumpError::Truncated { buffer: 64, len } if len > 64), "{err:?}");
+        assert!(
+            matches!(err, DumpError::Truncated { buffer: 64, len } if len > 64),
+            "{err:?}"
+        );
         assert!(err.poisons_socket());
         assert_eq!(socket.failed_dump().recv_calls, 1);
     }

@@ -133,8 +133,7 @@ impl NetnsRegistry {
     /// removed and their sockets closed at once. A namespace whose origin
     /// changed (e.g. the holding process changed) keeps its socket.
     pub fn apply(&mut self, discovered: Vec<DiscoveredNetns>, metrics: &Metrics) {
-        let mut seen: HashMap<NetnsId, DiscoveredNetns> =
-            discovered.into_iter().map(|d| (d.id, d)).collect();
+        let mut seen: HashMap<NetnsId, DiscoveredNetns> = discovered.into_iter().map(|d| (d.id, d)).collect();
         let before = self.entries.len();
         self.entries.retain(|id, entry| match seen.remove(id) {
             Some(found) => {
@@ -209,7 +208,11 @@ mod tests {
         let metrics = Metrics::new();
         let mut registry = NetnsRegistry::new();
         registry.apply(
-            vec![found(7, NetnsOrigin::Process { pid: 999_999_999 }, "/proc/999999999/ns/net")],
+            vec![found(
+                7,
+                NetnsOrigin::Process { pid: 999_999_999 },
+                "/proc/999999999/ns/net",
+            )],
             &metrics,
         );
         for attempt in 1..=2 {
@@ -263,7 +266,10 @@ mod tests {
     #[test]
     fn stamps_carry_name_or_pid() {
         let named = found(5, NetnsOrigin::BindMount { name: Arc::from("red") }, "/run/netns/red").stamp();
-        assert_eq!((named.inode, named.name.as_deref(), named.pid), (Some(5), Some("red"), None));
+        assert_eq!(
+            (named.inode, named.name.as_deref(), named.pid),
+            (Some(5), Some("red"), None)
+        );
         let held = found(6, NetnsOrigin::Process { pid: 42 }, "/proc/42/ns/net").stamp();
         assert_eq!((held.inode, held.name.as_deref(), held.pid), (Some(6), None, Some(42)));
     }

@@ -48,7 +48,8 @@ pub fn spawn(dirs: Vec<PathBuf>, wake: Sender<Wake>, shutdown: Shutdown) -> Opti
 fn watch_loop(mut inotify: Inotify, dirs: Vec<PathBuf>, wake: Sender<Wake>, shutdown: Shutdown) {
     let mut watched = vec![false; dirs.len()];
     let mut buffer = [0u8; 4096];
-    let mask = WatchMask::CREATE | WatchMask::DELETE | WatchMask::MOVED_FROM | WatchMask::MOVED_TO | WatchMask::DELETE_SELF;
+    let mask =
+        WatchMask::CREATE | WatchMask::DELETE | WatchMask::MOVED_FROM | WatchMask::MOVED_TO | WatchMask::DELETE_SELF;
     while !shutdown.is_triggered() {
         for (dir, is_watched) in dirs.iter().zip(watched.iter_mut()) {
             if !*is_watched && dir.is_dir() {
@@ -74,7 +75,9 @@ fn watch_loop(mut inotify: Inotify, dirs: Vec<PathBuf>, wake: Sender<Wake>, shut
             let mut any = false;
             for event in events {
                 any = true;
-                if event.mask.contains(inotify::EventMask::DELETE_SELF) || event.mask.contains(inotify::EventMask::IGNORED) {
+                if event.mask.contains(inotify::EventMask::DELETE_SELF)
+                    || event.mask.contains(inotify::EventMask::IGNORED)
+                {
                     // The directory itself went away: watch it again when it returns.
                     watched.iter_mut().for_each(|w| *w = false);
                 }

@@ -124,12 +124,17 @@ mod tests {
         let report = report_for(|c| c != Capability::CAP_NET_ADMIN && c != Capability::CAP_SYS_ADMIN);
         let msg = fatal_message(&report);
         let lines: Vec<&str> = msg.lines().collect();
-        assert_eq!(lines[0], "xtcp2: missing capability CAP_NET_ADMIN: required for netlink inet_diag queries");
+        assert_eq!(
+            lines[0],
+            "xtcp2: missing capability CAP_NET_ADMIN: required for netlink inet_diag queries"
+        );
         assert_eq!(
             lines[1],
             "xtcp2: missing capability CAP_SYS_ADMIN: required for setns(CLONE_NEWNET) into each network namespace"
         );
-        assert!(msg.contains("AmbientCapabilities=CAP_NET_ADMIN CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_NET_RAW CAP_SYS_RESOURCE"));
+        assert!(
+            msg.contains("AmbientCapabilities=CAP_NET_ADMIN CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_NET_RAW CAP_SYS_RESOURCE")
+        );
         assert!(report.missing_optional.is_empty());
     }
 

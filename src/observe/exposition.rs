@@ -118,10 +118,16 @@ mod tests {
     #[test]
     fn accept_header_negotiation() {
         let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        assert_eq!(ExpositionFormat::negotiate(Some(prometheus)), ExpositionFormat::OpenMetrics);
+        assert_eq!(
+            ExpositionFormat::negotiate(Some(prometheus)),
+            ExpositionFormat::OpenMetrics
+        );
         assert_eq!(ExpositionFormat::negotiate(Some("*/*")), ExpositionFormat::Prometheus);
         assert_eq!(ExpositionFormat::negotiate(None), ExpositionFormat::Prometheus);
-        assert_eq!(ExpositionFormat::negotiate(Some("text/plain;version=0.0.4")), ExpositionFormat::Prometheus);
+        assert_eq!(
+            ExpositionFormat::negotiate(Some("text/plain;version=0.0.4")),
+            ExpositionFormat::Prometheus
+        );
         assert_eq!(
             ExpositionFormat::negotiate(Some("application/openmetrics-text;q=0, text/plain")),
             ExpositionFormat::Prometheus
@@ -164,6 +170,9 @@ mod tests {
     #[test]
     fn info_type_becomes_gauge() {
         let om = "# HELP x_build Build\n# TYPE x_build info\nx_build_info{version=\"1\"} 1\n# EOF\n";
-        assert_eq!(to_prometheus_text(om), "# HELP x_build_info Build\n# TYPE x_build_info gauge\nx_build_info{version=\"1\"} 1\n");
+        assert_eq!(
+            to_prometheus_text(om),
+            "# HELP x_build_info Build\n# TYPE x_build_info gauge\nx_build_info{version=\"1\"} 1\n"
+        );
     }
 }

@@ -159,54 +159,184 @@ impl Metrics {
     fn register(&mut self) {
         let r = &mut self.registry;
         let n = &self.netlink;
-        r.register("netlink_recv_calls", "recv() calls on inet_diag sockets", n.recv_calls.clone());
-        r.register_with_unit("netlink_recv", "Bytes received from inet_diag sockets", Unit::Bytes, n.recv_bytes.clone());
+        r.register(
+            "netlink_recv_calls",
+            "recv() calls on inet_diag sockets",
+            n.recv_calls.clone(),
+        );
+        r.register_with_unit(
+            "netlink_recv",
+            "Bytes received from inet_diag sockets",
+            Unit::Bytes,
+            n.recv_bytes.clone(),
+        );
         r.register("netlink_messages", "Netlink messages received", n.messages.clone());
-        r.register("netlink_truncations", "Datagrams larger than the receive buffer (data lost)", n.truncations.clone());
-        r.register("netlink_stale_messages", "Messages of an abandoned earlier dump, skipped", n.stale_messages.clone());
-        r.register("netlink_dumps", "inet_diag dumps completed (one per family and namespace)", n.dumps.clone());
-        r.register("netlink_dumps_interrupted", "Dumps the kernel flagged NLM_F_DUMP_INTR (table changed mid-dump)", n.dumps_interrupted.clone());
+        r.register(
+            "netlink_truncations",
+            "Datagrams larger than the receive buffer (data lost)",
+            n.truncations.clone(),
+        );
+        r.register(
+            "netlink_stale_messages",
+            "Messages of an abandoned earlier dump, skipped",
+            n.stale_messages.clone(),
+        );
+        r.register(
+            "netlink_dumps",
+            "inet_diag dumps completed (one per family and namespace)",
+            n.dumps.clone(),
+        );
+        r.register(
+            "netlink_dumps_interrupted",
+            "Dumps the kernel flagged NLM_F_DUMP_INTR (table changed mid-dump)",
+            n.dumps_interrupted.clone(),
+        );
         r.register("netlink_errors", "Dump failures by kind", n.errors.clone());
         let d = &self.decode;
         r.register("sockets_decoded", "Sockets decoded into records", d.sockets.clone());
-        r.register("decode_errors", "Messages that failed to decode, by kind", d.errors.clone());
-        r.register("decode_skipped_attributes", "Attributes skipped (unknown or decoder off), by attribute", d.skipped_attributes.clone());
+        r.register(
+            "decode_errors",
+            "Messages that failed to decode, by kind",
+            d.errors.clone(),
+        );
+        r.register(
+            "decode_skipped_attributes",
+            "Attributes skipped (unknown or decoder off), by attribute",
+            d.skipped_attributes.clone(),
+        );
         let p = &self.poll;
         r.register("poll_cycles", "Poll cycles completed", p.cycles.clone());
-        r.register_with_unit("poll_duration", "Duration of a poll cycle", Unit::Seconds, p.duration_seconds.clone());
-        r.register_with_unit("poll_last_timestamp", "Unix time the last poll cycle finished", Unit::Seconds, p.last_timestamp_seconds.clone());
-        r.register("poll_duration_ratio", "Last poll duration as a fraction of -frequency (alarm near 1)", p.duration_ratio.clone());
-        r.register("poll_sockets", "Sockets seen in the last poll cycle", p.sockets_last_poll.clone());
+        r.register_with_unit(
+            "poll_duration",
+            "Duration of a poll cycle",
+            Unit::Seconds,
+            p.duration_seconds.clone(),
+        );
+        r.register_with_unit(
+            "poll_last_timestamp",
+            "Unix time the last poll cycle finished",
+            Unit::Seconds,
+            p.last_timestamp_seconds.clone(),
+        );
+        r.register(
+            "poll_duration_ratio",
+            "Last poll duration as a fraction of -frequency (alarm near 1)",
+            p.duration_ratio.clone(),
+        );
+        r.register(
+            "poll_sockets",
+            "Sockets seen in the last poll cycle",
+            p.sockets_last_poll.clone(),
+        );
         let e = &self.envelope;
-        r.register("envelope_rows_flushed", "Records flushed into the destination queue", e.rows_flushed.clone());
-        r.register("envelopes_flushed", "Envelopes flushed into the destination queue", e.envelopes_flushed.clone());
-        r.register_with_unit("marshalled", "Bytes encoded, by format", Unit::Bytes, e.bytes_marshalled.clone());
+        r.register(
+            "envelope_rows_flushed",
+            "Records flushed into the destination queue",
+            e.rows_flushed.clone(),
+        );
+        r.register(
+            "envelopes_flushed",
+            "Envelopes flushed into the destination queue",
+            e.envelopes_flushed.clone(),
+        );
+        r.register_with_unit(
+            "marshalled",
+            "Bytes encoded, by format",
+            Unit::Bytes,
+            e.bytes_marshalled.clone(),
+        );
         let s = &self.destination;
-        r.register("destination_sends", "Envelopes delivered to the destination", s.sends.clone());
-        r.register_with_unit("destination_sent", "Bytes delivered to the destination", Unit::Bytes, s.send_bytes.clone());
-        r.register("destination_failures", "Failed destination sends, by kind", s.failures.clone());
+        r.register(
+            "destination_sends",
+            "Envelopes delivered to the destination",
+            s.sends.clone(),
+        );
+        r.register_with_unit(
+            "destination_sent",
+            "Bytes delivered to the destination",
+            Unit::Bytes,
+            s.send_bytes.clone(),
+        );
+        r.register(
+            "destination_failures",
+            "Failed destination sends, by kind",
+            s.failures.clone(),
+        );
         r.register("destination_retries", "Destination send retries", s.retries.clone());
-        r.register("destination_queue_depth", "Envelopes waiting for the destination", s.queue_depth.clone());
-        r.register("destination_dropped_envelopes", "Envelopes dropped because the queue was full", s.dropped_envelopes.clone());
-        r.register("destination_dropped_rows", "Records dropped because the queue was full", s.dropped_rows.clone());
+        r.register(
+            "destination_queue_depth",
+            "Envelopes waiting for the destination",
+            s.queue_depth.clone(),
+        );
+        r.register(
+            "destination_dropped_envelopes",
+            "Envelopes dropped because the queue was full",
+            s.dropped_envelopes.clone(),
+        );
+        r.register(
+            "destination_dropped_rows",
+            "Records dropped because the queue was full",
+            s.dropped_rows.clone(),
+        );
         let ns = &self.netns;
-        r.register("netns_active", "Network namespaces currently collected", ns.active.clone());
-        r.register("netns_discovered", "Network namespaces discovered", ns.discovered.clone());
+        r.register(
+            "netns_active",
+            "Network namespaces currently collected",
+            ns.active.clone(),
+        );
+        r.register(
+            "netns_discovered",
+            "Network namespaces discovered",
+            ns.discovered.clone(),
+        );
         r.register("netns_removed", "Network namespaces that went away", ns.removed.clone());
-        r.register("netns_enter_failures", "Failures to enter a namespace or open its socket, by kind", ns.enter_failures.clone());
-        r.register("netns_dump_failures", "Failed dumps of a namespace, by kind", ns.dump_failures.clone());
+        r.register(
+            "netns_enter_failures",
+            "Failures to enter a namespace or open its socket, by kind",
+            ns.enter_failures.clone(),
+        );
+        r.register(
+            "netns_dump_failures",
+            "Failed dumps of a namespace, by kind",
+            ns.dump_failures.clone(),
+        );
         let pr = &self.profiling;
-        r.register("profile_requests", "On-demand /debug/pprof requests, by profile kind and outcome", pr.requests.clone());
-        r.register("pyroscope_uploads", "CPU profiles accepted by the Pyroscope server", pr.pyroscope_uploads.clone());
-        r.register_with_unit("pyroscope_uploaded", "Bytes of CPU profiles accepted by the Pyroscope server", Unit::Bytes, pr.pyroscope_upload_bytes.clone());
-        r.register("pyroscope_upload_failures", "Pyroscope uploads that failed, by kind", pr.pyroscope_failures.clone());
-        r.register("pyroscope_yields", "Pyroscope periods cut short to let an on-demand profile run", pr.pyroscope_yields.clone());
+        r.register(
+            "profile_requests",
+            "On-demand /debug/pprof requests, by profile kind and outcome",
+            pr.requests.clone(),
+        );
+        r.register(
+            "pyroscope_uploads",
+            "CPU profiles accepted by the Pyroscope server",
+            pr.pyroscope_uploads.clone(),
+        );
+        r.register_with_unit(
+            "pyroscope_uploaded",
+            "Bytes of CPU profiles accepted by the Pyroscope server",
+            Unit::Bytes,
+            pr.pyroscope_upload_bytes.clone(),
+        );
+        r.register(
+            "pyroscope_upload_failures",
+            "Pyroscope uploads that failed, by kind",
+            pr.pyroscope_failures.clone(),
+        );
+        r.register(
+            "pyroscope_yields",
+            "Pyroscope periods cut short to let an on-demand profile run",
+            pr.pyroscope_yields.clone(),
+        );
         r.register(
             "build",
             "The running build: version and optional features",
             Info::new(BuildLabel {
                 version: env!("CARGO_PKG_VERSION"),
-                heap_profiling: if cfg!(feature = "heap-profiling") { "true" } else { "false" },
+                heap_profiling: if cfg!(feature = "heap-profiling") {
+                    "true"
+                } else {
+                    "false"
+                },
             }),
         );
         self.process_registry

@@ -101,12 +101,17 @@ pub fn read_sample(proc_dir: &Path, proc_stat: &Path) -> ProcessSample {
         sample.cpu_seconds = Some((stat.utime_ticks + stat.stime_ticks) as f64 / ticks);
         sample.threads = Some(stat.threads);
         sample.virtual_bytes = Some(stat.vsize_bytes);
-        let boot = std::fs::read_to_string(proc_stat).ok().as_deref().and_then(parse_boot_time);
+        let boot = std::fs::read_to_string(proc_stat)
+            .ok()
+            .as_deref()
+            .and_then(parse_boot_time);
         sample.start_time_seconds = boot.map(|b| b as f64 + stat.start_ticks as f64 / ticks);
     }
     sample.resident_bytes = read("status").as_deref().and_then(parse_status_rss);
     sample.max_fds = read("limits").as_deref().and_then(parse_limits_max_fds);
-    sample.open_fds = std::fs::read_dir(proc_dir.join("fd")).ok().map(|dir| dir.count() as u64);
+    sample.open_fds = std::fs::read_dir(proc_dir.join("fd"))
+        .ok()
+        .map(|dir| dir.count() as u64);
     sample
 }
 
@@ -143,12 +148,42 @@ impl Collector for ProcessCollector {
             cpu.encode(descriptor)?;
         }
         let gauges: [(&str, &str, Option<Unit>, Option<f64>); 6] = [
-            ("process_resident_memory", "Resident memory size in bytes.", Some(Unit::Bytes), s.resident_bytes.map(|v| v as f64)),
-            ("process_virtual_memory", "Virtual memory size in bytes.", Some(Unit::Bytes), s.virtual_bytes.map(|v| v as f64)),
-            ("process_start_time", "Start time of the process since unix epoch in seconds.", Some(Unit::Seconds), s.start_time_seconds),
-            ("process_open_fds", "Number of open file descriptors.", None, s.open_fds.map(|v| v as f64)),
-            ("process_max_fds", "Maximum number of open file descriptors.", None, s.max_fds.map(|v| v as f64)),
-            ("process_threads", "Number of OS threads in the process.", None, s.threads.map(|v| v as f64)),
+            (
+                "process_resident_memory",
+                "Resident memory size in bytes.",
+                Some(Unit::Bytes),
+                s.resident_bytes.map(|v| v as f64),
+            ),
+            (
+                "process_virtual_memory",
+                "Virtual memory size in bytes.",
+                Some(Unit::Bytes),
+                s.virtual_bytes.map(|v| v as f64),
+            ),
+            (
+                "process_start_time",
+                "Start time of the process since unix epoch in seconds.",
+                Some(Unit::Seconds),
+                s.start_time_seconds,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors.",
+                None,
+                s.open_fds.map(|v| v as f64),
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+                None,
+                s.max_fds.map(|v| v as f64),
+            ),
+            (
+                "process_threads",
+                "Number of OS threads in the process.",
+                None,
+                s.threads.map(|v| v as f64),
+            ),
         ];
         for (name, help, unit, value) in gauges {
             let metric = ConstGauge::new(value.unwrap_or(0.0));
@@ -244,8 +279,14 @@ mod tests {
         assert!(s.virtual_bytes.unwrap() >= s.resident_bytes.unwrap(), "{s:?}");
         assert!(s.threads.unwrap() >= 1, "{s:?}");
         assert!(s.open_fds.unwrap() >= 3, "{s:?}");
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
         let started = s.start_time_seconds.unwrap();
-        assert!(started <= now + 1.0 && started > now - 86400.0 * 365.0, "{started} vs {now}");
+        assert!(
+            started <= now + 1.0 && started > now - 86400.0 * 365.0,
+            "{started} vs {now}"
+        );
     }
 }

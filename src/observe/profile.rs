@@ -288,7 +288,9 @@ pub fn encode_flamegraph(report: &pprof::Report) -> Result<Vec<u8>, ProfileError
         return Ok(IDLE_FLAMEGRAPH_SVG.as_bytes().to_vec());
     }
     let mut svg = Vec::with_capacity(64 * 1024);
-    report.flamegraph(&mut svg).map_err(|e| ProfileError::Encode(e.to_string()))?;
+    report
+        .flamegraph(&mut svg)
+        .map_err(|e| ProfileError::Encode(e.to_string()))?;
     Ok(svg)
 }
 
@@ -301,12 +303,14 @@ fn gzip(bytes: &[u8]) -> Result<Vec<u8>, ProfileError> {
 /// The current heap profile (sampled live allocations) as gzipped pprof.
 #[cfg(feature = "heap-profiling")]
 pub async fn heap_pprof_gz() -> Result<Vec<u8>, ProfileError> {
-    let ctl = jemalloc_pprof::PROF_CTL
-        .as_ref()
-        .ok_or_else(|| ProfileError::Heap("jemalloc profiling control is unavailable (is jemalloc the allocator?)".into()))?;
+    let ctl = jemalloc_pprof::PROF_CTL.as_ref().ok_or_else(|| {
+        ProfileError::Heap("jemalloc profiling control is unavailable (is jemalloc the allocator?)".into())
+    })?;
     let mut ctl = ctl.lock().await;
     if !ctl.activated() {
-        return Err(ProfileError::Heap("jemalloc heap profiling is not active (malloc_conf prof_active)".into()));
+        return Err(ProfileError::Heap(
+            "jemalloc heap profiling is not active (malloc_conf prof_active)".into(),
+        ));
     }
     ctl.dump_pprof().map_err(|e| ProfileError::Heap(format!("{e:#}")))
 }
@@ -351,7 +355,9 @@ impl WholeRunProfile {
         }
         let cpu = match mode {
             ProfileMode::Cpu => {
-                let lease = lock.try_acquire(ProfilerHolder::WholeRun).ok_or(ProfilerBusy::Request)?;
+                let lease = lock
+                    .try_acquire(ProfilerHolder::WholeRun)
+                    .ok_or(ProfilerBusy::Request)?;
                 let recording = CpuRecording::start(&lease, CPU_PROFILE_HZ)?;
                 Some((recording, lease))
             }
@@ -386,7 +392,10 @@ mod tests {
     use super::*;
 
     fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
     }
 
     /// A second request while one holds the profiler is refused, and the
@@ -395,7 +404,9 @@ mod tests {
     fn second_request_is_busy_until_the_first_ends() {
         let rt = runtime();
         let lock = ProfilerLock::new();
-        let first = rt.block_on(lock.acquire_for_request(Duration::from_millis(10))).unwrap();
+        let first = rt
+            .block_on(lock.acquire_for_request(Duration::from_millis(10)))
+            .unwrap();
         let second = rt.block_on(lock.acquire_for_request(Duration::from_millis(10)));
         assert_eq!(second.unwrap_err(), ProfilerBusy::Request);
         assert!(lock.try_acquire(ProfilerHolder::Pyroscope).is_none());
@@ -417,9 +428,14 @@ mod tests {
                 let lock = lock.clone();
                 tokio::spawn(async move { lock.acquire_for_request(Duration::from_secs(5)).await })
             };
-            tokio::time::timeout(Duration::from_secs(1), lock.yield_requested()).await.expect("yield asked");
+            tokio::time::timeout(Duration::from_secs(1), lock.yield_requested())
+                .await
+                .expect("yield asked");
             drop(pyroscope);
-            assert!(lock.try_acquire(ProfilerHolder::Pyroscope).is_none(), "pyroscope retook it");
+            assert!(
+                lock.try_acquire(ProfilerHolder::Pyroscope).is_none(),
+                "pyroscope retook it"
+            );
             let lease = waiter.await.unwrap().expect("request got the profiler");
             assert_eq!(lease.holder(), ProfilerHolder::Request);
         });
@@ -431,7 +447,9 @@ mod tests {
         let rt = runtime();
         let lock = ProfilerLock::new();
         let _whole = lock.try_acquire(ProfilerHolder::WholeRun).unwrap();
-        let err = rt.block_on(lock.acquire_for_request(Duration::from_millis(10))).unwrap_err();
+        let err = rt
+            .block_on(lock.acquire_for_request(Duration::from_millis(10)))
+            .unwrap_err();
         assert_eq!(err, ProfilerBusy::WholeRun);
     }
 
@@ -442,7 +460,9 @@ mod tests {
         let rt = runtime();
         let lock = ProfilerLock::new();
         let _pyroscope = lock.try_acquire(ProfilerHolder::Pyroscope).unwrap();
-        let err = rt.block_on(lock.acquire_for_request(Duration::from_millis(20))).unwrap_err();
+        let err = rt
+            .block_on(lock.acquire_for_request(Duration::from_millis(20)))
+            .unwrap_err();
         assert_eq!(err, ProfilerBusy::PyroscopeDidNotYield(Duration::from_millis(20)));
         assert_eq!(lock.holder(), Some(ProfilerHolder::Pyroscope));
     }
@@ -454,7 +474,10 @@ mod tests {
             whole_run_file(Path::new("/var/tmp"), ProfileMode::Cpu, 4242),
             PathBuf::from("/var/tmp/xtcp2-cpu-4242.pb.gz")
         );
-        assert_eq!(whole_run_file(Path::new("."), ProfileMode::Mem, 7), PathBuf::from("./xtcp2-mem-7.pb.gz"));
+        assert_eq!(
+            whole_run_file(Path::new("."), ProfileMode::Mem, 7),
+            PathBuf::from("./xtcp2-mem-7.pb.gz")
+        );
     }
 
     /// A missing profile directory is refused at startup, naming it.
@@ -464,7 +487,11 @@ mod tests {
         let err = WholeRunProfile::start(ProfileMode::Cpu, Path::new("/nonexistent/xtcp2-profiles"), &lock)
             .err()
             .expect("refused");
-        assert!(err.to_string().starts_with("--profile-path /nonexistent/xtcp2-profiles: "), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("--profile-path /nonexistent/xtcp2-profiles: "),
+            "{err}"
+        );
         assert_eq!(lock.holder(), None);
     }
 }

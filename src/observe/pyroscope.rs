@@ -122,7 +122,13 @@ impl IngestTarget {
 /// Tag values may not contain the characters that delimit the tag list.
 fn tag_value(v: &str) -> String {
     v.chars()
-        .map(|c| if matches!(c, '{' | '}' | ',' | '=' | '"') || c.is_whitespace() { '_' } else { c })
+        .map(|c| {
+            if matches!(c, '{' | '}' | ',' | '=' | '"') || c.is_whitespace() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -188,7 +194,11 @@ pub async fn run(
         let metrics = metrics.clone();
         let failures = failures.clone();
         move |e: &UploadError| {
-            metrics.profiling.pyroscope_failures.get_or_create(&KindLabel { kind: e.kind() }).inc();
+            metrics
+                .profiling
+                .pyroscope_failures
+                .get_or_create(&KindLabel { kind: e.kind() })
+                .inc();
             if let Some(suppressed) = failures.admit() {
                 tracing::warn!(error = %e, suppressed, "Pyroscope upload failed (collection is unaffected)");
             }
@@ -319,7 +329,10 @@ async fn upload(client: &HttpClient, uri: Uri, body: Vec<u8>, timeout: Duration)
 }
 
 fn unix_seconds() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -340,7 +353,10 @@ mod tests {
     #[test]
     fn ingest_uri_has_name_tags_and_parameters() {
         let target = IngestTarget::new(&config("http://pyroscope:4040/"), "host a,b").unwrap();
-        assert_eq!(target.name(), format!("xtcp2{{hostname=host_a_b,version={}}}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            target.name(),
+            format!("xtcp2{{hostname=host_a_b,version={}}}", env!("CARGO_PKG_VERSION"))
+        );
         let uri = target.uri(1700000000, 1700000015).unwrap().to_string();
         assert_eq!(
             uri,
@@ -355,15 +371,25 @@ mod tests {
     #[test]
     fn ingest_uri_keeps_a_path_prefix() {
         let target = IngestTarget::new(&config("http://proxy/pyroscope"), "h").unwrap();
-        assert!(target.uri(1, 2).unwrap().to_string().starts_with("http://proxy/pyroscope/ingest?name=xtcp2%7B"));
+        assert!(target
+            .uri(1, 2)
+            .unwrap()
+            .to_string()
+            .starts_with("http://proxy/pyroscope/ingest?name=xtcp2%7B"));
     }
 
     /// URLs we cannot push to are refused with the reason.
     #[test]
     fn unusable_urls_are_refused() {
-        assert_eq!(check_url("https://p:4040").unwrap_err().reason.split(' ').next(), Some("https"));
+        assert_eq!(
+            check_url("https://p:4040").unwrap_err().reason.split(' ').next(),
+            Some("https")
+        );
         assert_eq!(check_url("p:4040").unwrap_err().reason, "must start with http://");
-        assert_eq!(check_url("http://p:4040/?x=1").unwrap_err().reason, "must not have a query string");
+        assert_eq!(
+            check_url("http://p:4040/?x=1").unwrap_err().reason,
+            "must not have a query string"
+        );
         assert!(check_url("http://127.0.0.1:4040").is_ok());
     }
 

@@ -40,7 +40,10 @@ impl ReadyState {
             ReadyState::DestinationNotOpen => "not ready: the destination is not open yet\n".to_string(),
             ReadyState::NoPollYet => "not ready: the first poll has not completed\n".to_string(),
             ReadyState::Stalled { since } => {
-                format!("not ready: no poll completed for {:.1}s (poller stalled)\n", since.as_secs_f64())
+                format!(
+                    "not ready: no poll completed for {:.1}s (poller stalled)\n",
+                    since.as_secs_f64()
+                )
             }
             ReadyState::ShuttingDown => "not ready: shutting down\n".to_string(),
         }

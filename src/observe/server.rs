@@ -85,7 +85,12 @@ pub struct Endpoints {
 
 /// Serves until `shutdown` is triggered and then `drained` is (or
 /// [`DRAIN_GRACE`] passes).
-pub async fn serve(listener: tokio::net::TcpListener, endpoints: Arc<Endpoints>, shutdown: Shutdown, drained: Shutdown) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    endpoints: Arc<Endpoints>,
+    shutdown: Shutdown,
+    drained: Shutdown,
+) {
     let stopping = Shutdown::new();
     let stop_when_drained = {
         let stopping = stopping.clone();
@@ -152,9 +157,11 @@ pub async fn serve(listener: tokio::net::TcpListener, endpoints: Arc<Endpoints>,
     }
     stopping.trigger();
     drop(listener);
-    if tokio::time::timeout(CONNECTION_CLOSE_GRACE, async { while connections.join_next().await.is_some() {} })
-        .await
-        .is_err()
+    if tokio::time::timeout(CONNECTION_CLOSE_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
     {
         connections.abort_all();
     }
@@ -172,7 +179,8 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Answer {
 
 fn bytes(content_type: &'static str, body: Vec<u8>) -> Answer {
     let mut r = Response::new(Full::new(Bytes::from(body)));
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -202,7 +210,11 @@ async fn route(req: Request<Incoming>, e: &Endpoints) -> Answer {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
             let state = e.readiness.state();
-            let status = if state.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let status = if state.is_ready() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             text(status, state.describe())
         }
         "/" | "/debug/pprof" | "/debug/pprof/" => text(StatusCode::OK, format!("{INDEX}{:<41}metrics\n", e.prom_path)),
@@ -238,7 +250,9 @@ pub fn profile_seconds(query: Option<&str>) -> Result<u64, String> {
     match value {
         None => Ok(DEFAULT_PROFILE_SECONDS.min(MAX_PROFILE_SECONDS)),
         Some(v) => match v.parse::<u64>() {
-            Ok(0) | Err(_) => Err(format!("seconds={v:?}: give a whole number of seconds, 1 to {MAX_PROFILE_SECONDS}\n")),
+            Ok(0) | Err(_) => Err(format!(
+                "seconds={v:?}: give a whole number of seconds, 1 to {MAX_PROFILE_SECONDS}\n"
+            )),
             Ok(n) => Ok(n.min(MAX_PROFILE_SECONDS)),
         },
     }

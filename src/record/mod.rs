@@ -129,10 +129,7 @@ impl ShortName {
         }
         let mut bytes = [0u8; TCP_CA_NAME_MAX];
         bytes[..take].copy_from_slice(&raw[..take]);
-        ShortName {
-            bytes,
-            len: take as u8,
-        }
+        ShortName { bytes, len: take as u8 }
     }
 
     pub fn as_str(&self) -> &str {
@@ -203,10 +200,7 @@ impl Record {
 
     /// The text of one present field, by name; `None` when absent.
     pub fn get(&self, name: &str) -> Option<String> {
-        self.to_pairs()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v)
+        self.to_pairs().into_iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 }
 
@@ -236,7 +230,10 @@ mod tests {
     #[test]
     fn short_name_stops_at_nul_and_truncates() {
         assert_eq!(ShortName::from_c_bytes(b"cubic\0\0").as_str(), "cubic");
-        assert_eq!(ShortName::from_c_bytes(b"abcdefghijklmnopqrstuvwxyz").as_str().len(), 16);
+        assert_eq!(
+            ShortName::from_c_bytes(b"abcdefghijklmnopqrstuvwxyz").as_str().len(),
+            16
+        );
         assert_eq!(ShortName::from_c_bytes(&[0xff, b'a']).as_str(), "");
     }
 }

@@ -64,7 +64,11 @@ impl FileSink {
         self.file = None;
         let path = self.path.clone();
         let (file, len) = blocking(move || {
-            let file = OpenOptions::new().create(true).append(true).mode(FILE_MODE).open(&path)?;
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(FILE_MODE)
+                .open(&path)?;
             let len = file.metadata()?.len();
             Ok((file, len))
         })

@@ -426,7 +426,10 @@ pub async fn deliver(
                     queue.count_dropped(1, envelope.rows as u64);
                     let rest = queue.discard_all();
                     report.rows_dropped += envelope.rows as u64 + rest.rows;
-                    tracing::info!(destination = sink.name(), "the reader of the output closed it; stopping");
+                    tracing::info!(
+                        destination = sink.name(),
+                        "the reader of the output closed it; stopping"
+                    );
                     break;
                 }
                 if e.is_permanent() {

@@ -17,7 +17,11 @@ pub fn can_create_namespaces(test: &str) -> bool {
         eprintln!("SKIP {test}: needs root to create network namespaces (CI runs as root)");
         return false;
     }
-    let ok = Command::new("ip").args(["netns", "list"]).output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         eprintln!("SKIP {test}: `ip netns` is unavailable (install iproute2)");
     }
@@ -25,7 +29,10 @@ pub fn can_create_namespaces(test: &str) -> bool {
 }
 
 fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("running {cmd}: {e}"));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
     assert!(
         out.status.success(),
         "{cmd} {args:?} failed: {}",
@@ -36,7 +43,9 @@ fn run(cmd: &str, args: &[&str]) {
 /// The nsfs inode of a namespace file.
 pub fn netns_inode(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display())).ino()
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .ino()
 }
 
 /// Runs `f` on a thread that has entered the namespace at `path`. Sockets

@@ -64,7 +64,12 @@ impl HttpResponse {
 
 /// GET with extra headers; `Connection: close` so the body ends at EOF
 /// when the server does not send a length.
-pub fn http_get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)], timeout: Duration) -> std::io::Result<HttpResponse> {
+pub fn http_get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> std::io::Result<HttpResponse> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(timeout))?;
     let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -98,7 +103,9 @@ pub fn read_head(reader: &mut impl BufRead) -> std::io::Result<(String, Vec<(Str
         if line.is_empty() {
             break;
         }
-        let (k, v) = line.split_once(':').ok_or_else(|| bad(format!("bad header {line:?}")))?;
+        let (k, v) = line
+            .split_once(':')
+            .ok_or_else(|| bad(format!("bad header {line:?}")))?;
         headers.push((k.trim().to_string(), v.trim().to_string()));
     }
     Ok((first.trim_end().to_string(), headers))
@@ -217,7 +224,10 @@ fn serve_one_connection(stream: TcpStream, keep: Arc<Mutex<Vec<ReceivedRequest>>
             headers,
             body,
         });
-        if writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").is_err() {
+        if writer
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .is_err()
+        {
             return;
         }
     }
@@ -284,9 +294,16 @@ impl Daemon {
             if let Ok(Some(status)) = daemon.child.try_wait() {
                 // Give the reader a moment to collect the last lines.
                 std::thread::sleep(Duration::from_millis(100));
-                panic!("xtcp2 exited with {status} before listening; stderr:\n{}", daemon.stderr());
+                panic!(
+                    "xtcp2 exited with {status} before listening; stderr:\n{}",
+                    daemon.stderr()
+                );
             }
-            assert!(Instant::now() < deadline, "xtcp2 did not log its listen address; stderr:\n{}", daemon.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "xtcp2 did not log its listen address; stderr:\n{}",
+                daemon.stderr()
+            );
         }
     }
 
@@ -307,7 +324,10 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("xtcp2 did not answer /healthz within {within:?}; stderr:\n{}", self.stderr());
+        panic!(
+            "xtcp2 did not answer /healthz within {within:?}; stderr:\n{}",
+            self.stderr()
+        );
     }
 
     /// Waits until /readyz answers 200 (the listener may not be up yet).
@@ -319,9 +339,16 @@ impl Daemon {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("xtcp2 exited with {status} before it was ready; stderr:\n{}", self.stderr());
+                panic!(
+                    "xtcp2 exited with {status} before it was ready; stderr:\n{}",
+                    self.stderr()
+                );
             }
-            assert!(Instant::now() < deadline, "/readyz: {answer:?} after {within:?}; stderr:\n{}", self.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "/readyz: {answer:?} after {within:?}; stderr:\n{}",
+                self.stderr()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -395,9 +422,12 @@ pub fn sample(exposition: &str, name: &str) -> Option<f64> {
 /// Runs `promtool check metrics` on the exposition; `None` (with a printed
 /// reason) when promtool is not installed.
 pub fn promtool_check(exposition: &str) -> Option<(bool, String)> {
-    let promtool = ["promtool", "/usr/bin/promtool"]
-        .into_iter()
-        .find(|p| Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()));
+    let promtool = ["promtool", "/usr/bin/promtool"].into_iter().find(|p| {
+        Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
     let Some(promtool) = promtool else {
         eprintln!("SKIP promtool check: promtool not installed (Debian package `prometheus`)");
         return None;
@@ -409,9 +439,18 @@ pub fn promtool_check(exposition: &str) -> Option<(bool, String)> {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn promtool");
-    child.stdin.take().unwrap().write_all(exposition.as_bytes()).expect("write to promtool");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .expect("write to promtool");
     let out = child.wait_with_output().expect("promtool");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Some((out.status.success(), text))
 }
 
@@ -420,7 +459,9 @@ pub fn decode_pprof(gzipped: &[u8]) -> pprof::protos::Profile {
     use pprof::protos::Message;
     assert_eq!(&gzipped[..2], &[0x1f, 0x8b], "not gzip");
     let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(gzipped).read_to_end(&mut raw).expect("gunzip");
+    flate2::read::GzDecoder::new(gzipped)
+        .read_to_end(&mut raw)
+        .expect("gunzip");
     pprof::protos::Profile::decode(raw.as_slice()).expect("pprof protobuf")
 }
 
@@ -429,7 +470,12 @@ pub fn decode_pprof(gzipped: &[u8]) -> pprof::protos::Profile {
 pub fn sample_types(p: &pprof::protos::Profile) -> Vec<(String, String)> {
     p.sample_type
         .iter()
-        .map(|t| (p.string_table[t.ty as usize].clone(), p.string_table[t.unit as usize].clone()))
+        .map(|t| {
+            (
+                p.string_table[t.ty as usize].clone(),
+                p.string_table[t.unit as usize].clone(),
+            )
+        })
         .collect()
 }
 
@@ -450,7 +496,11 @@ impl LoopbackConnections {
             clients.push(TcpStream::connect(addr).expect("connect"));
             servers.push(listener.accept().expect("accept").0);
         }
-        LoopbackConnections { listener, clients, servers }
+        LoopbackConnections {
+            listener,
+            clients,
+            servers,
+        }
     }
 
     /// Sockets the kernel now has for these: both ends of each connection and the listener.
