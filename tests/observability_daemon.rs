@@ -219,13 +219,7 @@ fn daemon_metrics_readiness_promtool_and_clean_exit() {
     assert_eq!(http_get(daemon.addr, "/nope").unwrap().status, 404);
     assert_eq!(http_get(daemon.addr, "/healthz").unwrap().text(), "ok\n");
 
-    daemon.terminate();
-    assert_eq!(
-        daemon.wait_exit(Duration::from_secs(15)),
-        Some(0),
-        "stderr:\n{}",
-        daemon.stderr()
-    );
+    daemon.stop_cleanly(Duration::from_secs(15));
     drop(connections);
 }
 
@@ -420,13 +414,7 @@ fn cpu_profile_flamegraph_conflict_and_heap() {
     };
     assert_eq!(count("heap", heap_outcome), Some(1.0));
 
-    daemon.terminate();
-    assert_eq!(
-        daemon.wait_exit(Duration::from_secs(15)),
-        Some(0),
-        "stderr:\n{}",
-        daemon.stderr()
-    );
+    daemon.stop_cleanly(Duration::from_secs(15));
 }
 
 /// --profile-mode cpu records the whole run: on-demand profiles get 409
@@ -454,13 +442,7 @@ fn whole_run_cpu_profile_is_written_at_exit() {
         std::thread::sleep(Duration::from_secs(2));
     }
     let pid = daemon.child.id();
-    daemon.terminate();
-    assert_eq!(
-        daemon.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "stderr:\n{}",
-        daemon.stderr()
-    );
+    daemon.stop_cleanly(Duration::from_secs(30));
     let file = dir.path().join(format!("xtcp2-cpu-{pid}.pb.gz"));
     let bytes =
         std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}; stderr:\n{}", file.display(), daemon.stderr()));
@@ -518,13 +500,7 @@ fn whole_run_mem_profile_is_written_at_exit() {
     let mut daemon = Daemon::start(&args, Stdio::null());
     daemon.wait_ready(Duration::from_secs(10));
     let pid = daemon.child.id();
-    daemon.terminate();
-    assert_eq!(
-        daemon.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "stderr:\n{}",
-        daemon.stderr()
-    );
+    daemon.stop_cleanly(Duration::from_secs(30));
     let file = dir.path().join(format!("xtcp2-mem-{pid}.pb.gz"));
     let bytes =
         std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}; stderr:\n{}", file.display(), daemon.stderr()));

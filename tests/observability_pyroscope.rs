@@ -124,13 +124,7 @@ fn pyroscope_receives_a_pprof_profile_every_upload_period() {
     );
     assert!(sample(&m, "xtcp2_pyroscope_uploaded_bytes_total").unwrap() > 0.0);
 
-    daemon.terminate();
-    assert_eq!(
-        daemon.wait_exit(Duration::from_secs(15)),
-        Some(0),
-        "stderr:\n{}",
-        daemon.stderr()
-    );
+    daemon.stop_cleanly(Duration::from_secs(15));
 }
 
 /// An on-demand CPU profile while Pyroscope holds the profiler is served
@@ -165,13 +159,7 @@ fn pyroscope_yields_the_profiler_to_an_on_demand_profile() {
         Duration::from_secs(10),
     );
 
-    daemon.terminate();
-    assert_eq!(
-        daemon.wait_exit(Duration::from_secs(15)),
-        Some(0),
-        "stderr:\n{}",
-        daemon.stderr()
-    );
+    daemon.stop_cleanly(Duration::from_secs(15));
 }
 
 /// With the Pyroscope URL pointing at a closed port, polls go on
@@ -201,13 +189,7 @@ fn dead_pyroscope_does_not_hurt_collection() {
     let m = daemon.metrics();
     assert_eq!(sample(&m, "xtcp2_pyroscope_uploads_total"), Some(0.0));
 
-    daemon.terminate();
-    assert_eq!(
-        daemon.wait_exit(Duration::from_secs(15)),
-        Some(0),
-        "stderr:\n{}",
-        daemon.stderr()
-    );
+    daemon.stop_cleanly(Duration::from_secs(15));
     let stderr = daemon.stderr();
     let logged = stderr.lines().filter(|l| l.contains("Pyroscope upload failed")).count();
     assert_eq!(logged, 1, "failures must be logged once a minute at most:\n{stderr}");

@@ -385,6 +385,13 @@ impl Daemon {
         assert!(status.success(), "kill -TERM failed");
     }
 
+    /// SIGTERM, then asserts a clean exit (code 0) within `within`,
+    /// showing the daemon's stderr if not.
+    pub fn stop_cleanly(&mut self, within: Duration) {
+        self.terminate();
+        assert_eq!(self.wait_exit(within), Some(0), "stderr:\n{}", self.stderr());
+    }
+
     /// Waits for the process to exit and returns its code.
     pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
         let deadline = Instant::now() + within;
