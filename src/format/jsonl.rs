@@ -2,17 +2,28 @@
 //! omitted, addresses as text, numbers as JSON numbers (state and family
 //! stay numeric: this is the machine format).
 
-use super::text::{write_ip, write_u64};
+use super::text::{write_ip, FixedText, SliceWriter, TextSink, FIXED_TEXT_WIDTH, MAX_IP_TEXT, MAX_U64_DIGITS};
 use super::{field_tables, Encoder, FieldTables, Format};
-use crate::record::{FieldMeta, FieldVisitor, Record, Value};
+use crate::record::{FieldKind, FieldMeta, FieldVisitor, Record, Value, FIELDS};
+
+/// Room reserved for the string fields of a record before the first retry
+/// (host name, labels, namespace name, congestion name: short in practice).
+const STRING_ROOM: usize = 1024;
 
 pub struct JsonLines {
     tables: &'static FieldTables,
+    /// A record is written here first, then copied to the output in one
+    /// piece (see [`SliceWriter`] for why); sized for every field at its
+    /// widest and grown when long strings do not fit.
+    scratch: Vec<u8>,
 }
 
 impl JsonLines {
     pub fn new() -> Self {
-        JsonLines { tables: field_tables() }
+        JsonLines {
+            tables: field_tables(),
+            scratch: vec![0; widest_record()],
+        }
     }
 }
 
@@ -22,6 +33,23 @@ impl Default for JsonLines {
     }
 }
 
+/// Bytes of a record with every field present at its widest value, plus
+/// [`STRING_ROOM`] for string contents and the closing `}\n`.
+fn widest_record() -> usize {
+    let fields: usize = FIELDS
+        .iter()
+        .map(|f| {
+            FIXED_TEXT_WIDTH
+                + match f.kind {
+                    FieldKind::Addr => MAX_IP_TEXT + 2,
+                    FieldKind::Str => 2,
+                    _ => MAX_U64_DIGITS,
+                }
+        })
+        .sum();
+    fields + STRING_ROOM + 2
+}
+
 impl Encoder for JsonLines {
     fn format(&self) -> Format {
         Format::Jsonl
@@ -29,48 +57,66 @@ impl Encoder for JsonLines {
 
     #[inline]
     fn encode(&mut self, record: &Record, out: &mut Vec<u8>) {
-        out.push(b'{');
-        let mut writer = JsonFields {
-            out,
-            keys: &self.tables.json_keys,
-            first: true,
-        };
-        record.visit(&mut writer);
-        out.extend_from_slice(b"}\n");
+        loop {
+            let mut writer = SliceWriter::new(&mut self.scratch);
+            let mut fields = JsonFields {
+                writer: &mut writer,
+                keys: &self.tables.json_keys,
+            };
+            record.visit(&mut fields);
+            // Every key starts with its comma; the first one becomes the `{`.
+            if writer.is_empty() {
+                writer.push(b'{');
+            }
+            writer.extend_from_slice(b"}\n");
+            if !writer.overflowed() {
+                let text = writer.written();
+                if let Some(first) = text.first_mut() {
+                    *first = b'{';
+                }
+                out.extend_from_slice(text);
+                return;
+            }
+            // Only string fields can outgrow the buffer, so doubling ends.
+            let bigger = self.scratch.len() * 2;
+            self.scratch.resize(bigger, 0);
+        }
     }
 }
 
-struct JsonFields<'a> {
-    out: &'a mut Vec<u8>,
-    keys: &'a [super::text::FixedText],
-    first: bool,
+struct JsonFields<'w, 'b> {
+    writer: &'w mut SliceWriter<'b>,
+    keys: &'w [FixedText],
 }
 
-impl FieldVisitor for JsonFields<'_> {
+impl FieldVisitor for JsonFields<'_, '_> {
     // Inlined into Record::visit: a call per field costs more than the
     // field's encoding (the marshal bench doubles with this).
     #[inline(always)]
     fn field(&mut self, meta: &'static FieldMeta, value: Value<'_>) {
-        if !self.first {
-            self.out.push(b',');
-        }
-        self.first = false;
-        // Field names are Rust identifiers: the table holds `"name":` ready.
-        self.keys[meta.tag as usize].append_to(self.out);
+        // Field names are Rust identifiers: the table holds `,"name":` ready.
+        self.writer.put_fixed(&self.keys[meta.tag as usize]);
         match value {
-            Value::Uint(v) => write_u64(self.out, v),
-            Value::Str(s) => write_json_string(self.out, s),
+            Value::Uint(v) => self.writer.put_u64(v),
+            Value::Str(s) => {
+                // Escaping at most sextuples a byte (`\u00XX`).
+                if self.writer.has_room(s.len() * 6 + 2) {
+                    write_json_string(self.writer, s);
+                }
+            }
             Value::Addr(a) => {
-                self.out.push(b'"');
-                write_ip(self.out, a);
-                self.out.push(b'"');
+                if self.writer.has_room(MAX_IP_TEXT + 2) {
+                    self.writer.push(b'"');
+                    write_ip(self.writer, a);
+                    self.writer.push(b'"');
+                }
             }
         }
     }
 }
 
 /// Writes `s` as a JSON string with the escapes RFC 8259 requires.
-pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
+pub fn write_json_string<S: TextSink + ?Sized>(out: &mut S, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     // Host names, labels and congestion names almost never need escaping.
@@ -120,6 +166,36 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "{\"hostname\":\"h\\\"1\",\"idiag_sport\":22,\"idiag_src\":\"::1\",\"tcpi_rtt\":1500}\n"
         );
+    }
+
+    /// Strings longer than the scratch buffer's string room grow it and the
+    /// record is still written whole; an empty record is `{}`.
+    #[test]
+    fn long_strings_grow_the_buffer() {
+        let long: String = "a\u{1}\"".repeat(2000);
+        let rec = Record {
+            hostname: Some(Arc::from(long.as_str())),
+            label: Some(Arc::from(long.as_str())),
+            idiag_sport: Some(u16::MAX),
+            idiag_dst: Some("2001:db8::ffff:1".parse().unwrap()),
+            tcpi_bytes_acked: Some(u64::MAX),
+            ..Record::default()
+        };
+        let mut encoder = JsonLines::new();
+        let mut out = Vec::new();
+        encoder.encode(&rec, &mut out);
+        encoder.encode(&Record::default(), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let mut lines = text.lines();
+        let parsed: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        assert_eq!(parsed["hostname"], long.as_str());
+        assert_eq!(parsed["label"], long.as_str());
+        assert_eq!(parsed["idiag_sport"], 65535);
+        assert_eq!(parsed["idiag_dst"], "2001:db8::ffff:1");
+        assert_eq!(parsed["tcpi_bytes_acked"], u64::MAX);
+        assert_eq!(parsed.as_object().unwrap().len(), 5);
+        assert_eq!(lines.next(), Some("{}"));
+        assert_eq!(lines.next(), None);
     }
 
     /// Control characters become \u00XX escapes that a JSON parser turns back into the original.

@@ -233,7 +233,7 @@ pub fn encoder_for(name: &str, columns: &[String]) -> Result<Box<dyn Encoder>, F
 /// Per-field bytes every encoder would otherwise rebuild for each value,
 /// indexed by protobuf tag (tags are small and unique).
 pub(crate) struct FieldTables {
-    /// `"name":` for JSON.
+    /// `,"name":` for JSON (the encoder turns the first comma into `{`).
     pub json_keys: Vec<text::FixedText>,
     /// The msgpack string of the name (marker and bytes).
     pub msgpack_keys: Vec<Box<[u8]>>,
@@ -254,7 +254,7 @@ pub(crate) fn field_tables() -> &'static FieldTables {
         for f in FIELDS {
             let tag = f.tag as usize;
             // A test checks every key fits; an empty key would show up in it.
-            json_keys[tag] = text::FixedText::new(format!("\"{}\":", f.name).as_bytes()).unwrap_or_default();
+            json_keys[tag] = text::FixedText::new(format!(",\"{}\":", f.name).as_bytes()).unwrap_or_default();
             let mut key = Vec::new();
             msgpack::write_str(&mut key, f.name);
             msgpack_keys[tag] = key.into_boxed_slice();
@@ -333,7 +333,7 @@ mod tests {
         assert!(FIELDS.iter().all(|f| f.tag <= MAX_TABLE_TAG));
         for f in FIELDS {
             let key = field_tables().json_keys[f.tag as usize];
-            assert_eq!(key.as_bytes(), format!("\"{}\":", f.name).as_bytes());
+            assert_eq!(key.as_bytes(), format!(",\"{}\":", f.name).as_bytes());
         }
     }
 }

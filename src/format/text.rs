@@ -32,9 +32,28 @@ static OCTETS: [([u8; 3], u8); 256] = {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Where the text writers append: a growable `Vec<u8>`, or a [`SliceWriter`]
+/// over a fixed buffer.
+pub trait TextSink {
+    fn push(&mut self, byte: u8);
+    fn extend_from_slice(&mut self, bytes: &[u8]);
+}
+
+impl TextSink for Vec<u8> {
+    #[inline]
+    fn push(&mut self, byte: u8) {
+        Vec::push(self, byte);
+    }
+
+    #[inline]
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        Vec::extend_from_slice(self, bytes);
+    }
+}
+
 /// Appends an address exactly as `std`'s `Display` writes it.
 #[inline]
-pub fn write_ip(out: &mut Vec<u8>, addr: IpAddr) {
+pub fn write_ip<S: TextSink + ?Sized>(out: &mut S, addr: IpAddr) {
     match addr {
         IpAddr::V4(a) => write_ipv4(out, a),
         IpAddr::V6(a) => write_ipv6(out, a),
@@ -43,7 +62,7 @@ pub fn write_ip(out: &mut Vec<u8>, addr: IpAddr) {
 
 /// Appends dotted-quad text (`10.0.0.1`).
 #[inline]
-pub fn write_ipv4(out: &mut Vec<u8>, addr: Ipv4Addr) {
+pub fn write_ipv4<S: TextSink + ?Sized>(out: &mut S, addr: Ipv4Addr) {
     let [a, b, c, d] = addr.octets();
     write_octet(out, a);
     out.push(b'.');
@@ -55,7 +74,7 @@ pub fn write_ipv4(out: &mut Vec<u8>, addr: Ipv4Addr) {
 }
 
 #[inline]
-fn write_octet(out: &mut Vec<u8>, v: u8) {
+fn write_octet<S: TextSink + ?Sized>(out: &mut S, v: u8) {
     let (digits, len) = &OCTETS[usize::from(v)];
     out.extend_from_slice(&digits[..usize::from(*len)]);
 }
@@ -63,7 +82,7 @@ fn write_octet(out: &mut Vec<u8>, v: u8) {
 /// Appends RFC 5952 text, matching `std`: lowercase hex, the longest run of
 /// two or more zero groups (the first one on a tie) shortened to `::`, and
 /// IPv4-mapped addresses as `::ffff:a.b.c.d`.
-pub fn write_ipv6(out: &mut Vec<u8>, addr: Ipv6Addr) {
+pub fn write_ipv6<S: TextSink + ?Sized>(out: &mut S, addr: Ipv6Addr) {
     let segments = addr.segments();
     if let Some(v4) = addr.to_ipv4_mapped() {
         out.extend_from_slice(b"::ffff:");
@@ -95,7 +114,7 @@ pub fn write_ipv6(out: &mut Vec<u8>, addr: Ipv6Addr) {
     }
 }
 
-fn write_groups(out: &mut Vec<u8>, groups: &[u16]) {
+fn write_groups<S: TextSink + ?Sized>(out: &mut S, groups: &[u16]) {
     for (i, &g) in groups.iter().enumerate() {
         if i > 0 {
             out.push(b':');
@@ -105,7 +124,7 @@ fn write_groups(out: &mut Vec<u8>, groups: &[u16]) {
 }
 
 #[inline]
-fn write_hex_group(out: &mut Vec<u8>, g: u16) {
+fn write_hex_group<S: TextSink + ?Sized>(out: &mut S, g: u16) {
     let nibbles = [
         (g >> 12) as usize,
         ((g >> 8) & 0xf) as usize,
@@ -178,6 +197,145 @@ impl Default for FixedText {
             len: 0,
         }
     }
+}
+
+/// Most decimal digits of a u64 (`18446744073709551615`).
+pub const MAX_U64_DIGITS: usize = 20;
+
+/// "00" to "99": integers are written two digits per division.
+static DIGIT_PAIRS: [u8; 200] = {
+    let mut table = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        table[2 * i] = b'0' + (i / 10) as u8;
+        table[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    table
+};
+
+/// A text writer over a fixed slice, for encoders that write many small
+/// pieces per record. The write position is a local (a register), where
+/// every push to a `&mut Vec` reloads and stores the Vec's length and checks
+/// its capacity; and integers are written in place, where `itoa` plus a
+/// copy of a variable length costs a memmove call per number (5% of a
+/// jsonl collection in a profile).
+///
+/// A write that does not fit is dropped and marks the writer overflowed;
+/// the caller then retries with a bigger buffer. Nothing here can panic.
+pub struct SliceWriter<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+    overflowed: bool,
+}
+
+impl<'a> SliceWriter<'a> {
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        SliceWriter {
+            buf,
+            pos: 0,
+            overflowed: false,
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.pos
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos == 0
+    }
+
+    /// True when some write did not fit: the text is incomplete.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// The text written so far.
+    pub fn written(&mut self) -> &mut [u8] {
+        &mut self.buf[..self.pos]
+    }
+
+    /// Whether `n` more bytes fit; marks the writer overflowed when not.
+    #[inline(always)]
+    pub fn has_room(&mut self, n: usize) -> bool {
+        let fits = self.buf.len() - self.pos >= n;
+        self.overflowed |= !fits;
+        fits
+    }
+
+    /// Appends the whole fixed-width array (a few vector stores) and keeps
+    /// its first `text.len` bytes.
+    #[inline(always)]
+    pub fn put_fixed(&mut self, text: &FixedText) {
+        match self.buf.get_mut(self.pos..self.pos + FIXED_TEXT_WIDTH) {
+            Some(window) => {
+                window.copy_from_slice(&text.bytes);
+                self.pos += usize::from(text.len);
+            }
+            None => self.overflowed = true,
+        }
+    }
+
+    /// Appends `v` in decimal.
+    #[inline(always)]
+    pub fn put_u64(&mut self, v: u64) {
+        if v < 10 {
+            self.push(b'0' + v as u8);
+            return;
+        }
+        let Some(window) = self.buf.get_mut(self.pos..self.pos + MAX_U64_DIGITS) else {
+            self.overflowed = true;
+            return;
+        };
+        let len = decimal_len(v);
+        let mut end = len;
+        let mut rest = v;
+        while rest >= 100 {
+            let pair = (rest % 100) as usize * 2;
+            rest /= 100;
+            end -= 2;
+            window[end..end + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        }
+        if rest >= 10 {
+            let pair = rest as usize * 2;
+            window[..2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        } else {
+            window[0] = b'0' + rest as u8;
+        }
+        self.pos += len;
+    }
+}
+
+impl TextSink for SliceWriter<'_> {
+    #[inline(always)]
+    fn push(&mut self, byte: u8) {
+        match self.buf.get_mut(self.pos) {
+            Some(slot) => {
+                *slot = byte;
+                self.pos += 1;
+            }
+            None => self.overflowed = true,
+        }
+    }
+
+    #[inline]
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        match self.buf.get_mut(self.pos..self.pos + bytes.len()) {
+            Some(window) => {
+                window.copy_from_slice(bytes);
+                self.pos += bytes.len();
+            }
+            None => self.overflowed = true,
+        }
+    }
+}
+
+/// Decimal digits of `v` (1 for 0).
+#[inline(always)]
+fn decimal_len(v: u64) -> usize {
+    v.checked_ilog10().map_or(1, |log| log as usize + 1)
 }
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
@@ -290,12 +448,60 @@ mod tests {
             prop_assert_eq!(ip_text(IpAddr::V6(addr)), addr.to_string());
         }
 
+        /// Any integer writes as std writes it, with room to spare or with exactly
+        /// the worst-case window the writer asks for.
+        #[test]
+        fn slice_writer_decimal_matches_std(v in any::<u64>(), exact in any::<bool>()) {
+            let room = if exact { MAX_U64_DIGITS } else { 64 };
+            prop_assert_eq!(slice_decimal(v, room), (v.to_string(), false));
+        }
+
         /// Any IPv4 address renders as std renders it.
         #[test]
         fn ipv4_text_matches_std(bits in any::<u32>()) {
             let addr = Ipv4Addr::from(bits);
             prop_assert_eq!(ip_text(IpAddr::V4(addr)), addr.to_string());
         }
+    }
+
+    fn slice_decimal(v: u64, room: usize) -> (String, bool) {
+        let mut buf = vec![0u8; room];
+        let mut writer = SliceWriter::new(&mut buf);
+        writer.put_u64(v);
+        let overflowed = writer.overflowed();
+        (String::from_utf8(writer.written().to_vec()).unwrap(), overflowed)
+    }
+
+    /// Every digit-count boundary writes as std writes it.
+    #[test]
+    fn slice_writer_decimal_boundaries() {
+        let mut values = vec![0, u64::MAX];
+        for power in 0..20 {
+            let p = 10u64.pow(power);
+            values.extend([p - 1, p, p + 1]);
+        }
+        for v in values {
+            assert_eq!(slice_decimal(v, 64), (v.to_string(), false), "{v}");
+        }
+    }
+
+    /// A write that does not fit is dropped whole and flags the writer; it never panics
+    /// and never leaves a partial number behind.
+    #[test]
+    fn slice_writer_overflow_is_flagged_not_partial() {
+        assert_eq!(slice_decimal(7, 0), (String::new(), true));
+        assert_eq!(slice_decimal(12345, 4), (String::new(), true));
+        let mut buf = [0u8; 50];
+        let mut writer = SliceWriter::new(&mut buf);
+        writer.put_fixed(&FixedText::new(b"abc").unwrap());
+        assert_eq!(writer.written(), b"abc");
+        writer.put_fixed(&FixedText::new(b"def").unwrap());
+        assert!(writer.overflowed());
+        assert_eq!(writer.written(), b"abc");
+        writer.extend_from_slice(&[b'x'; 48]);
+        assert_eq!(writer.written(), b"abc");
+        assert!(!writer.has_room(48));
+        assert!(writer.has_room(47));
     }
 
     /// Timestamps render as RFC 3339 UTC with nine digits, across leap years
