@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use xtcp2::collect::DumpPlan;
 use xtcp2::decode::Deserializers;
 use xtcp2::kernel::{DiagSocket, DumpSummary, ALL_TCP_STATES, RECV_BUFFER_BYTES};
-use xtcp2::netns::{discover, DiscoveryConfig, NetnsOrigin};
+use xtcp2::netns::{discover, Discovery, DiscoveryConfig, NetnsOrigin};
 
 /// Receive timeout per recv, as xtcp2's default `-nltimeout`.
 const RECV_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -196,25 +196,53 @@ fn dump_all(args: &Args) -> Result<String, String> {
     ))
 }
 
-/// Times `--repeat` discovery passes; returns them as JSON.
+/// Times `--repeat` full discovery passes (every process stat'ed, as a
+/// one-shot does), then `--repeat` incremental ones (a daemon's passes
+/// between full rescans); returns both as JSON.
 fn time_discovery(args: &Args) -> Result<String, String> {
     let config = DiscoveryConfig::new(args.dirs.clone(), args.proc_scan);
-    let mut wall_ms = Vec::new();
-    let mut cpu_ms = Vec::new();
+    let mut full = Timings::default();
     let mut found = 0;
     for _ in 0..args.repeat.max(1) {
+        found = full.time(|| discover(&config).len());
+    }
+    let mut daemon = Discovery::new(config.with_proc_rescan_interval(Duration::from_secs(3600)));
+    daemon.run(Instant::now());
+    let mut incremental = Timings::default();
+    for _ in 0..args.repeat.max(1) {
+        incremental.time(|| daemon.run(Instant::now()).len());
+    }
+    Ok(format!(
+        "{{\"namespaces\":{found},{},\"incremental\":{{{}}}}}",
+        full.json(),
+        incremental.json()
+    ))
+}
+
+#[derive(Default)]
+struct Timings {
+    wall_ms: Vec<f64>,
+    cpu_ms: Vec<f64>,
+}
+
+impl Timings {
+    fn time<T>(&mut self, work: impl FnOnce() -> T) -> T {
         let cpu_before = thread_cpu_ms();
         let started = Instant::now();
-        found = discover(&config).len();
-        wall_ms.push(started.elapsed().as_secs_f64() * 1e3);
-        cpu_ms.push(thread_cpu_ms() - cpu_before);
+        let result = work();
+        self.wall_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        self.cpu_ms.push(thread_cpu_ms() - cpu_before);
+        result
     }
-    let list = |v: &[f64]| v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(",");
-    Ok(format!(
-        "{{\"namespaces\":{found},\"wall_ms\":[{}],\"cpu_ms\":[{}]}}",
-        list(&wall_ms),
-        list(&cpu_ms)
-    ))
+
+    fn json(&self) -> String {
+        let list = |v: &[f64]| v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(",");
+        format!(
+            "\"wall_ms\":[{}],\"cpu_ms\":[{}]",
+            list(&self.wall_ms),
+            list(&self.cpu_ms)
+        )
+    }
 }
 
 /// User + system CPU time of the calling thread, milliseconds.

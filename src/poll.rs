@@ -15,7 +15,7 @@ use crate::collect::{Collector, DumpPlan};
 use crate::config::Config;
 use crate::format::{encoder_for, Format};
 use crate::netns::watch::Wake;
-use crate::netns::{discover, DiscoveryConfig, NetnsEntry, NetnsRegistry};
+use crate::netns::{Discovery, DiscoveryConfig, NetnsEntry, NetnsRegistry};
 use crate::observe::metrics::{KindLabel, Metrics};
 
 /// What one poll cycle did, reported to the caller (readiness, tests).
@@ -31,7 +31,7 @@ pub struct PollReport {
 pub struct Poller {
     config: Config,
     metrics: Arc<Metrics>,
-    discovery: DiscoveryConfig,
+    discovery: Discovery,
     registry: NetnsRegistry,
     collectors: Vec<Collector>,
     seq: u64,
@@ -64,7 +64,10 @@ impl Poller {
             collectors.push(collector);
         }
         Ok(Poller {
-            discovery: DiscoveryConfig::new(config.netns_dirs.clone(), config.netns_proc_scan),
+            discovery: Discovery::new(
+                DiscoveryConfig::new(config.netns_dirs.clone(), config.netns_proc_scan)
+                    .with_proc_rescan_interval(config.netns_proc_rescan),
+            ),
             config,
             metrics,
             registry: NetnsRegistry::new(),
@@ -75,7 +78,7 @@ impl Poller {
 
     /// Replaces where namespaces are looked for (tests use private dirs).
     pub fn set_discovery(&mut self, discovery: DiscoveryConfig) {
-        self.discovery = discovery;
+        self.discovery = Discovery::new(discovery);
     }
 
     pub fn registry(&self) -> &NetnsRegistry {
@@ -84,7 +87,16 @@ impl Poller {
 
     /// Runs discovery now and applies it (closing sockets of vanished namespaces).
     pub fn rediscover(&mut self) {
-        let found = discover(&self.discovery);
+        let started = Instant::now();
+        let found = self.discovery.run(started);
+        let netns = &self.metrics.netns;
+        netns.discovery_seconds.observe(started.elapsed().as_secs_f64());
+        let scan = self.discovery.last_proc_scan();
+        if scan.processes > 0 {
+            let kind = if scan.full { "full" } else { "incremental" };
+            netns.proc_scans.get_or_create(&KindLabel { kind }).inc();
+            netns.proc_stat_calls.inc_by(scan.stats as u64);
+        }
         self.registry.apply(found, &self.metrics);
     }
 

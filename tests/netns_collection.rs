@@ -3,6 +3,7 @@
 //! with the right namespace identity; and namespace churn without leaks.
 
 mod netns_support;
+mod observability_support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -129,6 +130,81 @@ fn netns_proc_scan_can_be_turned_off() {
     let records = parse_records(&String::from_utf8_lossy(&out.stdout));
     assert!(with_ports(&records, conn.server_port, conn.client_port).is_empty());
     assert!(records.iter().all(|r| r.get("netns_pid").is_none()));
+}
+
+/// A daemon whose /proc scans after the first are incremental (the full
+/// rescan is an hour away) still finds a process-held namespace created
+/// after it started, at its next poll: new processes are always stat'ed.
+#[test]
+fn netns_process_started_after_the_daemon_is_found_by_incremental_scans() {
+    if !can_create_namespaces("netns_process_started_after_the_daemon_is_found_by_incremental_scans") {
+        return;
+    }
+    // Something for the first poll to print, so the test knows it happened.
+    let host_conn = LoopbackConnection::open();
+    let prom = std::net::SocketAddr::from(([127, 0, 0, 1], observability_support::free_port()));
+    let mut daemon = xtcp2()
+        .args([
+            "--frequency",
+            "300ms",
+            "--timeout",
+            "250ms",
+            "--prom-listen",
+            &prom.to_string(),
+            "--netns-dirs",
+            "",
+            "--netns-proc-rescan",
+            "1h",
+            "--states",
+            "established",
+            "--deserializers",
+            "",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start xtcp2");
+    let stdout = daemon.stdout.take().expect("stdout");
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The first poll (a full scan) has happened once records arrive.
+    let first = received.recv_timeout(Duration::from_secs(10));
+    drop(host_conn);
+
+    let anonymous = ProcessNetns::new();
+    let conn = LoopbackConnection::open_in(&anonymous.path());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut found = None;
+    while found.is_none() && Instant::now() < deadline {
+        let Ok(line) = received.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        let records = parse_records(&line);
+        found = with_ports(&records, conn.server_port, conn.client_port)
+            .first()
+            .map(|r| (*r).clone());
+    }
+    let metrics = observability_support::http_get(prom, "/metrics").map(|r| r.text());
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = reader.join();
+    assert!(first.is_ok(), "the daemon printed nothing in 10 s");
+    let record = found.expect("the new process's namespace was not collected within 10 s");
+    assert_eq!(record["netns_pid"], anonymous.pid());
+    assert_eq!(record["netns_inode"], netns_inode(&anonymous.path()));
+    // Found by an incremental scan: only the first was full.
+    let metrics = metrics.expect("GET /metrics");
+    let scans = |kind: &str| {
+        observability_support::sample(&metrics, &format!("xtcp2_netns_proc_scans_total{{kind=\"{kind}\"}}"))
+    };
+    assert_eq!(scans("full"), Some(1.0), "{metrics}");
+    assert!(scans("incremental").unwrap_or(0.0) >= 1.0, "{metrics}");
 }
 
 fn fd_count(pid: u32) -> usize {

@@ -158,6 +158,7 @@ fn daemon_metrics_readiness_promtool_and_clean_exit() {
     at_least("xtcp2_netlink_messages_total", connections.sockets() as f64);
     at_least("xtcp2_netlink_dumps_total", 2.0); // IPv4 and IPv6 of at least one poll
     at_least("xtcp2_poll_duration_seconds_count", 3.0);
+    at_least("xtcp2_netns_discovery_seconds_count", 3.0);
     at_least("xtcp2_envelope_rows_flushed_total", connections.sockets() as f64);
     at_least("xtcp2_envelopes_flushed_total", 1.0);
     at_least("xtcp2_destination_sends_total", 1.0);
@@ -168,6 +169,11 @@ fn daemon_metrics_readiness_promtool_and_clean_exit() {
     at_least("process_virtual_memory_bytes", 1e6);
     assert_eq!(sample(&m, "xtcp2_netns_active"), Some(1.0), "only the host namespace");
     assert_eq!(sample(&m, "xtcp2_netns_discovered_total"), Some(1.0));
+    assert_eq!(
+        sample(&m, "xtcp2_netns_proc_stat_calls_total"),
+        Some(0.0),
+        "the /proc scan is off"
+    );
     assert!(sample(&m, "xtcp2_destination_queue_depth").is_some());
     assert_eq!(sample(&m, "xtcp2_destination_dropped_envelopes_total"), Some(0.0));
     let last_poll = sample(&m, "xtcp2_poll_last_timestamp_seconds").unwrap();

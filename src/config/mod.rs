@@ -118,6 +118,16 @@ pub struct DaemonArgs {
     #[arg(long = "netns-proc-scan", alias = "netnsProcScan", env = "XTCP2_NETNS_PROC_SCAN", default_value = "true",
           num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool), global = true)]
     pub netns_proc_scan: bool,
+    /// How often the /proc scan stats every process again (between full
+    /// scans only new processes are stat'ed); 0 = every poll.
+    #[arg(
+        long = "netns-proc-rescan",
+        alias = "netnsProcRescan",
+        env = "XTCP2_NETNS_PROC_RESCAN",
+        default_value = "30s",
+        global = true
+    )]
+    pub netns_proc_rescan: String,
     /// Flush an envelope when it holds this many records.
     #[arg(
         long = "envelope-flush-rows",
@@ -344,6 +354,7 @@ pub struct Config {
     pub netlinkers: usize,
     pub netns_dirs: Vec<PathBuf>,
     pub netns_proc_scan: bool,
+    pub netns_proc_rescan: Duration,
     pub envelope_flush_rows: usize,
     pub envelope_flush_bytes: usize,
     pub queue_envelopes: usize,
@@ -456,6 +467,7 @@ impl Config {
                 .map(PathBuf::from)
                 .collect(),
             netns_proc_scan: a.netns_proc_scan,
+            netns_proc_rescan: parse_duration("netns-proc-rescan", &a.netns_proc_rescan)?,
             envelope_flush_rows: a.envelope_flush_rows,
             envelope_flush_bytes: a.envelope_flush_bytes,
             queue_envelopes: a.queue_envelopes,
@@ -581,6 +593,24 @@ mod tests {
         let cli = parse(&["xtcp2", "-ioUring", "-netnsProcScan=false"]).unwrap();
         assert!(cli.daemon.io_uring);
         assert!(!cli.daemon.netns_proc_scan);
+    }
+
+    /// The /proc rescan interval defaults to 30 s, takes both spellings, and
+    /// 0 (a full scan every poll) is allowed.
+    #[test]
+    fn proc_rescan_interval() {
+        let default = Config::from_args(&parse(&["xtcp2"]).unwrap().daemon).unwrap();
+        assert_eq!(default.netns_proc_rescan, Duration::from_secs(30));
+        let go = Config::from_args(&parse(&["xtcp2", "-netnsProcRescan", "0"]).unwrap().daemon).unwrap();
+        assert_eq!(go.netns_proc_rescan, Duration::ZERO);
+        let cli = parse(&["xtcp2", "--netns-proc-rescan", "2m"]).unwrap();
+        assert_eq!(
+            Config::from_args(&cli.daemon).unwrap().netns_proc_rescan,
+            Duration::from_secs(120)
+        );
+        let cli = parse(&["xtcp2", "--netns-proc-rescan", "soon"]).unwrap();
+        let err = Config::from_args(&cli.daemon).unwrap_err();
+        assert!(err.to_string().contains("--netns-proc-rescan"), "{err}");
     }
 
     /// An unknown single-dash flag is left for clap to reject.

@@ -27,7 +27,7 @@ use crate::collect::NamespaceStamp;
 use crate::kernel::DiagSocket;
 use crate::observe::metrics::{KindLabel, Metrics};
 
-pub use discover::{discover, DiscoveryConfig};
+pub use discover::{discover, Discovery, DiscoveryConfig, ProcScanStats, DEFAULT_PROC_RESCAN_INTERVAL};
 
 /// Identity of a network namespace: device and inode of its nsfs file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -100,13 +100,34 @@ pub struct DestinationMetrics {
     pub dropped_rows: Counter,
 }
 
-#[derive(Default)]
 pub struct NetnsMetrics {
     pub active: Gauge,
     pub discovered: Counter,
     pub removed: Counter,
     pub enter_failures: Family<KindLabel, Counter>,
     pub dump_failures: Family<KindLabel, Counter>,
+    /// Whole discovery passes (bind-mount directories and /proc).
+    pub discovery_seconds: Histogram,
+    /// /proc scans, kind `full` or `incremental`.
+    pub proc_scans: Family<KindLabel, Counter>,
+    /// `stat` calls on /proc/PID/ns/net.
+    pub proc_stat_calls: Counter,
+}
+
+impl Default for NetnsMetrics {
+    fn default() -> Self {
+        NetnsMetrics {
+            active: Gauge::default(),
+            discovered: Counter::default(),
+            removed: Counter::default(),
+            enter_failures: Family::default(),
+            dump_failures: Family::default(),
+            // 0.1 ms .. ~3 s
+            discovery_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            proc_scans: Family::default(),
+            proc_stat_calls: Counter::default(),
+        }
+    }
 }
 
 /// On-demand profiles and the Pyroscope push.
@@ -299,6 +320,21 @@ impl Metrics {
             "netns_dump_failures",
             "Failed dumps of a namespace, by kind",
             ns.dump_failures.clone(),
+        );
+        r.register(
+            "netns_discovery_seconds",
+            "Duration of namespace discovery passes (bind-mount directories and /proc)",
+            ns.discovery_seconds.clone(),
+        );
+        r.register(
+            "netns_proc_scans",
+            "Scans of /proc for process-held namespaces, by kind (full, incremental)",
+            ns.proc_scans.clone(),
+        );
+        r.register(
+            "netns_proc_stat_calls",
+            "stat calls on /proc/PID/ns/net (incremental scans stat only new processes)",
+            ns.proc_stat_calls.clone(),
         );
         let pr = &self.profiling;
         r.register(
