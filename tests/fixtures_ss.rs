@@ -80,14 +80,6 @@ struct SsComparison {
     mismatches: Vec<String>,
 }
 
-/// ss prints the unspecified IPv6 address as `*` unless the socket is v6only.
-fn join_address(printed: &str) -> String {
-    match printed.strip_prefix("*:") {
-        Some(port) => format!("[::]:{port}"),
-        None => printed.to_string(),
-    }
-}
-
 /// Joins each ss socket to exactly one decoded socket (by `ino:` when it is
 /// not 0, else by local and peer address) and compares every token.
 fn compare_with_ss(decoded: &[Decoded], printed: &[SsSocket], shown: Shown) -> SsComparison {
@@ -106,10 +98,10 @@ fn compare_with_ss(decoded: &[Decoded], printed: &[SsSocket], shown: Shown) -> S
     let mut out = SsComparison::default();
     let mut joined = vec![false; rendered.len()];
     for p in printed {
-        let (local, peer) = (join_address(&p.local), join_address(&p.peer));
+        let (local, peer) = (p.local.as_str(), p.peer.as_str());
         let candidates = match p.fields.get("ino").filter(|ino| *ino != "0") {
             Some(ino) => by_ino.get(ino.as_str()),
-            None => by_address.get(&(local.as_str(), peer.as_str())),
+            None => by_address.get(&(local, peer)),
         };
         let i = match candidates.map(Vec::as_slice) {
             Some([i]) => *i,
@@ -146,18 +138,8 @@ fn compare_with_ss(decoded: &[Decoded], printed: &[SsSocket], shown: Shown) -> S
         field("State", &p.state, &ours.state, p.state == ours.state);
         field("Recv-Q", &p.recv_q, &ours.recv_q, p.recv_q == ours.recv_q);
         field("Send-Q", &p.send_q, &ours.send_q, p.send_q == ours.send_q);
-        field(
-            "Local",
-            &p.local,
-            &ours.local,
-            ss_text::address_matches(&p.local, &ours.local),
-        );
-        field(
-            "Peer",
-            &p.peer,
-            &ours.peer,
-            ss_text::address_matches(&p.peer, &ours.peer),
-        );
+        field("Local", &p.local, &ours.local, p.local == ours.local);
+        field("Peer", &p.peer, &ours.peer, p.peer == ours.peer);
         let keys: std::collections::BTreeSet<&String> = p.fields.keys().chain(ours.fields.keys()).collect();
         for key in keys {
             let (a, b) = (p.fields.get(key), ours.fields.get(key));
@@ -184,7 +166,7 @@ fn check_ss_fixture(pcap: &str, ss: &str, dumps: [usize; 2], shown: Shown) {
     let congestion_info: usize = ["dctcp", "bbr"].iter().filter_map(|k| cmp.by_key.get(*k)).sum();
     println!(
         "{pcap} dumps {dumps:?} vs {ss}: {} sockets joined, {} fields compared \
-         ({congestion_info} dctcp/bbr info), {} tokens not from inet_diag skipped (users:, cgroup:, v6only:)",
+         ({congestion_info} dctcp/bbr info), {} tokens not from inet_diag skipped (users:, cgroup:)",
         cmp.sockets, cmp.fields, cmp.not_compared
     );
     assert!(
@@ -308,10 +290,6 @@ fn expected_tcp_info_len(file: &str) -> usize {
     }
 }
 
-/// Attributes present in the fixtures that the record deliberately does not
-/// carry: SKV6ONLY (11) and ULP_INFO (19).
-const NOT_DECODED: [u16; 2] = [attr::SKV6ONLY, 19];
-
 fn files_under(dir: &Path, rel: &str, out: &mut Vec<String>) {
     let mut entries: Vec<_> = std::fs::read_dir(dir.join(rel))
         .unwrap_or_else(|e| panic!("listing {rel}: {e}"))
@@ -330,7 +308,7 @@ fn files_under(dir: &Path, rel: &str, out: &mut Vec<String>) {
 
 /// Every pcap and raw netlink capture in the folder decodes with no error;
 /// every socket's tcp_info has the length the README gives for its kernel;
-/// the only attributes skipped are the two the record does not carry; and
+/// no attribute is skipped (every one the fixtures hold is decoded); and
 /// netlink-packet-sock-diag, decoding the same bytes, agrees on every field
 /// it knows.
 #[test]
@@ -365,7 +343,7 @@ fn every_capture_decodes_and_agrees_with_netlink_packet_sock_diag() {
         assert!(failures.is_empty(), "{file}: {failures:?}");
         for (kind, count) in decoder.stats.skipped_attributes.iter().enumerate() {
             assert!(
-                *count == 0 || NOT_DECODED.contains(&(kind as u16)),
+                *count == 0,
                 "{file}: {count} attributes of type {kind} ({}) were skipped",
                 attr::name(kind as u16)
             );
@@ -456,6 +434,33 @@ fn congestion_info_follows_the_algorithm() {
         );
         assert!(matches!(rec.bbr_cwnd_gain, Some(739 | 512)), "{:?}", rec.bbr_cwnd_gain);
         assert_eq!(rec.bbr_bw_hi, Some(0));
+    }
+}
+
+/// The 7.0 capture holds five MPTCP listeners: their INET_DIAG_ULP_INFO
+/// names the ULP, and no other socket has one. Its IPv6 listeners carry
+/// INET_DIAG_SKV6ONLY; established sockets never do (the kernel sends it
+/// for LISTEN and CLOSE only).
+#[test]
+fn ulp_name_and_v6only_come_through() {
+    let Some(dir) = fixtures() else { return };
+    let records = records_of(&dir, "7_0_3/7_0_3_ss_tcp_info.pcap");
+    let mut mptcp: Vec<u16> = records
+        .iter()
+        .filter(|r| r.ulp_name.is_some())
+        .map(|r| {
+            assert_eq!(r.ulp_name.unwrap().as_str(), "mptcp");
+            assert_eq!(r.idiag_state, Some(10), "port {:?}", r.idiag_sport);
+            r.idiag_sport.unwrap()
+        })
+        .collect();
+    mptcp.sort();
+    assert_eq!(mptcp, [3000, 9090, 9113, 9323, 19000]);
+    let with_v6only: Vec<&Record> = records.iter().filter(|r| r.v6only.is_some()).collect();
+    assert!(!with_v6only.is_empty());
+    for r in with_v6only {
+        assert_eq!(r.idiag_family, Some(10));
+        assert!(matches!(r.idiag_state, Some(7) | Some(10)), "{:?}", r.idiag_state);
     }
 }
 

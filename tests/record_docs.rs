@@ -23,7 +23,7 @@ const GROUPS: [(u32, u32, &str); 8] = [
     (
         50,
         59,
-        "Small attributes (`cong`, `tos`, `tc`, `shut`, `classid`, `cgroup`; `mark` when sent)",
+        "Small attributes (`cong`, `tos`, `tc`, `shut`, `classid`, `cgroup`; `mark`, `v6only`, `ulp_name` whenever sent)",
     ),
     (60, 79, "`INET_DIAG_SOCKOPT` (`sockopt`, Linux 5.10+)"),
     (

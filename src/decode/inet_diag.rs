@@ -33,6 +33,7 @@ pub mod attr {
     pub const PROTOCOL: u16 = 10;
     pub const SKV6ONLY: u16 = 11;
     pub const MARK: u16 = 15;
+    pub const ULP_INFO: u16 = 19;
     pub const BBRINFO: u16 = 16;
     pub const CLASS_ID: u16 = 17;
     pub const CGROUP_ID: u16 = 21;
@@ -63,7 +64,7 @@ pub mod attr {
             BBRINFO => "bbrinfo",
             CLASS_ID => "class_id",
             18 => "md5sig",
-            19 => "ulp_info",
+            ULP_INFO => "ulp_info",
             20 => "sk_bpf_storages",
             CGROUP_ID => "cgroup_id",
             SOCKOPT => "sockopt",
@@ -132,6 +133,27 @@ fn decode_header(p: &[u8], rec: &mut Record) {
     rec.idiag_inode = u32_at(p, 68);
 }
 
+/// `INET_ULP_INFO_NAME` inside the `INET_DIAG_ULP_INFO` nest. The TLS and
+/// MPTCP details nested beside it (`INET_ULP_INFO_TLS`, `_MPTCP`) are not
+/// decoded. A malformed nest yields no name (and no error: the socket is
+/// still worth its other fields).
+fn ulp_name(nest: &[u8]) -> Option<ShortName> {
+    const INET_ULP_INFO_NAME: u16 = 1;
+    let mut offset = 0;
+    while offset + NLA_HDRLEN <= nest.len() {
+        let len = usize::from(u16_at(nest, offset)?);
+        let kind = u16_at(nest, offset + 2)? & NLA_TYPE_MASK;
+        if len < NLA_HDRLEN || offset + len > nest.len() {
+            return None;
+        }
+        if kind == INET_ULP_INFO_NAME {
+            return Some(ShortName::from_c_bytes(&nest[offset + NLA_HDRLEN..offset + len]));
+        }
+        offset = align4(offset + len);
+    }
+    None
+}
+
 /// `__be32 idiag_src[4]`: IPv4 uses the first word only.
 fn address(family: Option<u8>, raw: &[u8]) -> Option<IpAddr> {
     let bytes: [u8; 16] = raw.try_into().ok()?;
@@ -192,8 +214,12 @@ fn decode_attribute(kind: u16, v: &[u8], on: Deserializers, rec: &mut Record) ->
         attr::CLASS_ID if on.contains(D::Classid) => rec.class_id = u32_at(v, 0),
         attr::CGROUP_ID if on.contains(D::Cgroup) => rec.cgroup_id = u64_at(v, 0),
         attr::SOCKOPT if on.contains(D::Sockopt) => decode_sockopt(v, rec),
-        // The kernel sends MARK only to CAP_NET_ADMIN callers; keep it when it comes.
+        // The kernel sends MARK and ULP_INFO only to CAP_NET_ADMIN callers,
+        // and SKV6ONLY for every IPv6 socket, whatever idiag_ext asks: keep
+        // them when they come.
         attr::MARK => rec.mark = u32_at(v, 0),
+        attr::SKV6ONLY => rec.v6only = u8_at(v, 0),
+        attr::ULP_INFO => rec.ulp_name = ulp_name(v),
         _ => return false,
     }
     true
@@ -256,6 +282,33 @@ mod tests {
         assert_eq!(rec.idiag_cookie, Some(0x1_0000_1234));
         assert_eq!(rec.idiag_inode, Some(777));
         assert_eq!(rec.tcpi_rtt, None);
+    }
+
+    /// INET_DIAG_ULP_INFO yields the name nested in it, wherever it sits in
+    /// the nest; a nest without a name, or cut short, yields none and is
+    /// not an error. SKV6ONLY decodes whatever deserializers are on.
+    #[test]
+    fn ulp_name_and_v6only() {
+        let decode = |ulp: &[u8]| {
+            let mut p = header(AF_INET6);
+            push_attr(&mut p, attr::ULP_INFO, ulp);
+            push_attr(&mut p, attr::SKV6ONLY, &[1]);
+            let mut rec = Record::default();
+            let mut stats = DecodeStats::default();
+            decode_socket(&p, Deserializers::parse("").unwrap(), &mut stats, &mut rec).unwrap();
+            assert_eq!(stats.skipped_attributes.iter().sum::<u64>(), 0);
+            assert_eq!(rec.v6only, Some(1));
+            rec.ulp_name.map(|n| n.as_str().to_string())
+        };
+        let mut nest = Vec::new();
+        push_attr(&mut nest, 2, &[0, 0, 0, 0, 0, 0, 0, 0]); // INET_ULP_INFO_TLS first
+        push_attr(&mut nest, 1, b"tls\0");
+        assert_eq!(decode(&nest).as_deref(), Some("tls"));
+        let mut nameless = Vec::new();
+        push_attr(&mut nameless, 3, &[0; 4]);
+        assert_eq!(decode(&nameless), None);
+        assert_eq!(decode(&[12, 0, 1, 0, b'm', b'p']), None, "length past the nest");
+        assert_eq!(decode(&[]), None);
     }
 
     /// Unknown attributes are skipped and counted; known ones still decode.

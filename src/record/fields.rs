@@ -141,6 +141,10 @@ define_record! {
     cgroup_id: u64 = 55, Uint, "INET_DIAG_CGROUP_ID", "";
     /// Socket mark, SO_MARK (INET_DIAG_MARK; sent only to CAP_NET_ADMIN).
     mark: u32 = 56, Uint, "INET_DIAG_MARK", "";
+    /// IPV6_V6ONLY: 1 when an IPv6 socket refuses IPv4-mapped peers (`ss -e` `v6only:`; sent for listening and closed IPv6 sockets).
+    v6only: u8 = 57, Uint, "INET_DIAG_SKV6ONLY", "";
+    /// Upper layer protocol on the socket, `tls` or `mptcp` (INET_DIAG_ULP_INFO; sent only to CAP_NET_ADMIN).
+    ulp_name: ShortName = 58, Str, "INET_ULP_INFO_NAME", "";
 
     /// IP_RECVERR set (INET_DIAG_SOCKOPT bit).
     sockopt_recverr: u8 = 60, Uint, "inet_diag_sockopt.recverr", "";

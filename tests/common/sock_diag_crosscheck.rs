@@ -233,9 +233,11 @@ pub fn compare(payload: &[u8], rec: &Record) -> Result<usize, Vec<String>> {
                     check.eq(name, ours.map(u64::from), Some(theirs.into()));
                 }
             }
-            // Not carried by the record (PROTOCOL, SKV6ONLY), or opaque to the
-            // crate (CGROUP_ID, SOCKOPT, BBR/DCTCP/VEGAS info): nothing to compare.
-            Nla::Protocol(_) | Nla::SkV6Only(_) | Nla::Other(_) => {}
+            Nla::SkV6Only(v) => check.eq("v6only", rec.v6only.map(u64::from), Some(u64::from(*v))),
+            // Not carried by the record (PROTOCOL), or opaque to the crate
+            // (CGROUP_ID, SOCKOPT, ULP_INFO, BBR/DCTCP/VEGAS info): nothing
+            // to compare.
+            Nla::Protocol(_) | Nla::Other(_) => {}
             // The enum is not exhaustive across versions of the crate.
             #[allow(unreachable_patterns)]
             _ => {}

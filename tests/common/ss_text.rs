@@ -34,8 +34,7 @@ pub struct SsSocket {
     /// Bare flags (`ts`, `sack`, `app_limited`) map to an empty value.
     pub fields: BTreeMap<String, String>,
     /// Tokens that do not come from inet_diag and are not compared:
-    /// `users:` (from /proc), `cgroup:` (a path resolved by ss), `v6only:`
-    /// (INET_DIAG_SKV6ONLY, which the record does not carry).
+    /// `users:` (from /proc), `cgroup:` (a path resolved by ss).
     pub not_compared: Vec<String>,
 }
 
@@ -44,7 +43,7 @@ pub struct SsSocket {
 pub struct Shown {
     /// `-o`: timers and the `ts sack ecn ecnseen fastopen` option flags.
     pub options: bool,
-    /// `-e`: `uid`, `ino`, `sk`, `v6only`, shutdown arrows.
+    /// `-e`: `uid`, `ino`, `sk`, `fwmark`, `v6only`, shutdown arrows.
     pub details: bool,
     /// `tos:`, `tclass:`, `class_id:` (printed by ss builds that show TOS).
     pub tos: bool,
@@ -150,7 +149,7 @@ fn parse_socket_line(line: &str) -> Result<SsSocket, String> {
         not_compared: Vec::new(),
     };
     for tok in &toks[5..] {
-        if tok.starts_with("users:") || tok.starts_with("cgroup:") || tok.starts_with("v6only:") {
+        if tok.starts_with("users:") || tok.starts_with("cgroup:") {
             socket.not_compared.push(tok.clone());
             continue;
         }
@@ -264,12 +263,12 @@ fn bps(bits_per_second: f64) -> String {
     format!("{bits_per_second:.0}bps")
 }
 
-/// `inet_addr_print` with `-n`. `::` is printed `*` unless the socket is
-/// v6only; the record does not carry v6only, so the caller treats `*` and
-/// `[::]` alike for an unspecified IPv6 address.
-fn address(ip: Option<IpAddr>, port: Option<u16>) -> String {
+/// `inet_addr_print` with `-n`: the unspecified IPv6 address is printed
+/// `*` unless the socket is v6only.
+fn address(ip: Option<IpAddr>, port: Option<u16>, v6only: bool) -> String {
     let host = match ip {
         Some(IpAddr::V4(a)) => a.to_string(),
+        Some(IpAddr::V6(a)) if a.is_unspecified() && !v6only => "*".to_string(),
         Some(IpAddr::V6(a)) => format!("[{a}]"),
         None => "?".to_string(),
     };
@@ -280,26 +279,21 @@ fn address(ip: Option<IpAddr>, port: Option<u16>) -> String {
     }
 }
 
-/// True when `printed` is how ss may print the rendered address `ours`:
-/// equal, or the `*` that ss prints for `[::]` on a socket that is not
-/// v6only.
-pub fn address_matches(printed: &str, ours: &str) -> bool {
-    printed == ours || (ours.starts_with("[::]:") && printed.strip_prefix("*:") == ours.strip_prefix("[::]:"))
-}
-
 fn n<T: Into<u64> + Copy>(v: Option<T>) -> u64 {
     v.map(Into::into).unwrap_or(0)
 }
 
 /// The socket as `ss` would print it from the attributes decoded into `rec`.
 pub fn render(rec: &Record, shown: Shown) -> SsSocket {
+    // ss reads INET_DIAG_SKV6ONLY as 0 when the kernel did not send it.
+    let v6only = n(rec.v6only) != 0;
     let mut s = SsSocket {
         line: 0,
         state: tcp_state_name(n(rec.idiag_state)).to_string(),
         recv_q: n(rec.idiag_rqueue).to_string(),
         send_q: n(rec.idiag_wqueue).to_string(),
-        local: address(rec.idiag_src, rec.idiag_sport),
-        peer: address(rec.idiag_dst, rec.idiag_dport),
+        local: address(rec.idiag_src, rec.idiag_sport, v6only),
+        peer: address(rec.idiag_dst, rec.idiag_dport, v6only),
         fields: BTreeMap::new(),
         not_compared: Vec::new(),
     };
@@ -332,6 +326,12 @@ pub fn render(rec: &Record, shown: Shown) -> SsSocket {
         put("sk", format!("{:x}", n(rec.idiag_cookie)));
         if n(rec.mark) != 0 {
             put("fwmark", format!("{:#x}", n(rec.mark)));
+        }
+        // inet_show_sock: only for IPv6 sockets, only when sent.
+        if rec.idiag_family == Some(10) {
+            if let Some(v) = rec.v6only {
+                put("v6only", v.to_string());
+            }
         }
         if let Some(mask) = rec.shutdown {
             let arrows = format!(
