@@ -51,12 +51,8 @@ fn main() -> ExitCode {
             }
         },
         None => {
-            // The capability check comes before anything opens a socket.
-            if !cli.daemon.skip_capability_check {
-                if let Some(code) = check_capabilities() {
-                    return code;
-                }
-            }
+            // Flags first (a typo is exit 2 whoever runs it), then the
+            // capability check, before anything opens a socket.
             let config = match Config::from_args(&cli.daemon) {
                 Ok(c) => c,
                 Err(e) => {
@@ -64,6 +60,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if !cli.daemon.skip_capability_check {
+                if let Some(code) = check_capabilities() {
+                    return code;
+                }
+            }
             match xtcp2::daemon::run(config, xtcp2::shutdown::Shutdown::new()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -115,6 +115,21 @@ fn missing_both_hard_capabilities_names_both() {
     assert_refused(&["net_admin", "sys_admin"], &[NET_ADMIN_LINE, SYS_ADMIN_LINE]);
 }
 
+/// A bad flag is a usage error (exit 2, naming the flag) even without the
+/// capabilities: the flags are checked first, so a typo is not reported
+/// as a permissions problem.
+#[test]
+fn bad_flags_are_exit_2_before_the_capability_check() {
+    if !can_run("bad_flags_are_exit_2_before_the_capability_check") {
+        return;
+    }
+    let out = run_without(&["net_admin", "sys_admin"], &["--frequency", "1s", "--timeout", "5s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{stderr}");
+    assert!(stderr.contains("--timeout (5s) must be shorter than --frequency"), "{stderr}");
+    assert!(!stderr.contains("CAP_NET_ADMIN"), "{stderr}");
+}
+
 /// Without the soft capabilities the daemon warns once per capability,
 /// naming it, then runs a one-shot collection and exits 0.
 #[test]
