@@ -126,7 +126,10 @@ fn bad_flags_are_exit_2_before_the_capability_check() {
     let out = run_without(&["net_admin", "sys_admin"], &["--frequency", "1s", "--timeout", "5s"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr:\n{stderr}");
-    assert!(stderr.contains("--timeout (5s) must be shorter than --frequency"), "{stderr}");
+    assert!(
+        stderr.contains("--timeout (5s) must be shorter than --frequency"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("CAP_NET_ADMIN"), "{stderr}");
 }
 

@@ -13,6 +13,7 @@
 //! precomputed keys and no allocation; tests decode its output with the
 //! prost types generated from the same schema to prove they agree.
 
+use super::text::SliceWriter;
 use super::{field_tables, Encoder, Format, MAX_FRAME_PREFIX};
 use crate::record::{FieldKind, FieldMeta, FieldVisitor, Record, Value, FIELDS};
 use std::net::IpAddr;
@@ -31,14 +32,18 @@ const WIRE_VARINT: u8 = 0;
 const WIRE_LEN: u8 = 2;
 /// `Envelope.records` is field 1, length-delimited: key byte `0x0a`.
 const ENVELOPE_RECORD_KEY: u8 = (1 << 3) | WIRE_LEN;
-/// Room reserved for a record's length: two varint bytes hold up to 16383,
-/// more than any record needs unless labels are huge (then the body moves).
-const RECORD_LEN_RESERVE: usize = 2;
+/// Longest varint (a u64).
+const MAX_VARINT: usize = 10;
+/// Room reserved for the string fields of a record before the first retry.
+const STRING_ROOM: usize = 1024;
 
 pub struct ProtobufList {
     keys: &'static [([u8; 2], u8)],
     /// Where `begin_envelope` reserved the envelope length.
     envelope_start: Option<usize>,
+    /// A record body is written here first (see [`SliceWriter`] for why),
+    /// then appended after its length: no room to reserve and patch.
+    scratch: Vec<u8>,
 }
 
 impl ProtobufList {
@@ -46,8 +51,24 @@ impl ProtobufList {
         ProtobufList {
             keys: &field_tables().protobuf_keys,
             envelope_start: None,
+            scratch: vec![0; widest_record()],
         }
     }
+}
+
+/// Bytes of a record body with every field present at its widest, plus
+/// [`STRING_ROOM`] for string contents.
+fn widest_record() -> usize {
+    let fields: usize = FIELDS
+        .iter()
+        .map(|f| {
+            2 + match f.kind {
+                FieldKind::Addr => 1 + 16,
+                _ => MAX_VARINT,
+            }
+        })
+        .sum();
+    fields + STRING_ROOM
 }
 
 impl Default for ProtobufList {
@@ -64,13 +85,23 @@ impl Encoder for ProtobufList {
     /// Appends `Envelope.records` entry: key, length, `Record` body.
     #[inline]
     fn encode(&mut self, record: &Record, out: &mut Vec<u8>) {
-        out.push(ENVELOPE_RECORD_KEY);
-        let len_at = out.len();
-        out.extend_from_slice(&[0; RECORD_LEN_RESERVE]);
-        let body_start = out.len();
-        record.visit(&mut ProtobufFields { out, keys: self.keys });
-        let body_len = out.len() - body_start;
-        patch_length(out, len_at, body_len);
+        loop {
+            let mut writer = SliceWriter::new(&mut self.scratch);
+            record.visit(&mut ProtobufFields {
+                writer: &mut writer,
+                keys: self.keys,
+            });
+            if !writer.overflowed() {
+                let body = writer.written();
+                out.push(ENVELOPE_RECORD_KEY);
+                write_varint(out, body.len() as u64);
+                out.extend_from_slice(body);
+                return;
+            }
+            // Only string fields can outgrow the buffer, so doubling ends.
+            let bigger = self.scratch.len() * 2;
+            self.scratch.resize(bigger, 0);
+        }
     }
 
     fn begin_envelope(&mut self, out: &mut Vec<u8>) {
@@ -97,59 +128,68 @@ impl Encoder for ProtobufList {
     }
 }
 
-/// Writes `body_len` as the minimal varint at `len_at`, where
-/// [`RECORD_LEN_RESERVE`] bytes were set aside, moving the body when the
-/// varint is shorter or longer than that.
-#[inline]
-fn patch_length(out: &mut Vec<u8>, len_at: usize, body_len: usize) {
-    let mut varint = [0u8; MAX_FRAME_PREFIX];
-    let n = varint_into(body_len as u64, &mut varint);
-    let body_start = len_at + RECORD_LEN_RESERVE;
-    match n.cmp(&RECORD_LEN_RESERVE) {
-        std::cmp::Ordering::Equal => out[len_at..body_start].copy_from_slice(&varint[..n]),
-        std::cmp::Ordering::Less => {
-            out[len_at..len_at + n].copy_from_slice(&varint[..n]);
-            out.copy_within(body_start.., len_at + n);
-            out.truncate(out.len() - (RECORD_LEN_RESERVE - n));
-        }
-        std::cmp::Ordering::Greater => {
-            out.splice(len_at..body_start, varint[..n].iter().copied());
-        }
-    }
+struct ProtobufFields<'w, 'b> {
+    writer: &'w mut SliceWriter<'b>,
+    keys: &'w [([u8; 2], u8)],
 }
 
-struct ProtobufFields<'a> {
-    out: &'a mut Vec<u8>,
-    keys: &'a [([u8; 2], u8)],
-}
-
-impl FieldVisitor for ProtobufFields<'_> {
+impl FieldVisitor for ProtobufFields<'_, '_> {
     // Inlined into Record::visit: a call per field costs more than the
     // field's encoding (the marshal bench doubles with this).
     #[inline(always)]
     fn field(&mut self, meta: &'static FieldMeta, value: Value<'_>) {
-        // One or two bytes: pushes, not a memcpy call per field.
-        let ([k0, k1], key_len) = self.keys[meta.tag as usize];
-        self.out.push(k0);
-        if key_len == 2 {
-            self.out.push(k1);
-        }
+        // One or two bytes: both are stored, the length decides.
+        let (key, key_len) = self.keys[meta.tag as usize];
+        self.writer.write_with(2, |w| {
+            w.copy_from_slice(&key);
+            usize::from(key_len)
+        });
         match value {
-            Value::Uint(v) => write_varint(self.out, v),
+            Value::Uint(v) => put_varint(self.writer, v),
             Value::Str(s) => {
-                write_varint(self.out, s.len() as u64);
-                self.out.extend_from_slice(s.as_bytes());
+                if self.writer.has_room(MAX_VARINT + s.len()) {
+                    put_varint(self.writer, s.len() as u64);
+                    self.writer.write_with(s.len(), |w| {
+                        w.copy_from_slice(s.as_bytes());
+                        s.len()
+                    });
+                }
             }
-            Value::Addr(IpAddr::V4(a)) => {
-                self.out.push(4);
-                self.out.extend_from_slice(&a.octets());
-            }
-            Value::Addr(IpAddr::V6(a)) => {
-                self.out.push(16);
-                self.out.extend_from_slice(&a.octets());
-            }
+            Value::Addr(IpAddr::V4(a)) => self.writer.write_with(5, |w| {
+                w[0] = 4;
+                w[1..].copy_from_slice(&a.octets());
+                5
+            }),
+            Value::Addr(IpAddr::V6(a)) => self.writer.write_with(17, |w| {
+                w[0] = 16;
+                w[1..].copy_from_slice(&a.octets());
+                17
+            }),
         }
     }
+}
+
+/// Writes `v` as a varint through `writer`.
+#[inline(always)]
+fn put_varint(writer: &mut SliceWriter<'_>, v: u64) {
+    if v < 0x80 {
+        writer.write_with(1, |w| {
+            w[0] = v as u8;
+            1
+        });
+        return;
+    }
+    writer.write_with(MAX_VARINT, |w| {
+        let mut rest = v;
+        let mut i = 0;
+        while rest >= 0x80 && i < MAX_VARINT - 1 {
+            w[i] = (rest as u8) | 0x80;
+            rest >>= 7;
+            i += 1;
+        }
+        w[i] = rest as u8;
+        i + 1
+    });
 }
 
 /// Appends `v` as a protobuf base-128 varint.

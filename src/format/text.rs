@@ -278,6 +278,18 @@ impl<'a> SliceWriter<'a> {
         }
     }
 
+    /// Lets `write` fill up to `max` bytes at the write position and
+    /// advances by the count it returns (clamped to `max`): how encoders
+    /// outside this module add their own fixed-bound writes (protobuf
+    /// varints).
+    #[inline(always)]
+    pub fn write_with(&mut self, max: usize, write: impl FnOnce(&mut [u8]) -> usize) {
+        match self.buf.get_mut(self.pos..self.pos + max) {
+            Some(window) => self.pos += write(window).min(max),
+            None => self.overflowed = true,
+        }
+    }
+
     /// Appends `v` in decimal.
     #[inline(always)]
     pub fn put_u64(&mut self, v: u64) {
