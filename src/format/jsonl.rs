@@ -2,7 +2,9 @@
 //! omitted, addresses as text, numbers as JSON numbers (state and family
 //! stay numeric: this is the machine format).
 
-use super::text::{write_ip, FixedText, SliceWriter, TextSink, FIXED_TEXT_WIDTH, MAX_IP_TEXT, MAX_U64_DIGITS};
+use super::text::{
+    write_growing, write_ip, FixedText, SliceWriter, TextSink, FIXED_TEXT_WIDTH, MAX_IP_TEXT, MAX_U64_DIGITS,
+};
 use super::{field_tables, Encoder, FieldTables, Format};
 use crate::record::{FieldKind, FieldMeta, FieldVisitor, Record, Value, FIELDS};
 
@@ -57,30 +59,19 @@ impl Encoder for JsonLines {
 
     #[inline]
     fn encode(&mut self, record: &Record, out: &mut Vec<u8>) {
-        loop {
-            let mut writer = SliceWriter::new(&mut self.scratch);
-            let mut fields = JsonFields {
-                writer: &mut writer,
-                keys: &self.tables.json_keys,
-            };
-            record.visit(&mut fields);
-            // Every key starts with its comma; the first one becomes the `{`.
+        let keys = &self.tables.json_keys;
+        let text = write_growing(&mut self.scratch, |writer| {
+            record.visit(&mut JsonFields { writer, keys });
             if writer.is_empty() {
                 writer.push(b'{');
             }
             writer.extend_from_slice(b"}\n");
-            if !writer.overflowed() {
-                let text = writer.written();
-                if let Some(first) = text.first_mut() {
-                    *first = b'{';
-                }
-                out.extend_from_slice(text);
-                return;
-            }
-            // Only string fields can outgrow the buffer, so doubling ends.
-            let bigger = self.scratch.len() * 2;
-            self.scratch.resize(bigger, 0);
+        });
+        // Every key starts with its comma; the first one becomes the `{`.
+        if let Some(first) = text.first_mut() {
+            *first = b'{';
         }
+        out.extend_from_slice(text);
     }
 }
 

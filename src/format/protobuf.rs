@@ -13,7 +13,7 @@
 //! precomputed keys and no allocation; tests decode its output with the
 //! prost types generated from the same schema to prove they agree.
 
-use super::text::SliceWriter;
+use super::text::{write_growing, SliceWriter};
 use super::{field_tables, Encoder, Format, MAX_FRAME_PREFIX};
 use crate::record::{FieldKind, FieldMeta, FieldVisitor, Record, Value, FIELDS};
 use std::net::IpAddr;
@@ -85,23 +85,13 @@ impl Encoder for ProtobufList {
     /// Appends `Envelope.records` entry: key, length, `Record` body.
     #[inline]
     fn encode(&mut self, record: &Record, out: &mut Vec<u8>) {
-        loop {
-            let mut writer = SliceWriter::new(&mut self.scratch);
-            record.visit(&mut ProtobufFields {
-                writer: &mut writer,
-                keys: self.keys,
-            });
-            if !writer.overflowed() {
-                let body = writer.written();
-                out.push(ENVELOPE_RECORD_KEY);
-                write_varint(out, body.len() as u64);
-                out.extend_from_slice(body);
-                return;
-            }
-            // Only string fields can outgrow the buffer, so doubling ends.
-            let bigger = self.scratch.len() * 2;
-            self.scratch.resize(bigger, 0);
-        }
+        let keys = self.keys;
+        let body = write_growing(&mut self.scratch, |writer| {
+            record.visit(&mut ProtobufFields { writer, keys });
+        });
+        out.push(ENVELOPE_RECORD_KEY);
+        write_varint(out, body.len() as u64);
+        out.extend_from_slice(body);
     }
 
     fn begin_envelope(&mut self, out: &mut Vec<u8>) {

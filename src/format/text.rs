@@ -320,6 +320,23 @@ impl<'a> SliceWriter<'a> {
     }
 }
 
+/// Runs `write` over `scratch` through a [`SliceWriter`], doubling
+/// `scratch` and running it again until nothing overflowed; returns what
+/// was written. Encoders size `scratch` for a typical record at its
+/// widest, so the retry happens only for long strings.
+pub fn write_growing<'s>(scratch: &'s mut Vec<u8>, mut write: impl FnMut(&mut SliceWriter<'_>)) -> &'s mut [u8] {
+    let len = loop {
+        let mut writer = SliceWriter::new(scratch);
+        write(&mut writer);
+        if !writer.overflowed() {
+            break writer.len();
+        }
+        let bigger = (scratch.len() * 2).max(64);
+        scratch.resize(bigger, 0);
+    };
+    scratch.get_mut(..len).unwrap_or_default()
+}
+
 impl TextSink for SliceWriter<'_> {
     #[inline(always)]
     fn push(&mut self, byte: u8) {
