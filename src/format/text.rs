@@ -324,7 +324,7 @@ impl<'a> SliceWriter<'a> {
 /// `scratch` and running it again until nothing overflowed; returns what
 /// was written. Encoders size `scratch` for a typical record at its
 /// widest, so the retry happens only for long strings.
-pub fn write_growing<'s>(scratch: &'s mut Vec<u8>, mut write: impl FnMut(&mut SliceWriter<'_>)) -> &'s mut [u8] {
+pub fn write_growing(scratch: &mut Vec<u8>, mut write: impl FnMut(&mut SliceWriter<'_>)) -> &mut [u8] {
     let len = loop {
         let mut writer = SliceWriter::new(scratch);
         write(&mut writer);
