@@ -106,10 +106,6 @@ impl Discovery {
         }
     }
 
-    pub fn config(&self) -> &DiscoveryConfig {
-        &self.config
-    }
-
     /// What the last pass did in `/proc` (all zero when the scan is off).
     pub fn last_proc_scan(&self) -> ProcScanStats {
         self.last_proc_scan
