@@ -3,8 +3,9 @@
 //! refused until that certificate is trusted through SSL_CERT_FILE; then
 //! every record arrives once.
 //!
-//! One test in its own binary, because it sets SSL_CERT_FILE for the
-//! process.
+//! The destination test sets SSL_CERT_FILE for this process, so these
+//! tests have a binary of their own; the Pyroscope test gives its daemons
+//! their own SSL_CERT_FILE (or none).
 
 mod sinks_support;
 
@@ -215,4 +216,70 @@ fn https_verifies_the_server_and_delivers_every_record() {
     assert!(items
         .iter()
         .all(|i| i.content_type.as_deref() == Some("application/x-ndjson")));
+}
+
+/// The daemon pushing CPU profiles to `url` every second, trusting `ca`
+/// (through SSL_CERT_FILE, given to the child only) or nothing extra.
+fn pyroscope_daemon(url: &str, ca: Option<&std::path::Path>) -> std::process::Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtcp2"));
+    cmd.args([
+        "--frequency",
+        "1s",
+        "--timeout",
+        "500ms",
+        "--dest",
+        "null",
+        "--prom-listen",
+        "",
+        "--netns-proc-scan=false",
+        "--netns-dirs",
+        "",
+        "--skip-capability-check",
+        "--pyroscope-url",
+        url,
+        "--pyroscope-upload-sec",
+        "1",
+    ])
+    .env_remove("SSL_CERT_FILE")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    if let Some(ca) = ca {
+        cmd.env("SSL_CERT_FILE", ca);
+    }
+    cmd.spawn().expect("start xtcp2")
+}
+
+/// `--pyroscope-url https://...` verifies the server like an https://
+/// destination: an untrusted certificate gets no profile (and a logged
+/// failure); once trusted, gzipped pprof profiles arrive over TLS.
+#[test]
+fn pyroscope_push_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((ca, cert, key)) = make_certificates(dir.path()) else {
+        return;
+    };
+    let (addr, rx) = tls_receiver(&cert, &key);
+    let url = format!("https://{addr}/pyroscope");
+
+    let mut untrusted = pyroscope_daemon(&url, None);
+    let nothing = rx.recv_timeout(Duration::from_secs(10));
+    let _ = untrusted.kill();
+    let output = untrusted.wait_with_output().expect("reap xtcp2");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(nothing.is_err(), "a profile reached an untrusted server");
+    assert!(stderr.contains("Pyroscope upload failed"), "{stderr}");
+
+    let mut trusted = pyroscope_daemon(&url, Some(&ca));
+    // The first profiler start loads symbol tables; allow for a slow machine.
+    let upload = rx.recv_timeout(Duration::from_secs(30));
+    let _ = trusted.kill();
+    let output = trusted.wait_with_output().expect("reap xtcp2");
+    let upload = upload.unwrap_or_else(|_| {
+        panic!(
+            "no upload over https in 30 s; stderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert_eq!(upload.content_type.as_deref(), Some("application/octet-stream"));
+    assert_eq!(&upload.bytes[..2], &[0x1f, 0x8b], "a gzipped pprof profile");
 }

@@ -22,8 +22,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Uri;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use super::log_throttle::LogThrottle;
 use super::profile::{encode_pprof_gz, CpuRecording, ProfilerHolder, ProfilerLock};
@@ -51,21 +52,15 @@ pub struct PyroscopeUrlError {
     pub reason: &'static str,
 }
 
-/// Checks a `--pyroscope-url`: `http://HOST[:PORT][/PREFIX]`.
+/// Checks a `--pyroscope-url`: `http[s]://HOST[:PORT][/PREFIX]`.
 pub fn check_url(url: &str) -> Result<(), PyroscopeUrlError> {
     let err = |reason| PyroscopeUrlError {
         url: url.to_string(),
         reason,
     };
     let uri: Uri = url.parse().map_err(|_| err("not a URL"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(err(
-                "https is not supported (this build has no TLS client); push to a local agent or proxy over http://",
-            ))
-        }
-        _ => return Err(err("must start with http://")),
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(err("must start with http:// or https://"));
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(err("has no host"));
@@ -178,7 +173,7 @@ impl UploadError {
     }
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// The push loop; returns when `shutdown` is triggered.
 pub async fn run(
@@ -188,7 +183,15 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
 ) {
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    // https:// is verified like an https:// destination (system roots, or
+    // SSL_CERT_FILE / SSL_CERT_DIR).
+    let client: HttpClient = match crate::sink::http::https_client() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "no TLS client; Pyroscope push disabled (collection is unaffected)");
+            return;
+        }
+    };
     let failures = Arc::new(LogThrottle::new(FAILURE_LOG_INTERVAL));
     let report_failure = {
         let metrics = metrics.clone();
@@ -382,15 +385,19 @@ mod tests {
     #[test]
     fn unusable_urls_are_refused() {
         assert_eq!(
-            check_url("https://p:4040").unwrap_err().reason.split(' ').next(),
-            Some("https")
+            check_url("ftp://p:4040").unwrap_err().reason,
+            "must start with http:// or https://"
         );
-        assert_eq!(check_url("p:4040").unwrap_err().reason, "must start with http://");
+        assert_eq!(
+            check_url("p:4040").unwrap_err().reason,
+            "must start with http:// or https://"
+        );
         assert_eq!(
             check_url("http://p:4040/?x=1").unwrap_err().reason,
             "must not have a query string"
         );
         assert!(check_url("http://127.0.0.1:4040").is_ok());
+        assert!(check_url("https://profiles.example.net/pyroscope").is_ok());
     }
 
     /// Each failure has its own metric label.

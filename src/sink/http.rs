@@ -52,16 +52,10 @@ impl HttpSink {
                 dest: url.to_string(),
                 reason: format!("not a URL: {e}"),
             })?;
-        let tls = tls_config().map_err(|reason| SinkError::Tls {
+        let client = https_client().map_err(|reason| SinkError::Tls {
             dest: url.to_string(),
             reason,
         })?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(HttpSink {
             uri,
             content_type: HeaderValue::from_static(content_type),
@@ -116,6 +110,22 @@ impl HttpSink {
 
 /// rustls client settings: ring, TLS 1.2 and 1.3, system roots or the
 /// built-in Mozilla roots.
+/// A pooled HTTP/1.1 client for `http://` and `https://` URLs, verifying
+/// servers against the trusted roots described above. The Pyroscope push
+/// uses it too.
+pub(crate) fn https_client<B>() -> Result<Client<HttpsConnector<HttpConnector>, B>, String>
+where
+    B: hyper::body::Body + Send,
+    B::Data: Send,
+{
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config()?)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
 fn tls_config() -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
