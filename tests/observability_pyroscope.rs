@@ -65,7 +65,8 @@ fn pyroscope_receives_a_pprof_profile_every_upload_period() {
         return;
     }
     let server = RecordingServer::start();
-    let url = format!("http://{}", server.addr);
+    // Credentials in the URL become Basic auth ("tenant#1", percent-encoded).
+    let url = format!("http://tenant%231:s3cret@{}", server.addr);
     let mut daemon = Daemon::start(&daemon_args(&url, "xtcp2-test"), Stdio::null());
     let started = wait_push_started(&daemon);
     let window = UPLOAD_PERIOD * 3;
@@ -92,6 +93,13 @@ fn pyroscope_receives_a_pprof_profile_every_upload_period() {
     );
     for upload in &uploads {
         assert_eq!(upload.method, "POST");
+        let authorization = upload
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+            .map(|(_, value)| value.as_str());
+        // base64("tenant#1:s3cret")
+        assert_eq!(authorization, Some("Basic dGVuYW50IzE6czNjcmV0"));
         assert!(upload.target.starts_with("/ingest?"), "{}", upload.target);
         assert_eq!(
             upload.query("name").as_deref(),
@@ -123,6 +131,7 @@ fn pyroscope_receives_a_pprof_profile_every_upload_period() {
         uploads.len()
     );
     assert!(sample(&m, "xtcp2_pyroscope_uploaded_bytes_total").unwrap() > 0.0);
+    assert!(!daemon.stderr().contains("s3cret"), "{}", daemon.stderr());
 
     daemon.stop_cleanly(Duration::from_secs(15));
 }

@@ -19,8 +19,10 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderValue;
 use hyper::Uri;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -52,10 +54,11 @@ pub struct PyroscopeUrlError {
     pub reason: &'static str,
 }
 
-/// Checks a `--pyroscope-url`: `http[s]://HOST[:PORT][/PREFIX]`.
+/// Checks a `--pyroscope-url`: `http[s]://[USER:PASSWORD@]HOST[:PORT][/PREFIX]`.
+/// The error shows the URL with its credentials masked.
 pub fn check_url(url: &str) -> Result<(), PyroscopeUrlError> {
     let err = |reason| PyroscopeUrlError {
-        url: url.to_string(),
+        url: redact_credentials(url),
         reason,
     };
     let uri: Uri = url.parse().map_err(|_| err("not a URL"))?;
@@ -74,8 +77,10 @@ pub fn check_url(url: &str) -> Result<(), PyroscopeUrlError> {
 /// Where and as whom profiles are pushed.
 #[derive(Debug, Clone)]
 pub struct IngestTarget {
-    /// `{url}` without a trailing slash.
+    /// `{url}` without credentials and without a trailing slash.
     base: String,
+    /// `Basic ...` from the URL's `user:password@`, marked sensitive.
+    authorization: Option<HeaderValue>,
     /// `APP{hostname=H,version=V}`, not yet percent-encoded.
     name: String,
     sample_hz: u32,
@@ -90,8 +95,10 @@ impl IngestTarget {
             tag_value(hostname),
             tag_value(env!("CARGO_PKG_VERSION"))
         );
+        let (url, authorization) = split_credentials(&config.url);
         Ok(IngestTarget {
-            base: config.url.trim_end_matches('/').to_string(),
+            base: url.trim_end_matches('/').to_string(),
+            authorization,
             name,
             sample_hz: config.sample_hz,
         })
@@ -111,6 +118,40 @@ impl IngestTarget {
             self.sample_hz
         )
         .parse()
+    }
+}
+
+/// `user:password@` of a URL, split off: the URL without it, and the HTTP
+/// Basic `Authorization` value (percent-decoded, marked sensitive so hyper
+/// never logs it). Grafana Cloud's Pyroscope takes the instance id and an
+/// access token this way.
+fn split_credentials(url: &str) -> (String, Option<HeaderValue>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some((userinfo, host)) = rest[..authority_end].rsplit_once('@') else {
+        return (url.to_string(), None);
+    };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", decode(user), decode(password)));
+    let authorization = HeaderValue::from_str(&format!("Basic {token}")).ok().map(|mut v| {
+        v.set_sensitive(true);
+        v
+    });
+    (format!("{scheme}://{host}{}", &rest[authority_end..]), authorization)
+}
+
+/// The URL with `user:password@` replaced by `***@`, for messages.
+pub fn redact_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{}", &rest[authority_end..]),
+        None => url.to_string(),
     }
 }
 
@@ -290,9 +331,10 @@ pub async fn run(
         let metrics = metrics.clone();
         let report_failure = report_failure.clone();
         let timeout = upload_timeout(upload_period);
+        let authorization = target.authorization.clone();
         in_flight = Some(tokio::spawn(async move {
             let size = body.len() as u64;
-            match upload(&client, uri, body, timeout).await {
+            match upload(&client, uri, authorization, body, timeout).await {
                 Ok(()) => {
                     metrics.profiling.pyroscope_uploads.inc();
                     metrics.profiling.pyroscope_upload_bytes.inc_by(size);
@@ -303,10 +345,20 @@ pub async fn run(
     }
 }
 
-async fn upload(client: &HttpClient, uri: Uri, body: Vec<u8>, timeout: Duration) -> Result<(), UploadError> {
-    let request = hyper::Request::post(uri)
+async fn upload(
+    client: &HttpClient,
+    uri: Uri,
+    authorization: Option<HeaderValue>,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<(), UploadError> {
+    let mut request = hyper::Request::post(uri)
         .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
-        .header(hyper::header::USER_AGENT, concat!("xtcp2/", env!("CARGO_PKG_VERSION")))
+        .header(hyper::header::USER_AGENT, concat!("xtcp2/", env!("CARGO_PKG_VERSION")));
+    if let Some(value) = authorization {
+        request = request.header(hyper::header::AUTHORIZATION, value);
+    }
+    let request = request
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| UploadError::Http(e.to_string()))?;
     let exchange = async {
@@ -398,6 +450,32 @@ mod tests {
         );
         assert!(check_url("http://127.0.0.1:4040").is_ok());
         assert!(check_url("https://profiles.example.net/pyroscope").is_ok());
+    }
+
+    /// `user:password@` becomes Basic auth (percent-decoded) and leaves the
+    /// URL; messages show it masked.
+    #[test]
+    fn credentials_become_basic_auth_and_are_masked() {
+        let target = IngestTarget::new(&config("https://12345:glc%2Fabc%3D@profiles.example.net/p"), "h").unwrap();
+        assert!(target
+            .uri(1, 2)
+            .unwrap()
+            .to_string()
+            .starts_with("https://profiles.example.net/p/ingest?"));
+        let auth = target.authorization.clone().unwrap();
+        assert!(auth.is_sensitive());
+        // base64("12345:glc/abc=")
+        assert_eq!(auth.to_str().unwrap(), "Basic MTIzNDU6Z2xjL2FiYz0=");
+        assert!(IngestTarget::new(&config("http://pyro:4040"), "h")
+            .unwrap()
+            .authorization
+            .is_none());
+        assert_eq!(
+            redact_credentials("https://u:secret@h:4040/x@y"),
+            "https://***@h:4040/x@y"
+        );
+        let err = check_url("https://u:secret@h/?q=1").unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
     }
 
     /// Each failure has its own metric label.
