@@ -19,6 +19,10 @@ declare -A needs=(
     [setpriv]=util-linux
     [unshare]=util-linux
     [nc]=netcat-openbsd
+    # jemalloc's build (the heap-profiling feature) runs make.
+    [make]=make
+    # the https tests make their certificates with the openssl CLI.
+    [openssl]=openssl
 )
 missing=()
 for cmd in "${!needs[@]}"; do
