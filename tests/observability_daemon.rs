@@ -503,7 +503,10 @@ fn whole_run_mem_profile_is_written_at_exit() {
     let dir_arg = dir.path().to_str().unwrap().to_string();
     let mut args = BASE.to_vec();
     args.extend(["--profile-mode", "mem", "--profile-path", &dir_arg]);
-    let mut daemon = Daemon::start(&args, Stdio::null());
+    // One sample per 1 KiB instead of 512 KiB: a daemon stopped right after
+    // start holds too little for the default rate to sample reliably
+    // (sampling is random; CI saw zero samples once).
+    let mut daemon = Daemon::start_with_env(&args, Stdio::null(), &[("MALLOC_CONF", "lg_prof_sample:10")]);
     daemon.wait_ready(Duration::from_secs(10));
     let pid = daemon.child.id();
     daemon.stop_cleanly(Duration::from_secs(30));

@@ -247,10 +247,16 @@ impl Daemon {
     /// take the port between choosing and binding it), and waits for the
     /// log line that names the port. Stdout goes where `stdout` says.
     pub fn start(args: &[&str], stdout: Stdio) -> Daemon {
+        Daemon::start_with_env(args, stdout, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables.
+    pub fn start_with_env(args: &[&str], stdout: Stdio, env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_xtcp2"))
             .args(["--prom-listen", "127.0.0.1:0"])
             .args(args)
             .env("XTCP2_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(Stdio::piped())
