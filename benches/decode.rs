@@ -16,7 +16,7 @@
 //! Fixtures: `../shared/fixtures/inet_diag` or `XTCP2_FIXTURES`.
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ use xtcp2::format::encoder_for;
 
 mod support;
 
-use support::{CountingAllocator, ALLOCATIONS};
+use support::{fixtures_dir, CountingAllocator, ALLOCATIONS};
 
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
@@ -152,16 +152,9 @@ fn main() -> ExitCode {
     } else {
         Duration::from_secs(2)
     };
-    let dir = std::env::var_os("XTCP2_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/inet_diag"));
-    if !dir.join("README.md").is_file() {
-        println!(
-            "SKIPPED: fixture folder {} is absent (set XTCP2_FIXTURES); nothing was measured",
-            dir.display()
-        );
+    let Some(dir) = fixtures_dir() else {
         return ExitCode::SUCCESS;
-    }
+    };
     let mut captures = Vec::new();
     for name in CAPTURES {
         match load(&dir, name) {
