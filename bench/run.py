@@ -59,6 +59,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+# The protobuf varint reader of the pprof printer beside this file.
+from pprof_top import varint
+
 ROOT = Path(__file__).resolve().parent.parent
 HELPER = ROOT / "bench" / "conn_helper.py"
 # Connections per helper process: two fds each, under the 20,000 open-file
@@ -220,35 +223,24 @@ def count_output_records(path, marshal):
     return count_protobuf_list(data)
 
 
-def read_varint(data, pos):
-    value, shift = 0, 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-
-
 def count_protobuf_list(data):
     """protobufList: a stream of envelopes, each a varint length then an
     `Envelope` message whose field 1 (`row`, repeated, length-delimited)
     holds one record. Counts those rows without decoding them."""
     rows, pos = 0, 0
     while pos < len(data):
-        length, pos = read_varint(data, pos)
+        length, pos = varint(data, pos)
         end = pos + length
         while pos < end:
-            key, pos = read_varint(data, pos)
+            key, pos = varint(data, pos)
             wire = key & 7
             if wire == 2:
-                size, pos = read_varint(data, pos)
+                size, pos = varint(data, pos)
                 if key >> 3 == 1:
                     rows += 1
                 pos += size
             elif wire == 0:
-                _, pos = read_varint(data, pos)
+                _, pos = varint(data, pos)
             elif wire == 1:
                 pos += 8
             elif wire == 5:
