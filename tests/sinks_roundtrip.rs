@@ -13,7 +13,7 @@ use sinks_support::*;
 use xtcp2::batch::Envelope;
 use xtcp2::format::{Format, StreamFormat};
 use xtcp2::record::Record;
-use xtcp2::sink::{Sink, SinkError};
+use xtcp2::sink::{Disposition, Sink, SinkError};
 
 /// Rows per envelope: large enough that jsonl/csv envelopes exceed one
 /// datagram and must be split, small enough to make several envelopes.
@@ -236,14 +236,16 @@ fn http_delivers_every_record_once_in_every_format() {
 /// permanent (not retried), 5xx is retried.
 #[test]
 fn http_errors_carry_the_status() {
-    for (status, permanent) in [(400u16, true), (503, false)] {
+    for (status, disposition) in [(400u16, Disposition::Drop), (503, Disposition::Retry)] {
         let (addr, _rx) = http_receiver(status);
-        let err = runtime().block_on(async {
+        let (err, classified) = runtime().block_on(async {
             let format = stream_format(Format::Jsonl);
             let mut sink = Sink::open(&format!("http://{addr}/"), &format).await.unwrap();
             let mut encoder = format.encoder();
             let envelope = Envelope::from_records(encoder.as_mut(), [&Record::default()], Arc::from("h"), 1);
-            sink.send(&envelope).await.unwrap_err()
+            let err = sink.send(&envelope).await.unwrap_err();
+            let classified = sink.classify(&err);
+            (err, classified)
         });
         match &err {
             SinkError::HttpStatus { status: s, body, .. } => {
@@ -252,7 +254,7 @@ fn http_errors_carry_the_status() {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(err.is_permanent(), permanent, "{status}");
+        assert_eq!(classified, disposition, "{status}");
     }
 }
 

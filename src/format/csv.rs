@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use super::text::{write_ip, write_rfc3339_ns, write_u64};
-use super::{Encoder, Format};
+use super::{Encoder, Format, FormatSpec, Framing};
 use crate::record::{tcp_state_name, FieldKind, FieldMeta, FieldVisitor, Record, Value};
 
 /// `AF_INET` from `<sys/socket.h>`.
@@ -57,6 +57,40 @@ pub fn header_line(columns: &[&'static FieldMeta], separator: Separator) -> Vec<
 }
 
 /// The csv and tsv encoder.
+/// `--marshal csv`.
+pub static CSV_SPEC: FormatSpec = FormatSpec {
+    name: "csv",
+    aliases: &[],
+    content_type: "text/csv; charset=utf-8; header=present",
+    framing: Framing::Concatenated,
+    summary: "RFC 4180 comma-separated values, a header line per stream, `--columns` selects and orders",
+    header: Some(|columns| header_line(columns, Separator::Comma)),
+    encoder: |stream| {
+        Box::new(Delimited::new(
+            Separator::Comma,
+            stream.columns_shared(),
+            stream.header_shared(),
+        ))
+    },
+};
+
+/// `--marshal tsv`.
+pub static TSV_SPEC: FormatSpec = FormatSpec {
+    name: "tsv",
+    aliases: &[],
+    content_type: "text/tab-separated-values; charset=utf-8",
+    framing: Framing::Concatenated,
+    summary: "tab-separated values, a header line per stream, `--columns` selects and orders",
+    header: Some(|columns| header_line(columns, Separator::Tab)),
+    encoder: |stream| {
+        Box::new(Delimited::new(
+            Separator::Tab,
+            stream.columns_shared(),
+            stream.header_shared(),
+        ))
+    },
+};
+
 pub struct Delimited {
     separator: Separator,
     column_count: usize,

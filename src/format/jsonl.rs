@@ -5,12 +5,23 @@
 use super::text::{
     write_growing, write_ip, FixedText, SliceWriter, TextSink, FIXED_TEXT_WIDTH, MAX_IP_TEXT, MAX_U64_DIGITS,
 };
-use super::{field_tables, Encoder, FieldTables, Format};
+use super::{field_tables, Encoder, FieldTables, Format, FormatSpec, Framing};
 use crate::record::{FieldKind, FieldMeta, FieldVisitor, Record, Value, FIELDS};
 
 /// Room reserved for the string fields of a record before the first retry
 /// (host name, labels, namespace name, congestion name: short in practice).
 const STRING_ROOM: usize = 1024;
+
+/// `--marshal jsonl`.
+pub static SPEC: FormatSpec = FormatSpec {
+    name: "jsonl",
+    aliases: &["json"],
+    content_type: "application/x-ndjson",
+    framing: Framing::Concatenated,
+    summary: "JSON Lines: one object per record, kernel field names, absent fields omitted",
+    header: None,
+    encoder: |_| Box::new(JsonLines::new()),
+};
 
 pub struct JsonLines {
     tables: &'static FieldTables,

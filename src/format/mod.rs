@@ -29,76 +29,105 @@ use crate::record::{field_by_name, FieldMeta, Record, FIELDS};
 /// never moves the records.
 pub const MAX_FRAME_PREFIX: usize = 10;
 
-/// An output format (`-marshal`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Format {
-    Jsonl,
-    Csv,
-    Tsv,
-    ProtobufList,
-    Msgpack,
+/// How a format turns whole encoded records into one self-contained envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Records are self-delimiting: an envelope is their concatenation.
+    Concatenated,
+    /// The varint length of the records goes first: ClickHouse's
+    /// protobufList (one `Envelope` message whose field 1 repeats records).
+    VarintLengthPrefix,
+}
+
+/// Everything the program knows about one format, declared once in its
+/// module and registered in [`formats!`] below. `--help`, error messages and
+/// the table in `docs/outputs.md` are generated from these.
+pub struct FormatSpec {
+    /// The `-marshal` spelling, also the `format` label of metrics.
+    pub name: &'static str,
+    /// Other accepted spellings (Go's, lower-case).
+    pub aliases: &'static [&'static str],
+    /// MIME type for HTTP destinations.
+    pub content_type: &'static str,
+    pub framing: Framing,
+    /// One line for the docs table.
+    pub summary: &'static str,
+    /// Bytes that open every output stream for these columns (the csv/tsv
+    /// header line); `None` for formats that have none.
+    pub header: Option<fn(&[&'static FieldMeta]) -> Vec<u8>>,
+    /// A fresh encoder for this stream's choices.
+    pub encoder: fn(&StreamFormat) -> Box<dyn Encoder>,
+}
+
+/// The format registry: one line per format, `Variant => module::SPEC`.
+/// Generates [`Format`], [`Format::ALL`] and [`Format::spec`].
+macro_rules! formats {
+    ($($variant:ident => $spec:path),+ $(,)?) => {
+        /// An output format (`-marshal`): a handle on its [`FormatSpec`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Format {
+            $($variant),+
+        }
+
+        impl Format {
+            /// Every registered format, in registration order.
+            pub const ALL: [Format; [$(stringify!($variant)),+].len()] = [$(Format::$variant),+];
+
+            /// The format's declaration.
+            pub fn spec(self) -> &'static FormatSpec {
+                match self {
+                    $(Format::$variant => &$spec),+
+                }
+            }
+        }
+    };
+}
+
+formats! {
+    Jsonl => jsonl::SPEC,
+    Csv => csv::CSV_SPEC,
+    Tsv => csv::TSV_SPEC,
+    ProtobufList => protobuf::SPEC,
+    Msgpack => msgpack::SPEC,
 }
 
 impl Format {
-    pub const ALL: [Format; 5] = [
-        Format::Jsonl,
-        Format::Csv,
-        Format::Tsv,
-        Format::ProtobufList,
-        Format::Msgpack,
-    ];
-
-    /// Parses a `-marshal` value (the Go spellings; `json` is kept as an
-    /// alias of `jsonl`).
+    /// Parses a `-marshal` value: a registered name or alias.
     pub fn parse(name: &str) -> Result<Format, FormatError> {
-        match name {
-            "jsonl" | "json" => Ok(Format::Jsonl),
-            "csv" => Ok(Format::Csv),
-            "tsv" => Ok(Format::Tsv),
-            "protobufList" | "protobuflist" => Ok(Format::ProtobufList),
-            "msgpack" => Ok(Format::Msgpack),
-            other => Err(FormatError::UnknownFormat(other.to_string())),
-        }
+        Format::ALL
+            .into_iter()
+            .find(|f| f.spec().name == name || f.spec().aliases.contains(&name))
+            .ok_or_else(|| FormatError::UnknownFormat(name.to_string()))
     }
 
     /// The `-marshal` spelling, also the `format` label of metrics.
     pub fn name(self) -> &'static str {
-        match self {
-            Format::Jsonl => "jsonl",
-            Format::Csv => "csv",
-            Format::Tsv => "tsv",
-            Format::ProtobufList => "protobufList",
-            Format::Msgpack => "msgpack",
-        }
+        self.spec().name
+    }
+
+    /// Every `-marshal` name, comma separated (help and error texts).
+    pub fn names() -> String {
+        Format::ALL.map(Format::name).join(", ")
     }
 
     /// MIME type for HTTP destinations.
     pub fn content_type(self) -> &'static str {
-        match self {
-            Format::Jsonl => "application/x-ndjson",
-            Format::Csv => "text/csv; charset=utf-8; header=present",
-            Format::Tsv => "text/tab-separated-values; charset=utf-8",
-            Format::ProtobufList => "application/x-protobuf",
-            Format::Msgpack => "application/msgpack",
-        }
+        self.spec().content_type
     }
 
     /// Writes, right-aligned in `prefix`, what must precede `records_len`
     /// bytes of records to make them one self-contained envelope, and
     /// returns its length (0 for the formats that are plain concatenation).
-    ///
-    /// protobufList is ClickHouse's framing: the varint length of one
-    /// `Envelope` message whose field 1 repeats the records.
     #[inline]
     pub fn frame_prefix(self, records_len: usize, prefix: &mut [u8; MAX_FRAME_PREFIX]) -> usize {
-        match self {
-            Format::ProtobufList => {
+        match self.spec().framing {
+            Framing::VarintLengthPrefix => {
                 let mut varint = [0u8; MAX_FRAME_PREFIX];
                 let n = protobuf::varint_into(records_len as u64, &mut varint);
                 prefix[MAX_FRAME_PREFIX - n..].copy_from_slice(&varint[..n]);
                 n
             }
-            Format::Jsonl | Format::Csv | Format::Tsv | Format::Msgpack => 0,
+            Framing::Concatenated => 0,
         }
     }
 
@@ -108,6 +137,37 @@ impl Format {
         let n = self.frame_prefix(records.len(), &mut prefix);
         out.extend_from_slice(&prefix[MAX_FRAME_PREFIX - n..]);
         out.extend_from_slice(records);
+    }
+
+    /// The markdown table of formats in `docs/outputs.md` (a test keeps the
+    /// doc equal to this).
+    pub fn docs_table() -> String {
+        let mut t =
+            String::from("| `--marshal` | also | content type | envelope | what it is |\n|---|---|---|---|---|\n");
+        for f in Format::ALL {
+            let s = f.spec();
+            let aliases: Vec<String> = s.aliases.iter().map(|a| format!("`{a}`")).collect();
+            let framing = match s.framing {
+                Framing::Concatenated => "records concatenated",
+                Framing::VarintLengthPrefix => "varint length, then records",
+            };
+            t.push_str(&format!(
+                "| `{}` | {} | `{}` | {} | {} |\n",
+                s.name,
+                aliases.join(", "),
+                s.content_type,
+                framing,
+                s.summary
+            ));
+        }
+        t
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = FormatError;
+    fn from_str(s: &str) -> Result<Format, FormatError> {
+        Format::parse(s)
     }
 }
 
@@ -119,7 +179,7 @@ impl std::fmt::Display for Format {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
-    #[error("unknown --marshal {0:?}; valid: jsonl, csv, tsv, protobufList, msgpack")]
+    #[error("unknown --marshal {0:?}; valid: {valid}", valid = Format::names())]
     UnknownFormat(String),
     #[error("unknown --columns name {0:?}; columns are record field names such as timestamp_ns, idiag_src, idiag_state, tcpi_rtt (see docs/record.md)")]
     UnknownColumn(String),
@@ -162,10 +222,14 @@ pub struct StreamFormat {
 }
 
 impl StreamFormat {
-    /// Validates `-marshal` and `-columns` (column names are checked for
-    /// every format; they select and order only the csv/tsv columns).
+    /// Validates `-marshal` and `-columns` given as text (tests, benches).
     pub fn new(marshal: &str, columns: &[String]) -> Result<StreamFormat, FormatError> {
-        let format = Format::parse(marshal)?;
+        StreamFormat::with_columns(Format::parse(marshal)?, columns)
+    }
+
+    /// `format` with `-columns` (names are checked for every format; they
+    /// select and order only the csv/tsv columns). Empty means every field.
+    pub fn with_columns(format: Format, columns: &[String]) -> Result<StreamFormat, FormatError> {
         let mut selected: Vec<&'static FieldMeta> = Vec::with_capacity(columns.len());
         for name in columns {
             let meta = field_by_name(name).ok_or_else(|| FormatError::UnknownColumn(name.clone()))?;
@@ -177,15 +241,13 @@ impl StreamFormat {
         if selected.is_empty() {
             selected = FIELDS.to_vec();
         }
-        let columns: Arc<[&'static FieldMeta]> = selected.into();
-        let header: Arc<[u8]> = match format {
-            Format::Csv => csv::header_line(&columns, csv::Separator::Comma).into(),
-            Format::Tsv => csv::header_line(&columns, csv::Separator::Tab).into(),
-            Format::Jsonl | Format::ProtobufList | Format::Msgpack => Arc::from(&[][..]),
+        let header: Arc<[u8]> = match format.spec().header {
+            Some(header) => header(&selected).into(),
+            None => Arc::from(&[][..]),
         };
         Ok(StreamFormat {
             format,
-            columns,
+            columns: selected.into(),
             header,
         })
     }
@@ -199,29 +261,25 @@ impl StreamFormat {
         &self.columns
     }
 
+    /// The columns shared, for encoders that keep them.
+    pub(crate) fn columns_shared(&self) -> Arc<[&'static FieldMeta]> {
+        self.columns.clone()
+    }
+
     /// Bytes that open every output stream: the csv/tsv header line, empty
     /// for the other formats.
     pub fn header(&self) -> &[u8] {
         &self.header
     }
 
+    /// The header shared, for encoders and sinks that keep it.
+    pub fn header_shared(&self) -> Arc<[u8]> {
+        self.header.clone()
+    }
+
     /// A fresh encoder (one per collecting thread).
     pub fn encoder(&self) -> Box<dyn Encoder> {
-        match self.format {
-            Format::Jsonl => Box::new(jsonl::JsonLines::new()),
-            Format::Csv => Box::new(csv::Delimited::new(
-                csv::Separator::Comma,
-                self.columns.clone(),
-                self.header.clone(),
-            )),
-            Format::Tsv => Box::new(csv::Delimited::new(
-                csv::Separator::Tab,
-                self.columns.clone(),
-                self.header.clone(),
-            )),
-            Format::ProtobufList => Box::new(protobuf::ProtobufList::new()),
-            Format::Msgpack => Box::new(msgpack::Msgpack::new()),
-        }
+        (self.format.spec().encoder)(self)
     }
 }
 
@@ -277,6 +335,9 @@ mod tests {
     fn every_marshal_name_parses() {
         for f in Format::ALL {
             assert_eq!(Format::parse(f.name()).unwrap(), f);
+            for alias in f.spec().aliases {
+                assert_eq!(Format::parse(alias).unwrap(), f);
+            }
         }
         assert_eq!(Format::parse("json").unwrap(), Format::Jsonl);
         assert_eq!(

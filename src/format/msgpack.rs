@@ -4,7 +4,7 @@
 //! stream decoder reads one after the other.
 
 use super::text::{write_ip, MAX_IP_TEXT};
-use super::{field_tables, Encoder, FieldTables, Format};
+use super::{field_tables, Encoder, FieldTables, Format, FormatSpec, Framing};
 use crate::record::{FieldMeta, FieldVisitor, Record, Value};
 
 /// Marker of a map with a 16-bit entry count.
@@ -13,6 +13,17 @@ const MAP16: u8 = 0xde;
 const FIXMAP_MAX: usize = 15;
 /// Bytes of a map16 header: marker and big-endian count.
 const MAP16_HEADER: usize = 3;
+
+/// `--marshal msgpack`.
+pub static SPEC: FormatSpec = FormatSpec {
+    name: "msgpack",
+    aliases: &[],
+    content_type: "application/msgpack",
+    framing: Framing::Concatenated,
+    summary: "MessagePack: one map per record, keyed by field name",
+    header: None,
+    encoder: |_| Box::new(Msgpack::new()),
+};
 
 pub struct Msgpack {
     tables: &'static FieldTables,

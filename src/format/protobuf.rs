@@ -14,7 +14,7 @@
 //! prost types generated from the same schema to prove they agree.
 
 use super::text::{write_growing, SliceWriter};
-use super::{field_tables, Encoder, Format, MAX_FRAME_PREFIX};
+use super::{field_tables, Encoder, Format, FormatSpec, Framing, MAX_FRAME_PREFIX};
 use crate::record::{FieldKind, FieldMeta, FieldVisitor, Record, Value, FIELDS};
 use std::net::IpAddr;
 
@@ -36,6 +36,17 @@ const ENVELOPE_RECORD_KEY: u8 = (1 << 3) | WIRE_LEN;
 const MAX_VARINT: usize = 10;
 /// Room reserved for the string fields of a record before the first retry.
 const STRING_ROOM: usize = 1024;
+
+/// `--marshal protobufList`.
+pub static SPEC: FormatSpec = FormatSpec {
+    name: "protobufList",
+    aliases: &["protobuflist"],
+    content_type: "application/x-protobuf",
+    framing: Framing::VarintLengthPrefix,
+    summary: "ClickHouse's ProtobufList: length-delimited `Envelope` messages of `Record`s (`proto/xtcp2.proto`)",
+    header: None,
+    encoder: |_| Box::new(ProtobufList::new()),
+};
 
 pub struct ProtobufList {
     keys: &'static [([u8; 2], u8)],

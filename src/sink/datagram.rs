@@ -1,4 +1,5 @@
-//! Datagram destinations: splitting envelopes into datagrams, and
+//! Datagram destinations: splitting envelopes into datagrams (one resume
+//! loop, [`DatagramSink`], shared by `udp:` and `unixgram:`), and
 //! `unixgram:PATH`.
 //!
 //! An envelope larger than one datagram is split on record boundaries,
@@ -11,15 +12,17 @@
 //! records went out, and the retry of that same envelope continues from
 //! there instead of sending its first datagrams twice.
 
+use std::future::Future;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::UnixDatagram;
 
-use super::{Sent, SinkError, MAX_DATAGRAM_PAYLOAD};
+use super::file::non_empty_path;
+use super::{DestinationKind, Sent, SinkError, Transport, MAX_DATAGRAM_PAYLOAD};
 use crate::batch::Envelope;
-use crate::format::MAX_FRAME_PREFIX;
+use crate::format::{StreamFormat, MAX_FRAME_PREFIX};
 
 /// One datagram's worth of an envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,31 +95,37 @@ impl Progress {
     }
 }
 
-/// `unixgram:PATH`: datagrams to a bound unix socket.
-pub struct UnixgramSink {
-    path: PathBuf,
-    socket: UnixDatagram,
+/// How one kind of socket sends one datagram; [`DatagramSink`] does the
+/// splitting and the resuming.
+pub trait DatagramSocket: Send {
+    /// Sends one whole datagram (what a failed send left is sent again at
+    /// the next attempt, from the first datagram that did not go out).
+    fn send_datagram(&mut self, datagram: &[u8], dest: &str) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+/// A datagram destination: every envelope is cut into self-contained
+/// datagrams on record boundaries, and a retry of a half-sent envelope
+/// resumes where the failed attempt stopped.
+pub struct DatagramSink<S> {
+    socket: S,
     header: Arc<[u8]>,
     datagram: Vec<u8>,
     progress: Option<Progress>,
 }
 
-impl UnixgramSink {
-    pub fn new(path: PathBuf, header: Arc<[u8]>) -> Result<Self, SinkError> {
-        let socket = UnixDatagram::unbound().map_err(|source| SinkError::Io {
-            dest: format!("unixgram:{}", path.display()),
-            source,
-        })?;
-        Ok(UnixgramSink {
-            path,
+impl<S> DatagramSink<S> {
+    pub fn new(socket: S, header: Arc<[u8]>) -> Self {
+        DatagramSink {
             socket,
             header,
             datagram: Vec::with_capacity(MAX_DATAGRAM_PAYLOAD),
             progress: None,
-        })
+        }
     }
+}
 
-    pub async fn send(&mut self, envelope: &Envelope, dest: &str) -> Result<Sent, SinkError> {
+impl<S: DatagramSocket> Transport for DatagramSink<S> {
+    async fn send(&mut self, envelope: &Envelope, dest: &str) -> Result<Sent, SinkError> {
         let mut progress = Progress::resume(self.progress, envelope);
         for run in plan_runs(envelope, progress.next_row, MAX_DATAGRAM_PAYLOAD, self.header.len()) {
             match run {
@@ -126,12 +135,9 @@ impl UnixgramSink {
                 }
                 Run::Records(rows) => {
                     build_datagram(envelope, rows.clone(), &self.header, &mut self.datagram);
-                    if let Err(source) = self.socket.send_to(&self.datagram, &self.path).await {
+                    if let Err(e) = self.socket.send_datagram(&self.datagram, dest).await {
                         self.progress = Some(progress);
-                        return Err(SinkError::Io {
-                            dest: dest.to_string(),
-                            source,
-                        });
+                        return Err(e);
                     }
                     progress.next_row = rows.end;
                 }
@@ -141,6 +147,56 @@ impl UnixgramSink {
         Ok(Sent {
             rows_too_large: progress.rows_too_large,
         })
+    }
+}
+
+/// The `unixgram:PATH` destination.
+pub struct Unixgram;
+
+impl DestinationKind for Unixgram {
+    const SCHEMES: &'static [&'static str] = &["unixgram"];
+    const TAKES_ADDRESS: bool = true;
+    const FORM: &'static str = "unixgram:PATH";
+    const SUMMARY: &'static str =
+        "datagrams of whole records (at most 65,507 bytes each); every datagram opens with the csv header";
+    type Address = PathBuf;
+    type Sink = DatagramSink<UnixgramSocket>;
+
+    fn parse(_scheme: &str, rest: &str) -> Result<PathBuf, String> {
+        non_empty_path(rest, "unixgram:/run/xtcp2.sock")
+    }
+
+    async fn open(path: &PathBuf, format: &StreamFormat) -> Result<Self::Sink, SinkError> {
+        let socket = UnixDatagram::unbound().map_err(|source| SinkError::Io {
+            dest: format!("unixgram:{}", path.display()),
+            source,
+        })?;
+        Ok(DatagramSink::new(
+            UnixgramSocket {
+                path: path.clone(),
+                socket,
+            },
+            format.header_shared(),
+        ))
+    }
+}
+
+/// An unbound unix datagram socket sending to a bound one.
+pub struct UnixgramSocket {
+    path: PathBuf,
+    socket: UnixDatagram,
+}
+
+impl DatagramSocket for UnixgramSocket {
+    async fn send_datagram(&mut self, datagram: &[u8], dest: &str) -> Result<(), SinkError> {
+        self.socket
+            .send_to(datagram, &self.path)
+            .await
+            .map(drop)
+            .map_err(|source| SinkError::Io {
+                dest: dest.to_string(),
+                source,
+            })
     }
 }
 

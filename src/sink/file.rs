@@ -12,22 +12,53 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use super::SinkError;
+use super::{DestinationKind, Sent, SinkError, Transport};
 use crate::batch::Envelope;
+use crate::format::StreamFormat;
 
 /// Mode of a file xtcp2 creates: owner read/write only.
 pub const FILE_MODE: u32 = 0o600;
 
+/// The `file:PATH` destination.
+pub struct File;
+
+impl DestinationKind for File {
+    const SCHEMES: &'static [&'static str] = &["file"];
+    const TAKES_ADDRESS: bool = true;
+    const FORM: &'static str = "file:PATH";
+    const SUMMARY: &'static str =
+        "appended to PATH (created 0600); the csv header when the file is empty at (re)open; SIGHUP reopens";
+    type Address = PathBuf;
+    type Sink = FileSink;
+
+    fn parse(_scheme: &str, rest: &str) -> Result<PathBuf, String> {
+        non_empty_path(rest, "file:/var/log/xtcp2.jsonl")
+    }
+
+    async fn open(path: &PathBuf, format: &StreamFormat) -> Result<FileSink, SinkError> {
+        FileSink::open(path.clone(), format.header_shared()).await
+    }
+}
+
+/// A path after `scheme:`, which must not be empty.
+pub(crate) fn non_empty_path(rest: &str, example: &str) -> Result<PathBuf, String> {
+    if rest.is_empty() {
+        Err(format!("needs a path, e.g. {example}"))
+    } else {
+        Ok(PathBuf::from(rest))
+    }
+}
+
 pub struct FileSink {
     path: PathBuf,
-    file: Option<File>,
+    file: Option<std::fs::File>,
     header: Arc<[u8]>,
     /// The file had no bytes when opened: write the header first.
     needs_header: bool,
@@ -94,7 +125,7 @@ impl FileSink {
         received
     }
 
-    pub async fn send(&mut self, envelope: &Envelope, dest: &str) -> Result<(), SinkError> {
+    async fn write(&mut self, envelope: &Envelope, dest: &str) -> Result<(), SinkError> {
         if self.hangup_received() {
             tracing::info!(path = %self.path.display(), "SIGHUP: reopening the destination file");
             self.reopen(dest).await?;
@@ -119,9 +150,15 @@ impl FileSink {
         self.needs_header = false;
         Ok(())
     }
+}
+
+impl Transport for FileSink {
+    async fn send(&mut self, envelope: &Envelope, dest: &str) -> Result<Sent, SinkError> {
+        self.write(envelope, dest).await.map(|()| Sent::default())
+    }
 
     /// Drops the handle after a failure; the next send reopens the path.
-    pub fn close(&mut self) {
+    fn reset(&mut self) {
         self.file = None;
     }
 }

@@ -24,8 +24,37 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::SinkError;
+use super::{DestinationKind, Disposition, Sent, SinkError, Transport};
 use crate::batch::Envelope;
+use crate::format::StreamFormat;
+
+/// The `http://` and `https://` destinations.
+pub struct Http;
+
+impl DestinationKind for Http {
+    const SCHEMES: &'static [&'static str] = &["http", "https"];
+    const TAKES_ADDRESS: bool = true;
+    const FORM: &'static str = "http(s)://HOST[:PORT]/PATH?QUERY";
+    const SUMMARY: &'static str =
+        "one POST per envelope (pooled connections; TLS verified against the system roots); each body opens with the csv header";
+    type Address = Uri;
+    type Sink = HttpSink;
+
+    fn parse(scheme: &str, rest: &str) -> Result<Uri, String> {
+        let url = format!("{scheme}:{rest}");
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| format!("not a URL: {e}"))?;
+        if uri.host().is_none_or(str::is_empty) {
+            return Err("the URL has no host".into());
+        }
+        Ok(uri)
+    }
+
+    async fn open(uri: &Uri, format: &StreamFormat) -> Result<HttpSink, SinkError> {
+        HttpSink::new(uri.clone(), format.format().content_type(), format.header_shared())
+    }
+}
 
 /// Bytes of an error response kept for the error message.
 const ERROR_BODY_LIMIT: usize = 512;
@@ -45,15 +74,9 @@ pub struct HttpSink {
 }
 
 impl HttpSink {
-    pub fn new(url: &str, content_type: &'static str, header: Arc<[u8]>) -> Result<Self, SinkError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e: hyper::http::uri::InvalidUri| SinkError::BadAddress {
-                dest: url.to_string(),
-                reason: format!("not a URL: {e}"),
-            })?;
+    pub fn new(uri: Uri, content_type: &'static str, header: Arc<[u8]>) -> Result<Self, SinkError> {
         let client = https_client().map_err(|reason| SinkError::Tls {
-            dest: url.to_string(),
+            dest: uri.to_string(),
             reason,
         })?;
         Ok(HttpSink {
@@ -64,7 +87,7 @@ impl HttpSink {
         })
     }
 
-    pub async fn send(&mut self, envelope: &Envelope, dest: &str) -> Result<(), SinkError> {
+    async fn post(&mut self, envelope: &Envelope, dest: &str) -> Result<(), SinkError> {
         let http_error = |source: Box<dyn std::error::Error + Send + Sync>| SinkError::Http {
             dest: dest.to_string(),
             source,
@@ -106,6 +129,26 @@ impl HttpSink {
             body: text,
         })
     }
+}
+
+impl Transport for HttpSink {
+    async fn send(&mut self, envelope: &Envelope, dest: &str) -> Result<Sent, SinkError> {
+        self.post(envelope, dest).await.map(|()| Sent::default())
+    }
+
+    /// A 4xx other than 408 (timeout) and 429 (too many requests) rejects
+    /// the envelope's content: sending it again cannot succeed.
+    fn classify(&self, error: &SinkError) -> Disposition {
+        match error {
+            SinkError::HttpStatus { status, .. } if is_rejection(*status) => Disposition::Drop,
+            other => other.default_disposition(),
+        }
+    }
+}
+
+/// The receiver refused the request's content, not its timing.
+fn is_rejection(status: u16) -> bool {
+    (400..500).contains(&status) && status != 408 && status != 429
 }
 
 /// rustls client settings: ring, TLS 1.2 and 1.3, system roots or the

@@ -6,14 +6,12 @@
 //! full, dropping the oldest) new envelopes: collection never waits for a
 //! destination.
 //!
-//! | `-dest` | module | stream opened (CSV header written) |
-//! |---|---|---|
-//! | `null`, `stdout`, `stderr` | here | once per process |
-//! | `file:PATH` | [`file`] | when the file is empty at (re)open; SIGHUP reopens |
-//! | `tcp:HOST:PORT`, `unix:PATH` | [`stream`] | on every new connection |
-//! | `udp:HOST:PORT` | [`udp`] | every datagram (raw IPv4, IP_HDRINCL) |
-//! | `unixgram:PATH` | [`datagram`] | every datagram |
-//! | `http://`, `https://` | [`http`] | every POST |
+//! Each destination is one module that implements [`DestinationKind`]: its
+//! scheme, how its address parses, how it opens, and its [`Transport`]
+//! (send, reset, and which of its errors are worth a retry). Adding one is
+//! that module plus one line in [`destinations!`] below; `--help`, the error
+//! for an unknown scheme and the table in `docs/outputs.md` are generated
+//! from the registry ([`Destination::docs_table`]).
 //!
 //! Connections are made at the first send, not at start, so a destination
 //! that is down when the daemon starts only delays delivery.
@@ -24,14 +22,14 @@
 pub mod datagram;
 pub mod file;
 pub mod http;
+pub mod null;
+pub mod stdio;
 pub mod stream;
 pub mod udp;
 
-use std::path::PathBuf;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use tokio::io::AsyncWriteExt;
 
 use crate::batch::{Envelope, EnvelopeQueue};
 use crate::format::StreamFormat;
@@ -66,7 +64,7 @@ pub const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("unknown destination {0:?}; valid: null, stdout, stderr, file:PATH, tcp:HOST:PORT, udp:HOST:PORT, unix:PATH, unixgram:PATH, http://..., https://...")]
+    #[error("unknown destination {0:?}; valid: {valid}", valid = Destination::forms())]
     UnknownScheme(String),
     #[error("destination {dest:?}: {reason}")]
     BadAddress { dest: String, reason: String },
@@ -117,88 +115,188 @@ impl SinkError {
         }
     }
 
-    /// Sending the same envelope again cannot succeed: the receiver
-    /// rejected its content (an HTTP 4xx other than 408 timeout and 429
-    /// too-many-requests). Such an envelope is dropped and counted at once
-    /// instead of blocking the queue.
-    pub fn is_permanent(&self) -> bool {
-        match self {
-            SinkError::Io { .. } if self.is_reader_gone() => true,
-            SinkError::HttpStatus { status, .. } => (400..500).contains(status) && *status != 408 && *status != 429,
-            _ => false,
+    /// What the delivery task does after this error, unless the
+    /// destination says otherwise ([`Transport::classify`]): a failure of
+    /// the path or the peer is retried.
+    pub fn default_disposition(&self) -> Disposition {
+        Disposition::Retry
+    }
+}
+
+/// What the delivery task does with an envelope whose send failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Send it again after a backoff (the destination may come back).
+    Retry,
+    /// Sending it again cannot succeed (the receiver rejected its content):
+    /// drop and count it at once instead of blocking the queue.
+    Drop,
+    /// Nothing sent here can ever be read again (stdout's reader exited):
+    /// drop everything and stop the daemon, as any Unix filter would.
+    Stop,
+}
+
+/// What a destination module declares; registered in [`destinations!`].
+pub trait DestinationKind {
+    /// The `-dest` scheme names (the text before the first `:`).
+    const SCHEMES: &'static [&'static str];
+    /// Whether an address follows `SCHEME:` (`file:PATH`) or the scheme is
+    /// the whole destination (`stdout`).
+    const TAKES_ADDRESS: bool;
+    /// The form shown in `--help` and errors, e.g. `file:PATH`.
+    const FORM: &'static str;
+    /// One line for the docs table: what is sent and when a stream opens.
+    const SUMMARY: &'static str;
+    /// The parsed address and options.
+    type Address: std::fmt::Debug + Clone + PartialEq + Eq + Send + Sync + 'static;
+    /// The open destination.
+    type Sink: Transport;
+    /// Checks the syntax of what follows `scheme:` (no name resolution, no
+    /// I/O); the error is the reason, shown after the whole `-dest`.
+    fn parse(scheme: &str, rest: &str) -> Result<Self::Address, String>;
+    /// Opens the destination for `format` (network destinations connect
+    /// at the first send, so a receiver that is down does not stop start).
+    fn open(
+        address: &Self::Address,
+        format: &StreamFormat,
+    ) -> impl Future<Output = Result<Self::Sink, SinkError>> + Send;
+}
+
+/// An open destination.
+pub trait Transport: Send {
+    /// Sends one whole envelope (`dest` names the destination in errors).
+    fn send(&mut self, envelope: &Envelope, dest: &str) -> impl Future<Output = Result<Sent, SinkError>> + Send;
+
+    /// Forgets connection state after a failed or timed-out send, so the
+    /// next send starts a fresh stream (a half-written envelope must not be
+    /// continued on the same connection).
+    fn reset(&mut self) {}
+
+    /// What to do after `error`.
+    fn classify(&self, error: &SinkError) -> Disposition {
+        error.default_disposition()
+    }
+}
+
+/// One registered destination, for help texts and docs.
+#[derive(Debug, Clone, Copy)]
+pub struct DestinationDoc {
+    pub schemes: &'static [&'static str],
+    pub form: &'static str,
+    pub summary: &'static str,
+}
+
+/// The destination registry: one line per destination module,
+/// `Variant => module::Type`. Generates [`Destination`] (the parsed
+/// `-dest`), the open sink's dispatch, and the docs list.
+macro_rules! destinations {
+    ($($variant:ident => $kind:ty),+ $(,)?) => {
+        /// A parsed `-dest`: the destination and its address.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Destination {
+            $($variant(<$kind as DestinationKind>::Address)),+
         }
-    }
+
+        enum OpenSink {
+            $($variant(<$kind as DestinationKind>::Sink)),+
+        }
+
+        impl Destination {
+            /// Every registered destination, in registration order.
+            pub const REGISTERED: [DestinationDoc; [$(stringify!($variant)),+].len()] = [$(DestinationDoc {
+                schemes: <$kind as DestinationKind>::SCHEMES,
+                form: <$kind as DestinationKind>::FORM,
+                summary: <$kind as DestinationKind>::SUMMARY,
+            }),+];
+
+            /// Checks the syntax of `-dest` (no name resolution, no I/O).
+            pub fn parse(dest: &str) -> Result<Destination, SinkError> {
+                let (scheme, rest) = match dest.split_once(':') {
+                    Some((scheme, rest)) => (scheme, Some(rest)),
+                    None => (dest, None),
+                };
+                $(
+                    if <$kind as DestinationKind>::SCHEMES.contains(&scheme)
+                        && <$kind as DestinationKind>::TAKES_ADDRESS == rest.is_some()
+                    {
+                        return <$kind as DestinationKind>::parse(scheme, rest.unwrap_or_default())
+                            .map(Destination::$variant)
+                            .map_err(|reason| SinkError::BadAddress { dest: dest.to_string(), reason });
+                    }
+                )+
+                Err(SinkError::UnknownScheme(dest.to_string()))
+            }
+
+            async fn open_sink(&self, format: &StreamFormat) -> Result<OpenSink, SinkError> {
+                Ok(match self {
+                    $(Destination::$variant(address) => {
+                        OpenSink::$variant(<$kind as DestinationKind>::open(address, format).await?)
+                    })+
+                })
+            }
+        }
+
+        impl OpenSink {
+            async fn send(&mut self, envelope: &Envelope, dest: &str) -> Result<Sent, SinkError> {
+                match self {
+                    $(OpenSink::$variant(sink) => sink.send(envelope, dest).await),+
+                }
+            }
+
+            fn reset(&mut self) {
+                match self {
+                    $(OpenSink::$variant(sink) => sink.reset()),+
+                }
+            }
+
+            fn classify(&self, error: &SinkError) -> Disposition {
+                match self {
+                    $(OpenSink::$variant(sink) => sink.classify(error)),+
+                }
+            }
+        }
+    };
 }
 
-impl SinkError {
-    /// stdout or stderr is a pipe whose reader has exited (`xtcp2 | head`):
-    /// nothing written there can ever be read again.
-    pub fn is_reader_gone(&self) -> bool {
-        matches!(self, SinkError::Io { dest, source }
-            if (dest == "stdout" || dest == "stderr") && source.kind() == std::io::ErrorKind::BrokenPipe)
-    }
-}
-
-/// A parsed `-dest`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Destination {
-    Null,
-    Stdout,
-    Stderr,
-    File(PathBuf),
-    Tcp(String),
-    Udp(String),
-    Unix(PathBuf),
-    Unixgram(PathBuf),
-    Http(String),
+destinations! {
+    Null => null::Null,
+    Stdout => stdio::Stdout,
+    Stderr => stdio::Stderr,
+    File => file::File,
+    Tcp => stream::Tcp,
+    Unix => stream::Unix,
+    Udp => udp::Udp,
+    Unixgram => datagram::Unixgram,
+    Http => http::Http,
 }
 
 impl Destination {
-    /// Checks the syntax of `-dest` (no name resolution, no I/O).
-    pub fn parse(dest: &str) -> Result<Destination, SinkError> {
-        let bad = |reason: &str| SinkError::BadAddress {
-            dest: dest.to_string(),
-            reason: reason.to_string(),
-        };
-        if dest.starts_with("http://") || dest.starts_with("https://") {
-            let uri: hyper::Uri = dest
-                .parse()
-                .map_err(|e: hyper::http::uri::InvalidUri| bad(&format!("not a URL: {e}")))?;
-            if uri.host().is_none_or(str::is_empty) {
-                return Err(bad("the URL has no host"));
-            }
-            return Ok(Destination::Http(dest.to_string()));
+    /// Every destination form, comma separated (help and error texts).
+    pub fn forms() -> String {
+        Destination::REGISTERED.map(|d| d.form).join(", ")
+    }
+
+    /// Whether records are thrown away (encoding can be skipped).
+    pub fn discards_records(&self) -> bool {
+        matches!(self, Destination::Null(_))
+    }
+
+    /// The markdown table of destinations in `docs/outputs.md` (a test
+    /// keeps the doc equal to this).
+    pub fn docs_table() -> String {
+        let mut t =
+            String::from("| `--dest` | what is sent, and when an output stream (csv header) opens |\n|---|---|\n");
+        for d in Destination::REGISTERED {
+            t.push_str(&format!("| `{}` | {} |\n", d.form, d.summary));
         }
-        let (scheme, rest) = dest.split_once(':').unwrap_or((dest, ""));
-        let path = |rest: &str| {
-            if rest.is_empty() {
-                Err(bad("needs a path, e.g. file:/var/log/xtcp2.jsonl"))
-            } else {
-                Ok(PathBuf::from(rest))
-            }
-        };
-        match scheme {
-            "null" if rest.is_empty() => Ok(Destination::Null),
-            "stdout" if rest.is_empty() => Ok(Destination::Stdout),
-            "stderr" if rest.is_empty() => Ok(Destination::Stderr),
-            "file" => path(rest).map(Destination::File),
-            "unix" => path(rest).map(Destination::Unix),
-            "unixgram" => path(rest).map(Destination::Unixgram),
-            "tcp" | "udp" => {
-                let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("needs HOST:PORT"))?;
-                if host.is_empty() {
-                    return Err(bad("needs a host before :PORT"));
-                }
-                port.parse::<u16>()
-                    .map_err(|_| bad(&format!("{port:?} is not a port number")))?;
-                Ok(if scheme == "tcp" {
-                    Destination::Tcp(rest.to_string())
-                } else {
-                    Destination::Udp(rest.to_string())
-                })
-            }
-            _ => Err(SinkError::UnknownScheme(dest.to_string())),
-        }
+        t
+    }
+}
+
+impl std::str::FromStr for Destination {
+    type Err = SinkError;
+    fn from_str(s: &str) -> Result<Destination, SinkError> {
+        Destination::parse(s)
     }
 }
 
@@ -210,74 +308,28 @@ pub struct Sent {
     pub rows_too_large: usize,
 }
 
-/// Where envelopes go.
+/// Where envelopes go: an open destination and its `-dest` text.
 pub struct Sink {
     name: String,
-    kind: SinkKind,
-}
-
-enum SinkKind {
-    Null,
-    Stdout(Stdio<tokio::io::Stdout>),
-    Stderr(Stdio<tokio::io::Stderr>),
-    File(file::FileSink),
-    Stream(stream::StreamSink),
-    Unixgram(datagram::UnixgramSink),
-    Udp(udp::UdpSink),
-    Http(http::HttpSink),
-}
-
-/// stdout/stderr: the header once per process.
-struct Stdio<W> {
-    out: W,
-    header: Arc<[u8]>,
-    header_written: bool,
-}
-
-impl<W: tokio::io::AsyncWrite + Unpin> Stdio<W> {
-    async fn send(&mut self, envelope: &Envelope) -> std::io::Result<()> {
-        if !self.header_written {
-            self.out.write_all(&self.header).await?;
-            self.header_written = true;
-        }
-        self.out.write_all(envelope.payload()).await?;
-        self.out.flush().await
-    }
+    open: OpenSink,
 }
 
 impl Sink {
-    /// Opens the destination named by `-dest` for `format`. Network
-    /// destinations connect at the first send.
+    /// Parses and opens a `-dest` given as text (tests and tools).
     pub async fn open(dest: &str, format: &StreamFormat) -> Result<Sink, SinkError> {
-        let header: Arc<[u8]> = Arc::from(format.header());
-        let kind = match Destination::parse(dest)? {
-            Destination::Null => SinkKind::Null,
-            Destination::Stdout => SinkKind::Stdout(Stdio {
-                out: tokio::io::stdout(),
-                header,
-                header_written: false,
-            }),
-            Destination::Stderr => SinkKind::Stderr(Stdio {
-                out: tokio::io::stderr(),
-                header,
-                header_written: false,
-            }),
-            Destination::File(path) => SinkKind::File(file::FileSink::open(path, header).await?),
-            Destination::Tcp(addr) => {
-                SinkKind::Stream(stream::StreamSink::new(stream::StreamTarget::Tcp(addr), header))
-            }
-            Destination::Unix(path) => {
-                SinkKind::Stream(stream::StreamSink::new(stream::StreamTarget::Unix(path), header))
-            }
-            Destination::Unixgram(path) => SinkKind::Unixgram(datagram::UnixgramSink::new(path, header)?),
-            Destination::Udp(addr) => SinkKind::Udp(udp::UdpSink::new(addr, header)),
-            Destination::Http(url) => {
-                SinkKind::Http(http::HttpSink::new(&url, format.format().content_type(), header)?)
-            }
-        };
+        Sink::open_destination(dest, &Destination::parse(dest)?, format).await
+    }
+
+    /// Opens a parsed destination for `format`; `name` is how logs and
+    /// errors call it (the `-dest` text).
+    pub async fn open_destination(
+        name: &str,
+        destination: &Destination,
+        format: &StreamFormat,
+    ) -> Result<Sink, SinkError> {
         Ok(Sink {
-            name: dest.to_string(),
-            kind,
+            name: name.to_string(),
+            open: destination.open_sink(format).await?,
         })
     }
 
@@ -288,44 +340,17 @@ impl Sink {
 
     /// Sends one envelope.
     pub async fn send(&mut self, envelope: &Envelope) -> Result<Sent, SinkError> {
-        let io = |dest: &str| {
-            let dest = dest.to_string();
-            move |source| SinkError::Io { dest, source }
-        };
-        match &mut self.kind {
-            SinkKind::Null => Ok(Sent::default()),
-            SinkKind::Stdout(out) => out
-                .send(envelope)
-                .await
-                .map(|()| Sent::default())
-                .map_err(io(&self.name)),
-            SinkKind::Stderr(out) => out
-                .send(envelope)
-                .await
-                .map(|()| Sent::default())
-                .map_err(io(&self.name)),
-            SinkKind::File(f) => f.send(envelope, &self.name).await.map(|()| Sent::default()),
-            SinkKind::Stream(s) => s.send(envelope, &self.name).await.map(|()| Sent::default()),
-            SinkKind::Unixgram(s) => s.send(envelope, &self.name).await,
-            SinkKind::Udp(s) => s.send(envelope, &self.name).await,
-            SinkKind::Http(h) => h.send(envelope, &self.name).await.map(|()| Sent::default()),
-        }
+        self.open.send(envelope, &self.name).await
     }
 
-    /// Forgets connection state after a failed or timed-out send, so the
-    /// next send starts a fresh stream (a half-written envelope must not be
-    /// continued on the same connection).
+    /// Forgets connection state after a failed or timed-out send.
     pub fn reset(&mut self) {
-        match &mut self.kind {
-            SinkKind::Stream(s) => s.disconnect(),
-            SinkKind::File(f) => f.close(),
-            SinkKind::Null
-            | SinkKind::Stdout(_)
-            | SinkKind::Stderr(_)
-            | SinkKind::Unixgram(_)
-            | SinkKind::Udp(_)
-            | SinkKind::Http(_) => {}
-        }
+        self.open.reset()
+    }
+
+    /// What to do after a failed send.
+    pub fn classify(&self, error: &SinkError) -> Disposition {
+        self.open.classify(error)
     }
 }
 
@@ -420,23 +445,26 @@ pub async fn deliver(
                     .failures
                     .get_or_create(&KindLabel { kind: e.kind() })
                     .inc();
-                if e.is_reader_gone() {
-                    // Like any Unix filter whose reader left: stop, and let
-                    // the daemon shut down (the caller watches deliver end).
-                    queue.count_dropped(1, envelope.rows as u64);
-                    let rest = queue.discard_all();
-                    report.rows_dropped += envelope.rows as u64 + rest.rows;
-                    tracing::info!(
-                        destination = sink.name(),
-                        "the reader of the output closed it; stopping"
-                    );
-                    break;
-                }
-                if e.is_permanent() {
-                    queue.count_dropped(1, envelope.rows as u64);
-                    report.rows_dropped += envelope.rows as u64;
-                    tracing::warn!(error = %e, rows = envelope.rows, "destination rejected an envelope; dropped it");
-                    continue;
+                match sink.classify(&e) {
+                    Disposition::Stop => {
+                        // Like any Unix filter whose reader left: stop, and let
+                        // the daemon shut down (the caller watches deliver end).
+                        queue.count_dropped(1, envelope.rows as u64);
+                        let rest = queue.discard_all();
+                        report.rows_dropped += envelope.rows as u64 + rest.rows;
+                        tracing::info!(
+                            destination = sink.name(),
+                            "the reader of the output closed it; stopping"
+                        );
+                        break;
+                    }
+                    Disposition::Drop => {
+                        queue.count_dropped(1, envelope.rows as u64);
+                        report.rows_dropped += envelope.rows as u64;
+                        tracing::warn!(error = %e, rows = envelope.rows, "destination rejected an envelope; dropped it");
+                        continue;
+                    }
+                    Disposition::Retry => {}
                 }
                 if queue.is_closed() && shutdown.is_none() {
                     shutdown = Some((Instant::now() + policy.shutdown_budget, 0));
@@ -520,37 +548,48 @@ impl FailureLog {
 mod tests {
     use super::*;
 
+    use std::path::PathBuf;
+
+    use super::stream::HostPort;
+
+    fn host_port(host: &str, port: u16) -> HostPort {
+        HostPort {
+            host: host.into(),
+            port,
+        }
+    }
+
     /// Every documented destination form parses; malformed ones say what is wrong.
     #[test]
     fn destinations_parse() {
-        assert_eq!(Destination::parse("null").unwrap(), Destination::Null);
+        assert_eq!(Destination::parse("null").unwrap(), Destination::Null(()));
         assert_eq!(
             Destination::parse("file:/tmp/x").unwrap(),
-            Destination::File("/tmp/x".into())
+            Destination::File(PathBuf::from("/tmp/x"))
         );
         assert_eq!(
             Destination::parse("tcp:127.0.0.1:9000").unwrap(),
-            Destination::Tcp("127.0.0.1:9000".into())
+            Destination::Tcp(host_port("127.0.0.1", 9000))
         );
         assert_eq!(
             Destination::parse("tcp:[::1]:9000").unwrap(),
-            Destination::Tcp("[::1]:9000".into())
+            Destination::Tcp(host_port("[::1]", 9000))
         );
         assert_eq!(
             Destination::parse("udp:collector:5000").unwrap(),
-            Destination::Udp("collector:5000".into())
+            Destination::Udp(host_port("collector", 5000))
         );
         assert_eq!(
             Destination::parse("unix:/run/x.sock").unwrap(),
-            Destination::Unix("/run/x.sock".into())
+            Destination::Unix(PathBuf::from("/run/x.sock"))
         );
         assert_eq!(
             Destination::parse("unixgram:/run/x.sock").unwrap(),
-            Destination::Unixgram("/run/x.sock".into())
+            Destination::Unixgram(PathBuf::from("/run/x.sock"))
         );
         assert_eq!(
             Destination::parse("https://ch:8443/?query=INSERT").unwrap(),
-            Destination::Http("https://ch:8443/?query=INSERT".into())
+            Destination::Http("https://ch:8443/?query=INSERT".parse().unwrap())
         );
         for (bad, says) in [
             ("tcp:localhost", "needs HOST:PORT"),
@@ -572,19 +611,78 @@ mod tests {
         ));
     }
 
-    /// Only content rejections are permanent; overload and timeouts are retried.
+    /// The unknown-scheme error lists every registered form, from the registry.
     #[test]
-    fn permanent_errors_are_client_rejections() {
+    fn unknown_scheme_lists_the_registry() {
+        let err = Destination::parse("kafka:b:9092").unwrap_err().to_string();
+        for d in Destination::REGISTERED {
+            assert!(err.contains(d.form), "{err} lacks {}", d.form);
+        }
+        // Every scheme a registration declares is one the parser accepts.
+        let examples = [
+            "null",
+            "stdout",
+            "stderr",
+            "file:/x",
+            "tcp:h:1",
+            "unix:/x",
+            "udp:h:1",
+            "unixgram:/x",
+            "http://h/",
+            "https://h/",
+        ];
+        for d in Destination::REGISTERED {
+            for scheme in d.schemes {
+                assert!(
+                    examples
+                        .iter()
+                        .any(|e| e.split(':').next() == Some(*scheme) && Destination::parse(e).is_ok()),
+                    "no example parses for scheme {scheme}"
+                );
+            }
+        }
+    }
+
+    /// Only content rejections are dropped; overload and timeouts are retried.
+    #[test]
+    fn http_drops_only_client_rejections() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let format = StreamFormat::new("jsonl", &[]).unwrap();
+        let sink = runtime.block_on(Sink::open("http://127.0.0.1:9/", &format)).unwrap();
         let status = |status| SinkError::HttpStatus {
             dest: "d".into(),
             status,
             body: String::new(),
         };
-        assert!(status(400).is_permanent());
-        assert!(status(404).is_permanent());
-        assert!(!status(408).is_permanent());
-        assert!(!status(429).is_permanent());
-        assert!(!status(500).is_permanent());
-        assert!(!status(503).is_permanent());
+        assert_eq!(sink.classify(&status(400)), Disposition::Drop);
+        assert_eq!(sink.classify(&status(404)), Disposition::Drop);
+        assert_eq!(sink.classify(&status(408)), Disposition::Retry);
+        assert_eq!(sink.classify(&status(429)), Disposition::Retry);
+        assert_eq!(sink.classify(&status(500)), Disposition::Retry);
+        assert_eq!(sink.classify(&status(503)), Disposition::Retry);
+    }
+
+    /// A broken pipe on stdout stops delivery; on a file it is retried.
+    #[test]
+    fn broken_pipe_stops_only_stdio() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let format = StreamFormat::new("jsonl", &[]).unwrap();
+        let broken = SinkError::Io {
+            dest: "d".into(),
+            source: std::io::Error::from(std::io::ErrorKind::BrokenPipe),
+        };
+        let stdout = runtime.block_on(Sink::open("stdout", &format)).unwrap();
+        assert_eq!(stdout.classify(&broken), Disposition::Stop);
+        let dir = tempfile::tempdir().unwrap();
+        let file = runtime
+            .block_on(Sink::open(&format!("file:{}", dir.path().join("f").display()), &format))
+            .unwrap();
+        assert_eq!(file.classify(&broken), Disposition::Retry);
     }
 }

@@ -17,8 +17,86 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 
-use super::SinkError;
+use super::file::non_empty_path;
+use super::{DestinationKind, Sent, SinkError, Transport};
 use crate::batch::Envelope;
+use crate::format::StreamFormat;
+
+/// `HOST:PORT` of a network destination, checked but not resolved (it is
+/// resolved at every connect, so a receiver that moved is found).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl HostPort {
+    /// Parses `HOST:PORT` (`[v6]:PORT` too).
+    pub fn parse(text: &str) -> Result<HostPort, String> {
+        let (host, port) = text.rsplit_once(':').ok_or("needs HOST:PORT")?;
+        if host.is_empty() {
+            return Err("needs a host before :PORT".into());
+        }
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("{port:?} is not a port number"))?;
+        Ok(HostPort {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// The `tcp:HOST:PORT` destination.
+pub struct Tcp;
+/// The `unix:PATH` destination.
+pub struct Unix;
+
+impl DestinationKind for Tcp {
+    const SCHEMES: &'static [&'static str] = &["tcp"];
+    const TAKES_ADDRESS: bool = true;
+    const FORM: &'static str = "tcp:HOST:PORT";
+    const SUMMARY: &'static str = "one long-lived connection; the csv header on every new connection";
+    type Address = HostPort;
+    type Sink = StreamSink;
+
+    fn parse(_scheme: &str, rest: &str) -> Result<HostPort, String> {
+        HostPort::parse(rest)
+    }
+
+    async fn open(address: &HostPort, format: &StreamFormat) -> Result<StreamSink, SinkError> {
+        Ok(StreamSink::new(
+            StreamTarget::Tcp(address.to_string()),
+            format.header_shared(),
+        ))
+    }
+}
+
+impl DestinationKind for Unix {
+    const SCHEMES: &'static [&'static str] = &["unix"];
+    const TAKES_ADDRESS: bool = true;
+    const FORM: &'static str = "unix:PATH";
+    const SUMMARY: &'static str = "one long-lived unix stream connection; the csv header on every new connection";
+    type Address = PathBuf;
+    type Sink = StreamSink;
+
+    fn parse(_scheme: &str, rest: &str) -> Result<PathBuf, String> {
+        non_empty_path(rest, "unix:/run/xtcp2.sock")
+    }
+
+    async fn open(path: &PathBuf, format: &StreamFormat) -> Result<StreamSink, SinkError> {
+        Ok(StreamSink::new(
+            StreamTarget::Unix(path.clone()),
+            format.header_shared(),
+        ))
+    }
+}
 
 /// Where a stream sink connects.
 #[derive(Debug, Clone)]
@@ -99,7 +177,7 @@ impl StreamSink {
         Ok(connection)
     }
 
-    pub async fn send(&mut self, envelope: &Envelope, dest: &str) -> Result<(), SinkError> {
+    async fn write(&mut self, envelope: &Envelope, dest: &str) -> Result<(), SinkError> {
         if self.connection.as_ref().is_some_and(Connection::peer_closed) {
             tracing::info!(dest, "the destination closed the connection; reconnecting");
             self.connection = None;
@@ -126,9 +204,15 @@ impl StreamSink {
             }
         })
     }
+}
+
+impl Transport for StreamSink {
+    async fn send(&mut self, envelope: &Envelope, dest: &str) -> Result<Sent, SinkError> {
+        self.write(envelope, dest).await.map(|()| Sent::default())
+    }
 
     /// Drops the connection; the next send connects again.
-    pub fn disconnect(&mut self) {
+    fn reset(&mut self) {
         self.connection = None;
     }
 }

@@ -20,15 +20,15 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use super::datagram::{build_datagram, plan_runs, Progress, Run};
-use super::{Sent, SinkError, MAX_DATAGRAM_PAYLOAD};
-use crate::batch::Envelope;
+use super::datagram::{DatagramSink, DatagramSocket};
+use super::stream::HostPort;
+use super::{DestinationKind, SinkError, MAX_DATAGRAM_PAYLOAD};
+use crate::format::StreamFormat;
 
 /// Bytes of an IPv4 header without options.
 pub const IPV4_HEADER: usize = 20;
@@ -55,30 +55,49 @@ struct Route {
     mtu: usize,
 }
 
-pub struct UdpSink {
+/// The `udp:HOST:PORT` destination.
+pub struct Udp;
+
+impl DestinationKind for Udp {
+    const SCHEMES: &'static [&'static str] = &["udp"];
+    const TAKES_ADDRESS: bool = true;
+    const FORM: &'static str = "udp:HOST:PORT";
+    const SUMMARY: &'static str =
+        "IPv4 datagrams of whole records through a raw socket (IP_HDRINCL, needs CAP_NET_RAW); every datagram opens with the csv header";
+    type Address = HostPort;
+    type Sink = DatagramSink<UdpSocket>;
+
+    fn parse(_scheme: &str, rest: &str) -> Result<HostPort, String> {
+        HostPort::parse(rest)
+    }
+
+    async fn open(address: &HostPort, format: &StreamFormat) -> Result<Self::Sink, SinkError> {
+        Ok(DatagramSink::new(
+            UdpSocket::new(address.to_string()),
+            format.header_shared(),
+        ))
+    }
+}
+
+/// A raw IPv4 socket that builds UDP datagrams (and fragments) itself.
+pub struct UdpSocket {
     target: String,
-    header: Arc<[u8]>,
     route: Option<Route>,
-    progress: Option<Progress>,
     /// IPv4 identification of the next datagram (shared by its fragments).
     ident: u16,
-    datagram: Vec<u8>,
     udp: Vec<u8>,
     packets: Vec<u8>,
     packet_ranges: Vec<Range<usize>>,
 }
 
-impl UdpSink {
-    pub fn new(target: String, header: Arc<[u8]>) -> Self {
-        UdpSink {
+impl UdpSocket {
+    pub fn new(target: String) -> Self {
+        UdpSocket {
             target,
-            header,
             route: None,
-            progress: None,
             // Any start works; varying it between runs keeps a restarted
             // daemon's fragments from mixing with the previous run's.
             ident: (crate::clock::now_ns() >> 10) as u16,
-            datagram: Vec::with_capacity(MAX_DATAGRAM_PAYLOAD),
             udp: Vec::with_capacity(MAX_DATAGRAM_PAYLOAD + UDP_HEADER),
             packets: Vec::new(),
             packet_ranges: Vec::new(),
@@ -139,54 +158,40 @@ impl UdpSink {
             mtu,
         })
     }
+}
 
-    pub async fn send(&mut self, envelope: &Envelope, dest: &str) -> Result<Sent, SinkError> {
-        if self.route.is_none() {
-            self.route = Some(self.route(dest).await?);
-        }
-        let mut progress = Progress::resume(self.progress, envelope);
-        for run in plan_runs(envelope, progress.next_row, MAX_DATAGRAM_PAYLOAD, self.header.len()) {
-            let rows = match run {
-                Run::TooLarge(row) => {
-                    progress.rows_too_large += 1;
-                    progress.next_row = row + 1;
-                    continue;
-                }
-                Run::Records(rows) => rows,
-            };
-            build_datagram(envelope, rows.clone(), &self.header, &mut self.datagram);
-            let Some(route) = &self.route else {
-                break;
-            };
-            udp_datagram(route.src, route.dst, &self.datagram, &mut self.udp);
-            self.ident = self.ident.wrapping_add(1);
-            ipv4_packets(
-                *route.src.ip(),
-                *route.dst.ip(),
-                self.ident,
-                route.mtu,
-                &self.udp,
-                &mut self.packets,
-                &mut self.packet_ranges,
-            );
-            let to = SockAddr::from(SocketAddrV4::new(*route.dst.ip(), 0));
-            for range in &self.packet_ranges {
-                if let Err(source) = send_packet(&route.raw, &self.packets[range.clone()], &to).await {
-                    self.progress = Some(progress);
-                    // Forget the route: the next attempt looks it up again.
-                    self.route = None;
-                    return Err(SinkError::Io {
-                        dest: dest.to_string(),
-                        source,
-                    });
-                }
+impl DatagramSocket for UdpSocket {
+    async fn send_datagram(&mut self, datagram: &[u8], dest: &str) -> Result<(), SinkError> {
+        let route = match &mut self.route {
+            Some(route) => route,
+            None => {
+                let route = self.route(dest).await?;
+                self.route.insert(route)
             }
-            progress.next_row = rows.end;
+        };
+        udp_datagram(route.src, route.dst, datagram, &mut self.udp);
+        self.ident = self.ident.wrapping_add(1);
+        ipv4_packets(
+            *route.src.ip(),
+            *route.dst.ip(),
+            self.ident,
+            route.mtu,
+            &self.udp,
+            &mut self.packets,
+            &mut self.packet_ranges,
+        );
+        let to = SockAddr::from(SocketAddrV4::new(*route.dst.ip(), 0));
+        for range in &self.packet_ranges {
+            if let Err(source) = send_packet(&route.raw, &self.packets[range.clone()], &to).await {
+                // Forget the route: the next attempt looks it up again.
+                self.route = None;
+                return Err(SinkError::Io {
+                    dest: dest.to_string(),
+                    source,
+                });
+            }
         }
-        self.progress = None;
-        Ok(Sent {
-            rows_too_large: progress.rows_too_large,
-        })
+        Ok(())
     }
 }
 
