@@ -8,20 +8,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::batch::EnvelopeBuilder;
-use crate::config::Stamps;
 use crate::decode::inet_diag::{AF_INET, AF_INET6};
 use crate::decode::{Deserializers, SocketDecoder};
 use crate::kernel::uring::UringReceiver;
 use crate::kernel::{DiagSocket, DumpError, DumpRequest, RECV_BUFFER_BYTES};
+use crate::netns::NamespaceStamp;
 use crate::observe::metrics::{KindLabel, Metrics};
-
-/// Identity of the namespace a record came from.
-#[derive(Debug, Clone, Default)]
-pub struct NamespaceStamp {
-    pub inode: Option<u64>,
-    pub name: Option<Arc<str>>,
-    pub pid: Option<u32>,
-}
+use crate::record::Stamps;
 
 /// What to ask for in every dump.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +43,7 @@ impl DumpPlan {
 fn private_copy(stamps: &Stamps) -> Stamps {
     let copy = |s: &Option<Arc<str>>| s.as_deref().map(Arc::from);
     Stamps {
-        hostname: Arc::from(&*stamps.hostname),
+        hostname: copy(&stamps.hostname),
         label: copy(&stamps.label),
         tag: copy(&stamps.tag),
         location: copy(&stamps.location),
@@ -126,10 +119,7 @@ impl Collector {
                 if let Some(record) = record {
                     record.timestamp_ns = Some(now_ns);
                     record.poll_seq = Some(poll_seq);
-                    record.hostname = Some(stamps.hostname.clone());
-                    record.label = stamps.label.clone();
-                    record.tag = stamps.tag.clone();
-                    record.location = stamps.location.clone();
+                    stamps.apply(record);
                     record.netns_inode = namespace.inode;
                     record.netns_name = namespace.name.clone();
                     record.netns_pid = namespace.pid;
@@ -165,14 +155,17 @@ mod tests {
     #[test]
     fn collector_stamps_are_equal_but_not_shared() {
         let stamps = Stamps {
-            hostname: Arc::from("host-1"),
+            hostname: Some(Arc::from("host-1")),
             label: Some(Arc::from("l")),
             tag: None,
             location: Some(Arc::from("rack 7")),
         };
         let own = private_copy(&stamps);
         assert_eq!(own.hostname, stamps.hostname);
-        assert!(!Arc::ptr_eq(&own.hostname, &stamps.hostname));
+        assert!(!Arc::ptr_eq(
+            own.hostname.as_ref().unwrap(),
+            stamps.hostname.as_ref().unwrap()
+        ));
         assert_eq!(own.label, stamps.label);
         assert_eq!(own.tag, None);
         assert_eq!(own.location.as_deref(), Some("rack 7"));

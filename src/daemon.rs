@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use crate::batch::EnvelopeQueue;
 use crate::config::Config;
-use crate::format::StreamFormat;
 use crate::netns::watch::{self, Wake};
 use crate::observe::metrics::Metrics;
 use crate::observe::Observability;
@@ -35,13 +34,18 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     // Observability first: /healthz answers during startup, and a taken
     // --prom-listen port fails before anything else is opened.
-    let observability = Observability::start(&runtime, &config, metrics.clone(), shutdown.clone())?;
-    let queue = Arc::new(EnvelopeQueue::new(config.queue_envelopes, metrics.clone()));
-    let stream_format = StreamFormat::new(&config.marshal, &config.columns)?;
+    let observability = Observability::start(&runtime, &config.observe, metrics.clone(), shutdown.clone())?;
+    let delivery = &config.delivery;
+    let queue = Arc::new(EnvelopeQueue::new(delivery.queue_envelopes, metrics.clone()));
     let sink = runtime
-        .block_on(Sink::open(&config.dest, &stream_format))
-        .with_context(|| format!("opening destination {}", config.dest))?;
+        .block_on(Sink::open_destination(
+            &delivery.dest_text,
+            &delivery.destination,
+            &config.output.format,
+        ))
+        .with_context(|| format!("opening destination {}", delivery.dest_text))?;
     observability.destination_opened();
+    let produce_timeout = delivery.produce_timeout;
     let delivery = {
         let (shutdown, queue, metrics) = (shutdown.clone(), queue.clone(), metrics.clone());
         // Delivery ends before shutdown only when the destination is gone
@@ -51,7 +55,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
                 sink,
                 queue.clone(),
                 metrics.clone(),
-                DeliveryPolicy::new(config.produce_timeout),
+                DeliveryPolicy::new(produce_timeout),
             )
             .await;
             shutdown.trigger();
@@ -78,14 +82,14 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     }
     // A one-shot collection discovers once and exits: a watcher would only
     // delay its exit by up to one watch interval.
-    let watcher = if config.max_loops == 1 {
+    let watcher = if config.poll.max_loops == 1 {
         None
     } else {
-        watch::spawn(config.netns_dirs.clone(), wake_tx, shutdown.clone())
+        watch::spawn(config.netns.dirs.clone(), wake_tx, shutdown.clone())
     };
 
     let mut poller = Poller::new(config, metrics.clone(), queue.clone())?;
-    poller.run(wake_rx, |report| observability.poll_completed(report));
+    poller.run(wake_rx, |_report| observability.poll_completed());
 
     shutdown.trigger();
     queue.close();

@@ -9,10 +9,9 @@
 //!   will not help, so the NixOS unit does not restart on it.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
-use xtcp2::config::{self, CliCommand, Config, DecodeArgs};
+use xtcp2::config::{self, CliCommand, Config, DecodeArgs, OutputConfig};
 use xtcp2::format::writer::StreamWriter;
 use xtcp2::observe::caps;
 
@@ -43,13 +42,22 @@ fn main() -> ExitCode {
     };
     init_logging();
     match cli.command {
-        Some(CliCommand::Decode(args)) => match run_decode(&args, &cli.daemon) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("xtcp2 decode: {e:#}");
-                ExitCode::FAILURE
+        Some(CliCommand::Decode(args)) => {
+            let output = match OutputConfig::from_args(&args.output) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("xtcp2 decode: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match run_decode(&args, &output) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("xtcp2 decode: {e:#}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         None => {
             // Flags first (a typo is exit 2 whoever runs it), then the
             // capability check, before anything opens a socket.
@@ -114,24 +122,23 @@ fn check_capabilities() -> Option<ExitCode> {
     }
 }
 
-/// `xtcp2 decode --pcap FILE | --raw FILE`: the same records as a live dump.
-fn run_decode(args: &DecodeArgs, flags: &config::DaemonArgs) -> anyhow::Result<()> {
+/// `xtcp2 decode --pcap FILE | --raw FILE`: the same records as a live
+/// dump, with every output flag applied (format, columns, decoders, stamps).
+fn run_decode(args: &DecodeArgs, output: &OutputConfig) -> anyhow::Result<()> {
     use xtcp2::decode::capture::{for_each_pcap_reply, for_each_raw_reply};
-    use xtcp2::decode::{Deserializers, SocketDecoder};
+    use xtcp2::decode::SocketDecoder;
 
-    let (path, is_pcap) = match (&args.pcap, &args.raw) {
+    let (path, is_pcap) = match (&args.input.pcap, &args.input.raw) {
         (Some(p), _) => (p, true),
         (None, Some(p)) => (p, false),
         (None, None) => anyhow::bail!("give --pcap FILE or --raw FILE"),
     };
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let deserializers = Deserializers::parse(&flags.deserializers)?;
-    let format = xtcp2::format::StreamFormat::new(&flags.marshal, &[])?;
-    let mut decoder = SocketDecoder::new(deserializers);
-    let hostname: Option<Arc<str>> = (!flags.hostname.is_empty()).then(|| Arc::from(flags.hostname.as_str()));
+    let mut decoder = SocketDecoder::new(output.deserializers);
+    let stamps = &output.stamps;
     // Framed exactly as a file: destination would be (csv header once,
     // protobufList envelopes length-delimited), so outputs are interchangeable.
-    let mut writer = StreamWriter::new(&format, std::io::stdout().lock(), DECODE_ENVELOPE_BYTES);
+    let mut writer = StreamWriter::new(&output.format, std::io::stdout().lock(), DECODE_ENVELOPE_BYTES);
     let mut write_error = None;
     let mut first_error = None;
     let on_socket = |origin: xtcp2::decode::capture::ReplyOrigin, payload: &[u8]| {
@@ -141,7 +148,7 @@ fn run_decode(args: &DecodeArgs, flags: &config::DaemonArgs) -> anyhow::Result<(
         }
         if let (Some(record), None) = (record, &write_error) {
             record.timestamp_ns = origin.timestamp_ns;
-            record.hostname = hostname.clone();
+            stamps.apply(record);
             write_error = writer.write(record).err();
         }
     };

@@ -10,10 +10,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::batch::{CountOnly, EnvelopeBuilder, EnvelopeQueue, FlushLimits};
+use crate::batch::{CountOnly, EnvelopeBuilder, EnvelopeQueue};
 use crate::collect::{Collector, DumpPlan};
 use crate::config::Config;
-use crate::format::{encoder_for, Format};
 use crate::netns::watch::Wake;
 use crate::netns::{Discovery, DiscoveryConfig, NetnsEntry, NetnsRegistry};
 use crate::observe::metrics::{KindLabel, Metrics};
@@ -40,33 +39,37 @@ pub struct Poller {
 impl Poller {
     pub fn new(config: Config, metrics: Arc<Metrics>, queue: Arc<EnvelopeQueue>) -> anyhow::Result<Self> {
         let plan = DumpPlan {
-            states: config.states,
-            deserializers: config.deserializers,
+            states: config.poll.states,
+            deserializers: config.output.deserializers,
         };
-        let limits = FlushLimits {
-            rows: config.envelope_flush_rows,
-            bytes: config.envelope_flush_bytes,
-        };
-        let mut collectors = Vec::with_capacity(config.netlinkers);
+        let output = &config.output;
+        let mut collectors = Vec::with_capacity(config.poll.netlinkers);
         // Tried once per collector until it fails, so a refusal is logged once.
-        let mut io_uring = config.io_uring;
-        for _ in 0..config.netlinkers {
-            let encoder = if config.dest == "null" {
-                Box::new(CountOnly(Format::parse(&config.marshal)?))
+        let mut io_uring = config.poll.io_uring;
+        for _ in 0..config.poll.netlinkers {
+            let encoder: Box<dyn crate::format::Encoder> = if config.delivery.destination.discards_records() {
+                Box::new(CountOnly(output.format.format()))
             } else {
-                encoder_for(&config.marshal, &config.columns)?
+                output.format.encoder()
             };
-            let builder = EnvelopeBuilder::new(encoder, limits, queue.clone(), config.stamps.hostname.clone());
-            let mut collector = Collector::new(plan, config.stamps.clone(), builder, metrics.clone());
-            if io_uring {
-                io_uring = collector.use_io_uring(config.io_uring_recv_batch, config.io_uring_cqe_batch);
+            let builder = EnvelopeBuilder::new(
+                encoder,
+                config.delivery.flush,
+                queue.clone(),
+                config.observe.hostname.clone(),
+            );
+            let mut collector = Collector::new(plan, output.stamps.clone(), builder, metrics.clone());
+            if let Some(uring) = io_uring {
+                if !collector.use_io_uring(uring.recv_batch, uring.cqe_batch) {
+                    io_uring = None;
+                }
             }
             collectors.push(collector);
         }
         Ok(Poller {
             discovery: Discovery::new(
-                DiscoveryConfig::new(config.netns_dirs.clone(), config.netns_proc_scan)
-                    .with_proc_rescan_interval(config.netns_proc_rescan),
+                DiscoveryConfig::new(config.netns.dirs.clone(), config.netns.proc_scan)
+                    .with_proc_rescan_interval(config.netns.proc_rescan),
             ),
             config,
             metrics,
@@ -110,8 +113,8 @@ impl Poller {
         let namespaces = entries.len();
         let jobs = Mutex::new(entries.into_iter());
         let workers = self.collectors.len().min(namespaces).max(1);
-        let timeout = self.config.timeout;
-        let nl_timeout = self.config.netlink_timeout;
+        let timeout = self.config.poll.timeout;
+        let nl_timeout = self.config.poll.netlink_timeout;
         let metrics = &self.metrics;
         let (records, failed) = std::thread::scope(|scope| {
             let handles: Vec<_> = self
@@ -166,7 +169,7 @@ impl Poller {
         m.duration_seconds.observe(duration.as_secs_f64());
         m.last_timestamp_seconds.set(crate::clock::now_ns() as f64 / 1e9);
         m.duration_ratio
-            .set(duration.as_secs_f64() / self.config.frequency.as_secs_f64());
+            .set(duration.as_secs_f64() / self.config.poll.frequency.as_secs_f64());
         m.sockets_last_poll.set(records as i64);
         PollReport {
             seq,
@@ -180,8 +183,8 @@ impl Poller {
     /// Polls every `-frequency` until `-maxLoops` or shutdown. `on_poll` is
     /// called after each cycle.
     pub fn run(&mut self, wake: Receiver<Wake>, mut on_poll: impl FnMut(&PollReport)) {
-        if !self.config.poll_jitter.is_zero() {
-            let jitter = random_fraction_of(self.config.poll_jitter);
+        if !self.config.poll.jitter.is_zero() {
+            let jitter = random_fraction_of(self.config.poll.jitter);
             tracing::info!(?jitter, "delaying the first poll");
             if wait_or_shutdown(&wake, jitter) {
                 return;
@@ -191,7 +194,7 @@ impl Poller {
             let report = self.poll_once();
             tracing::debug!(?report, "poll done");
             on_poll(&report);
-            if self.config.max_loops > 0 && report.seq >= self.config.max_loops {
+            if self.config.poll.max_loops > 0 && report.seq >= self.config.poll.max_loops {
                 // One line with the run's totals, so a one-shot run (and
                 // bench/run.py) can check that no record went missing.
                 let m = &self.metrics;
@@ -204,7 +207,7 @@ impl Poller {
                 );
                 return;
             }
-            let next = Instant::now() + self.config.frequency.saturating_sub(report.duration);
+            let next = Instant::now() + self.config.poll.frequency.saturating_sub(report.duration);
             loop {
                 let now = Instant::now();
                 if now >= next {

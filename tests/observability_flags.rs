@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use xtcp2::config::{parse_args, Config, ConfigError, ProfileMode};
+use xtcp2::config::{parse_args, Config, ConfigError};
+use xtcp2::profile::ProfileMode;
 
 fn parse(args: &[&str]) -> Config {
     let cli = parse_args(args.iter().map(|s| s.to_string())).expect("flags parse");
@@ -71,17 +72,17 @@ fn go_and_idiomatic_observability_flags_are_equivalent() {
     for args in [&go[..], &idiomatic[..]] {
         let (profile_args, pyroscope_args) = split(args);
         let c = parse(&profile_args);
-        assert_eq!(c.prom_listen, Some("127.0.0.1:9999".parse().unwrap()));
-        assert_eq!(c.prom_path, "/m");
+        assert_eq!(c.observe.prom_listen, Some("127.0.0.1:9999".parse().unwrap()));
+        assert_eq!(c.observe.prom_path, "/m");
         let expected = if mode == "mem" {
             ProfileMode::Mem
         } else {
             ProfileMode::Cpu
         };
-        assert_eq!(c.profile_mode, Some(expected));
-        assert_eq!(c.profile_path, PathBuf::from("/var/tmp"));
+        assert_eq!(c.observe.profile_mode, Some(expected));
+        assert_eq!(c.observe.profile_path, PathBuf::from("/var/tmp"));
         let c = parse(&pyroscope_args);
-        let p = c.pyroscope.expect("pyroscope on");
+        let p = c.observe.pyroscope.expect("pyroscope on");
         assert_eq!(p.url, "http://pyro:4040");
         assert_eq!(p.app_name, "edge");
         assert_eq!(p.sample_hz, 97);
@@ -93,12 +94,12 @@ fn go_and_idiomatic_observability_flags_are_equivalent() {
 #[test]
 fn observability_defaults() {
     let c = parse(&["xtcp2", "--pyroscope-url", ""]);
-    assert_eq!(c.prom_listen.map(|a| a.port()), Some(9088));
-    assert!(c.prom_listen.unwrap().ip().is_unspecified());
-    assert_eq!(c.prom_path, "/metrics");
-    assert_eq!(c.profile_mode, None);
-    assert!(c.pyroscope.is_none());
-    assert_eq!(parse(&["xtcp2", "--prom-listen", ""]).prom_listen, None);
+    assert_eq!(c.observe.prom_listen.map(|a| a.port()), Some(9088));
+    assert!(c.observe.prom_listen.unwrap().ip().is_unspecified());
+    assert_eq!(c.observe.prom_path, "/metrics");
+    assert_eq!(c.observe.profile_mode, None);
+    assert!(c.observe.pyroscope.is_none());
+    assert_eq!(parse(&["xtcp2", "--prom-listen", ""]).observe.prom_listen, None);
 }
 
 /// `-profile.mode mem` without the heap-profiling feature is refused at

@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use xtcp2::config::{parse_args, Config, ProfileMode};
+use xtcp2::config::{parse_args, Config};
+use xtcp2::profile::ProfileMode;
 
 fn config(args: &[&str]) -> Config {
     let cli = parse_args(args.iter().map(|s| s.to_string())).expect("flags parse");
@@ -30,10 +31,10 @@ fn observability_environment_variables() {
         std::env::set_var(k, v);
     }
     let c = config(&["xtcp2"]);
-    assert_eq!(c.prom_listen, Some("127.0.0.1:9191".parse().unwrap()));
-    assert_eq!(c.prom_path, "/env-metrics");
-    assert_eq!(c.profile_path, PathBuf::from("/var/tmp"));
-    let p = c.pyroscope.expect("PYROSCOPE_URL enables the push");
+    assert_eq!(c.observe.prom_listen, Some("127.0.0.1:9191".parse().unwrap()));
+    assert_eq!(c.observe.prom_path, "/env-metrics");
+    assert_eq!(c.observe.profile_path, PathBuf::from("/var/tmp"));
+    let p = c.observe.pyroscope.expect("PYROSCOPE_URL enables the push");
     assert_eq!(
         (p.url.as_str(), p.app_name.as_str(), p.sample_hz),
         ("http://pyro-env:4040", "from-env", 49)
@@ -49,17 +50,17 @@ fn observability_environment_variables() {
         "-pyroscopeUrl",
         "",
     ]);
-    assert_eq!(c.prom_listen.map(|a| a.port()), Some(9292));
+    assert_eq!(c.observe.prom_listen.map(|a| a.port()), Some(9292));
     assert!(
-        c.pyroscope.is_none(),
+        c.observe.pyroscope.is_none(),
         "an empty -pyroscopeUrl disables the push despite PYROSCOPE_URL"
     );
 
     std::env::set_var("PYROSCOPE_URL", "");
     std::env::set_var("XTCP2_PROFILE_MODE", "cpu");
     let c = config(&["xtcp2"]);
-    assert_eq!(c.profile_mode, Some(ProfileMode::Cpu));
-    assert!(c.pyroscope.is_none());
+    assert_eq!(c.observe.profile_mode, Some(ProfileMode::Cpu));
+    assert!(c.observe.pyroscope.is_none());
 
     for (k, _) in vars {
         std::env::remove_var(k);

@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use observability_support::*;
 use xtcp2::observe::metrics::Metrics;
-use xtcp2::observe::profile::{ProfilerHolder, ProfilerLock};
 use xtcp2::observe::readiness::Readiness;
 use xtcp2::observe::server::{self, Endpoints};
-use xtcp2::poll::PollReport;
+use xtcp2::profile::{ProfilerHolder, ProfilerLock};
 use xtcp2::shutdown::Shutdown;
 
 struct Running {
@@ -65,16 +64,6 @@ fn start(prom_path: &str) -> Running {
     }
 }
 
-fn report() -> PollReport {
-    PollReport {
-        seq: 1,
-        namespaces: 1,
-        namespaces_failed: 0,
-        records: 10,
-        duration: Duration::from_millis(3),
-    }
-}
-
 fn readyz(addr: SocketAddr) -> (u16, String) {
     let r = http_get(addr, "/readyz").unwrap();
     (r.status, r.text())
@@ -96,7 +85,7 @@ fn readiness_lifecycle_and_serving_through_the_flush() {
         readyz(s.addr),
         (503, "not ready: the first poll has not completed\n".to_string())
     );
-    s.readiness.poll_completed(&report());
+    s.readiness.poll_completed();
     assert_eq!(readyz(s.addr), (200, "ready: polling\n".to_string()));
 
     s.shutdown.trigger();

@@ -1,34 +1,44 @@
 //! Configuration: every flag is defined once here (clap), then validated
-//! into a [`Config`] that the rest of the program receives. Nothing outside
-//! this module parses flags or reads configuration environment variables.
+//! into a typed [`Config`] that the rest of the program receives. Nothing
+//! outside this module parses flags or reads configuration environment
+//! variables, and nothing parses a flag's text again after validation: the
+//! destination is a [`Destination`], the format a [`StreamFormat`].
 //!
 //! Each flag has an idiomatic `--kebab-case` name, the Go xtcp2 spelling as
 //! an alias (accepted with one dash, see [`argv`]), and an environment
-//! variable fallback.
+//! variable fallback. Each subcommand takes only the flags it applies: the
+//! output flags ([`OutputArgs`]) are shared by the daemon and `decode`; a
+//! daemon flag given to `decode` is an error, not silence.
 
 pub mod argv;
+pub mod docs;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::batch::FlushLimits;
 use crate::decode::Deserializers;
+use crate::format::{Format, StreamFormat};
 use crate::kernel::parse_states;
+use crate::observe::ObserveConfig;
+use crate::profile::pyroscope::PyroscopeConfig;
+use crate::profile::ProfileMode;
+use crate::record::Stamps;
+use crate::sink::Destination;
 
 /// Default poll period.
 pub const DEFAULT_FREQUENCY: &str = "10s";
-/// Longest profile an HTTP request may ask for, so a request cannot pin the
-/// profiler for long.
-pub const MAX_PROFILE_SECONDS: u64 = 60;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "xtcp2",
     version,
     about = "Streams the kernel's per-socket TCP state (inet_diag) from every network namespace",
-    after_help = "Go xtcp2 spellings such as -promListen, -maxLoops, -profile.mode are accepted too."
+    after_help = "Go xtcp2 spellings such as -promListen, -maxLoops, -profile.mode are accepted too.",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -43,9 +53,18 @@ pub enum CliCommand {
     Decode(DecodeArgs),
 }
 
+/// `xtcp2 decode`: an input, and the output flags it shares with the daemon.
+#[derive(Debug, clap::Args)]
+pub struct DecodeArgs {
+    #[command(flatten)]
+    pub input: DecodeInput,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
 #[derive(Debug, clap::Args)]
 #[group(required = true, multiple = false)]
-pub struct DecodeArgs {
+pub struct DecodeInput {
     /// A DLT_NETLINK pcap (only packets of netlink protocol 4 are read).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
@@ -54,69 +73,79 @@ pub struct DecodeArgs {
     pub raw: Option<PathBuf>,
 }
 
-/// Flags of the collector daemon (also used by `decode` for decoder and
-/// output choices).
+/// What a record holds and how it is written: the daemon's and `decode`'s.
+#[derive(Debug, clap::Args)]
+pub struct OutputArgs {
+    /// Output format (the list is generated from the format registry).
+    #[arg(long, env = "XTCP2_MARSHAL", default_value = "jsonl")]
+    pub marshal: Format,
+    /// csv/tsv columns, comma separated, in order (default: all).
+    #[arg(long, env = "XTCP2_COLUMNS", default_value = "")]
+    pub columns: String,
+    /// Attribute decoders: default (all but meminfo), all, "" or a comma list
+    /// of info,cong,meminfo,skmem,bbr,dctcp,vegas,tos,tc,shut,classid,cgroup,sockopt.
+    #[arg(long, env = "XTCP2_DESERIALIZERS", default_value = "default")]
+    pub deserializers: String,
+    /// Label stamped on every record.
+    #[arg(long, env = "XTCP2_LABEL", default_value = "")]
+    pub label: String,
+    /// Tag stamped on every record.
+    #[arg(long, env = "XTCP2_TAG", default_value = "")]
+    pub tag: String,
+    /// Location stamped on every record.
+    #[arg(long, env = "XTCP2_LOCATION", default_value = "")]
+    pub location: String,
+    /// Host name stamped on every record (the daemon's default: the kernel's
+    /// host name; `decode`'s: none, as the capture may come from elsewhere).
+    #[arg(long, env = "XTCP_HOSTNAME", default_value = "")]
+    pub hostname: String,
+}
+
+/// Flags of the collector daemon.
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
     /// Poll period (e.g. 500ms, 10s, 1m; a bare number is seconds).
-    #[arg(long, alias = "frequency", env = "XTCP2_FREQUENCY", default_value = DEFAULT_FREQUENCY, global = true)]
+    #[arg(long, alias = "frequency", env = "XTCP2_FREQUENCY", default_value = DEFAULT_FREQUENCY)]
     pub frequency: String,
     /// Per-namespace dump deadline; must be shorter than --frequency.
-    #[arg(long, env = "XTCP2_TIMEOUT", default_value = "5s", global = true)]
+    #[arg(long, env = "XTCP2_TIMEOUT", default_value = "5s")]
     pub timeout: String,
     /// Collections to run before exiting; 0 = forever, 1 = one-shot.
-    #[arg(
-        long = "max-loops",
-        alias = "maxLoops",
-        env = "XTCP2_MAX_LOOPS",
-        default_value_t = 0,
-        global = true
-    )]
+    #[arg(long = "max-loops", alias = "maxLoops", env = "XTCP2_MAX_LOOPS", default_value_t = 0)]
     pub max_loops: u64,
     /// Random delay before the first poll, up to this, to spread a fleet.
     #[arg(
         long = "poll-jitter",
         alias = "pollJitter",
         env = "XTCP2_POLL_JITTER",
-        default_value = "0s",
-        global = true
+        default_value = "0s"
     )]
     pub poll_jitter: String,
-    /// Destination: null, stdout, stderr, file:PATH, tcp:HOST:PORT, udp:HOST:PORT,
-    /// unix:PATH, unixgram:PATH, http://..., https://...
-    #[arg(long, env = "XTCP2_DEST", default_value = "stdout", global = true)]
+    /// Destination (the list is generated from the destination registry).
+    #[arg(long, env = "XTCP2_DEST", default_value = "stdout")]
     pub dest: String,
-    /// Output format: jsonl, csv, tsv, protobufList, msgpack.
-    #[arg(long, env = "XTCP2_MARSHAL", default_value = "jsonl", global = true)]
-    pub marshal: String,
-    /// csv/tsv columns, comma separated, in order (default: all).
-    #[arg(long, env = "XTCP2_COLUMNS", default_value = "", global = true)]
-    pub columns: String,
-    /// Attribute decoders: default (all but meminfo), all, "" or a comma list
-    /// of info,cong,meminfo,skmem,bbr,dctcp,vegas,tos,tc,shut,classid,cgroup,sockopt.
-    #[arg(long, env = "XTCP2_DESERIALIZERS", default_value = "default", global = true)]
-    pub deserializers: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// TCP states to dump: all, or a comma list (established,listen,time-wait,...).
-    #[arg(long, env = "XTCP2_STATES", default_value = "all", global = true)]
+    #[arg(long, env = "XTCP2_STATES", default_value = "all")]
     pub states: String,
     /// Netlink receive timeout, milliseconds.
-    #[arg(long, env = "XTCP2_NLTIMEOUT", default_value_t = 1000, global = true)]
+    #[arg(long, env = "XTCP2_NLTIMEOUT", default_value_t = 1000)]
     pub nltimeout: u64,
     /// Namespaces dumped in parallel.
-    #[arg(long, env = "XTCP2_NETLINKERS", default_value_t = 4, global = true)]
+    #[arg(long, env = "XTCP2_NETLINKERS", default_value_t = 4)]
     pub netlinkers: usize,
     /// Directories of bind-mounted namespaces to watch, comma separated.
     #[arg(
         long = "netns-dirs",
         alias = "netnsDirs",
         env = "XTCP2_NETNS_DIRS",
-        default_value = "/run/netns,/run/docker/netns",
-        global = true
+        default_value = "/run/netns,/run/docker/netns"
     )]
     pub netns_dirs: String,
     /// Scan /proc/*/ns/net for namespaces held only by processes.
     #[arg(long = "netns-proc-scan", alias = "netnsProcScan", env = "XTCP2_NETNS_PROC_SCAN", default_value = "true",
-          num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool), global = true)]
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
     pub netns_proc_scan: bool,
     /// How often the /proc scan stats every process again (between full
     /// scans only new processes are stat'ed); 0 = every poll.
@@ -124,8 +153,7 @@ pub struct DaemonArgs {
         long = "netns-proc-rescan",
         alias = "netnsProcRescan",
         env = "XTCP2_NETNS_PROC_RESCAN",
-        default_value = "30s",
-        global = true
+        default_value = "30s"
     )]
     pub netns_proc_rescan: String,
     /// Flush an envelope when it holds this many records.
@@ -133,20 +161,18 @@ pub struct DaemonArgs {
         long = "envelope-flush-rows",
         alias = "envelopeFlushRows",
         env = "XTCP2_ENVELOPE_FLUSH_ROWS",
-        default_value_t = 10_000,
-        global = true
+        default_value_t = 10_000
     )]
     pub envelope_flush_rows: usize,
     /// Flush an envelope when its encoded size reaches this many bytes.
-    #[arg(long = "envelope-flush-bytes", alias = "envelopeFlushBytes", env = "XTCP2_ENVELOPE_FLUSH_BYTES", default_value_t = 768 * 1024, global = true)]
+    #[arg(long = "envelope-flush-bytes", alias = "envelopeFlushBytes", env = "XTCP2_ENVELOPE_FLUSH_BYTES", default_value_t = 768 * 1024)]
     pub envelope_flush_bytes: usize,
     /// Envelopes that may wait for a slow destination before the oldest is dropped.
     #[arg(
         long = "queue-envelopes",
         alias = "queueEnvelopes",
         env = "XTCP2_QUEUE_ENVELOPES",
-        default_value_t = 64,
-        global = true
+        default_value_t = 64
     )]
     pub queue_envelopes: usize,
     /// Timeout of one write or POST to the destination.
@@ -154,8 +180,7 @@ pub struct DaemonArgs {
         long = "produce-timeout",
         alias = "produceTimeout",
         env = "XTCP2_PRODUCE_TIMEOUT",
-        default_value = "5s",
-        global = true
+        default_value = "5s"
     )]
     pub produce_timeout: String,
     /// Listener for /metrics, /healthz, /readyz and /debug/pprof; empty disables.
@@ -163,8 +188,7 @@ pub struct DaemonArgs {
         long = "prom-listen",
         alias = "promListen",
         env = "XTCP2_PROM_LISTEN",
-        default_value = ":9088",
-        global = true
+        default_value = ":9088"
     )]
     pub prom_listen: String,
     /// Path of the Prometheus exposition.
@@ -172,8 +196,7 @@ pub struct DaemonArgs {
         long = "prom-path",
         alias = "promPath",
         env = "XTCP2_PROM_PATH",
-        default_value = "/metrics",
-        global = true
+        default_value = "/metrics"
     )]
     pub prom_path: String,
     /// One-shot profile of the whole run, written at exit: cpu or mem.
@@ -181,8 +204,7 @@ pub struct DaemonArgs {
         long = "profile-mode",
         alias = "profile.mode",
         env = "XTCP2_PROFILE_MODE",
-        default_value = "",
-        global = true
+        default_value = ""
     )]
     pub profile_mode: String,
     /// Directory the one-shot profile is written to.
@@ -190,8 +212,7 @@ pub struct DaemonArgs {
         long = "profile-path",
         alias = "profile.path",
         env = "XTCP2_PROFILE_PATH",
-        default_value = ".",
-        global = true
+        default_value = "."
     )]
     pub profile_path: PathBuf,
     /// Pyroscope server URL; empty disables the push.
@@ -199,8 +220,7 @@ pub struct DaemonArgs {
         long = "pyroscope-url",
         alias = "pyroscopeUrl",
         env = "PYROSCOPE_URL",
-        default_value = "",
-        global = true
+        default_value = ""
     )]
     pub pyroscope_url: String,
     /// Application name reported to Pyroscope.
@@ -208,8 +228,7 @@ pub struct DaemonArgs {
         long = "pyroscope-app-name",
         alias = "pyroscopeAppName",
         env = "PYROSCOPE_APP_NAME",
-        default_value = "xtcp2",
-        global = true
+        default_value = "xtcp2"
     )]
     pub pyroscope_app_name: String,
     /// Sampling frequency of the Pyroscope CPU profile.
@@ -217,8 +236,7 @@ pub struct DaemonArgs {
         long = "pyroscope-sample-hz",
         alias = "pyroscopeSampleHz",
         env = "PYROSCOPE_SAMPLE_HZ",
-        default_value_t = 100,
-        global = true
+        default_value_t = 100
     )]
     pub pyroscope_sample_hz: u32,
     /// Seconds between Pyroscope uploads.
@@ -226,33 +244,19 @@ pub struct DaemonArgs {
         long = "pyroscope-upload-sec",
         alias = "pyroscopeUploadSec",
         env = "PYROSCOPE_UPLOAD_SEC",
-        default_value_t = 15,
-        global = true
+        default_value_t = 15
     )]
     pub pyroscope_upload_sec: u64,
-    /// Label stamped on every record.
-    #[arg(long, env = "XTCP2_LABEL", default_value = "", global = true)]
-    pub label: String,
-    /// Tag stamped on every record.
-    #[arg(long, env = "XTCP2_TAG", default_value = "", global = true)]
-    pub tag: String,
-    /// Location stamped on every record.
-    #[arg(long, env = "XTCP2_LOCATION", default_value = "", global = true)]
-    pub location: String,
-    /// Host name stamped on every record (default: the kernel's host name).
-    #[arg(long, env = "XTCP_HOSTNAME", default_value = "", global = true)]
-    pub hostname: String,
     /// Receive with io_uring instead of recv(2).
     #[arg(long = "io-uring", alias = "ioUring", env = "XTCP2_IO_URING", default_value = "false",
-          num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool), global = true)]
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
     pub io_uring: bool,
     /// io_uring: receive submissions kept in flight per dump.
     #[arg(
         long = "io-uring-recv-batch",
         alias = "ioUringRecvBatch",
         env = "XTCP2_IO_URING_RECV_BATCH",
-        default_value_t = 4,
-        global = true
+        default_value_t = 4
     )]
     pub io_uring_recv_batch: u32,
     /// io_uring: completions reaped per wait.
@@ -260,24 +264,31 @@ pub struct DaemonArgs {
         long = "io-uring-cqe-batch",
         alias = "ioUringCqeBatch",
         env = "XTCP2_IO_URING_CQE_BATCH",
-        default_value_t = 4,
-        global = true
+        default_value_t = 4
     )]
     pub io_uring_cqe_batch: u32,
     /// Skip the startup capability check (for unprivileged decode/testing only).
-    #[arg(
-        long = "skip-capability-check",
-        env = "XTCP2_SKIP_CAPABILITY_CHECK",
-        hide = true,
-        global = true
-    )]
+    #[arg(long = "skip-capability-check", env = "XTCP2_SKIP_CAPABILITY_CHECK", hide = true)]
     pub skip_capability_check: bool,
+}
+
+/// The clap command, with the lists of valid `--dest` and `--marshal`
+/// values filled in from the registries (so `--help` cannot drift).
+pub fn command() -> clap::Command {
+    let marshal_help = format!("Output format: {}", Format::names());
+    let dest_help = format!("Destination: {}", Destination::forms());
+    Cli::command()
+        .mut_arg("dest", |a| a.help(dest_help))
+        .mut_arg("marshal", |a| a.help(marshal_help.clone()))
+        .mut_subcommand("decode", |d| d.mut_arg("marshal", |a| a.help(marshal_help)))
 }
 
 /// Parses process arguments, accepting Go spellings.
 pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cli, clap::Error> {
-    let normalised = argv::normalise(args, &Cli::command());
-    Cli::try_parse_from(normalised)
+    let command = command();
+    let normalised = argv::normalise(args, &command);
+    let mut matches = command.try_get_matches_from(normalised)?;
+    Cli::from_arg_matches_mut(&mut matches)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -311,72 +322,101 @@ pub enum ConfigError {
     #[error("--pyroscope-sample-hz and --pyroscope-upload-sec must be above zero")]
     ZeroPyroscope,
     #[error(transparent)]
-    PyroscopeUrl(#[from] crate::observe::pyroscope::PyroscopeUrlError),
+    PyroscopeUrl(#[from] crate::profile::pyroscope::PyroscopeUrlError),
     #[error("--profile-mode mem needs a build with the heap-profiling feature (jemalloc): cargo build --release --features heap-profiling")]
     HeapProfilingNotBuilt,
     #[error(
         "--profile-mode cpu and --pyroscope-url both need the one CPU profiler for the whole run; use one of them"
     )]
     ProfilerConflict,
-    #[error("{0}")]
-    Output(String),
+    #[error(transparent)]
+    Format(#[from] crate::format::FormatError),
+    #[error(transparent)]
+    Destination(#[from] crate::sink::SinkError),
 }
 
-/// One-shot whole-run profile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProfileMode {
-    Cpu,
-    Mem,
-}
-
-/// Strings stamped on every record; shared, never copied per record.
+/// The poll loop's settings.
 #[derive(Debug, Clone)]
-pub struct Stamps {
-    pub hostname: Arc<str>,
-    pub label: Option<Arc<str>>,
-    pub tag: Option<Arc<str>>,
-    pub location: Option<Arc<str>>,
-}
-
-/// Validated configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
+pub struct PollConfig {
     pub frequency: Duration,
+    /// Per-namespace dump deadline.
     pub timeout: Duration,
     pub max_loops: u64,
-    pub poll_jitter: Duration,
-    pub dest: String,
-    pub marshal: String,
-    pub columns: Vec<String>,
-    pub deserializers: Deserializers,
+    pub jitter: Duration,
+    /// Kernel state bitmask of `--states`.
     pub states: u32,
     pub netlink_timeout: Duration,
     pub netlinkers: usize,
-    pub netns_dirs: Vec<PathBuf>,
-    pub netns_proc_scan: bool,
-    pub netns_proc_rescan: Duration,
-    pub envelope_flush_rows: usize,
-    pub envelope_flush_bytes: usize,
-    pub queue_envelopes: usize,
-    pub produce_timeout: Duration,
-    pub prom_listen: Option<std::net::SocketAddr>,
-    pub prom_path: String,
-    pub profile_mode: Option<ProfileMode>,
-    pub profile_path: PathBuf,
-    pub pyroscope: Option<PyroscopeConfig>,
-    pub stamps: Stamps,
-    pub io_uring: bool,
-    pub io_uring_recv_batch: u32,
-    pub io_uring_cqe_batch: u32,
-    pub skip_capability_check: bool,
+    /// `None` receives with recv(2).
+    pub io_uring: Option<IoUringConfig>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoUringConfig {
+    pub recv_batch: u32,
+    pub cqe_batch: u32,
+}
+
+/// Where namespaces are looked for.
 #[derive(Debug, Clone)]
-pub struct PyroscopeConfig {
-    pub url: String,
-    pub app_name: String,
-    pub sample_hz: u32,
-    pub upload_period: Duration,
+pub struct NetnsConfig {
+    pub dirs: Vec<PathBuf>,
+    pub proc_scan: bool,
+    pub proc_rescan: Duration,
+}
+
+/// What a record holds and how it is encoded: shared by the daemon and
+/// `decode`.
+#[derive(Debug, Clone)]
+pub struct OutputConfig {
+    pub format: StreamFormat,
+    pub deserializers: Deserializers,
+    pub stamps: Stamps,
+}
+
+impl OutputConfig {
+    pub fn from_args(a: &OutputArgs) -> Result<OutputConfig, ConfigError> {
+        let columns: Vec<String> = a
+            .columns
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect();
+        let non_empty = |s: &str| (!s.is_empty()).then(|| Arc::<str>::from(s));
+        Ok(OutputConfig {
+            format: StreamFormat::with_columns(a.marshal, &columns)?,
+            deserializers: Deserializers::parse(&a.deserializers)?,
+            stamps: Stamps {
+                hostname: non_empty(&a.hostname),
+                label: non_empty(&a.label),
+                tag: non_empty(&a.tag),
+                location: non_empty(&a.location),
+            },
+        })
+    }
+}
+
+/// Where envelopes go and how they are batched and retried.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub destination: Destination,
+    /// `--dest` as given: how logs and errors name the destination.
+    pub dest_text: String,
+    pub flush: FlushLimits,
+    pub queue_envelopes: usize,
+    pub produce_timeout: Duration,
+}
+
+/// Validated configuration of the daemon.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub poll: PollConfig,
+    pub netns: NetnsConfig,
+    pub output: OutputConfig,
+    pub delivery: DeliveryConfig,
+    pub observe: ObserveConfig,
+    pub skip_capability_check: bool,
 }
 
 impl Config {
@@ -419,7 +459,7 @@ impl Config {
             if a.pyroscope_sample_hz == 0 || a.pyroscope_upload_sec == 0 {
                 return Err(ConfigError::ZeroPyroscope);
             }
-            crate::observe::pyroscope::check_url(a.pyroscope_url.trim())?;
+            crate::profile::pyroscope::check_url(a.pyroscope_url.trim())?;
             if profile_mode == Some(ProfileMode::Cpu) {
                 return Err(ConfigError::ProfilerConflict);
             }
@@ -430,62 +470,60 @@ impl Config {
                 upload_period: Duration::from_secs(a.pyroscope_upload_sec),
             })
         };
-        let non_empty = |s: &str| (!s.is_empty()).then(|| Arc::<str>::from(s));
-        let hostname = if a.hostname.is_empty() {
-            system_hostname()
-        } else {
-            a.hostname.clone()
-        };
-        let columns: Vec<String> = a
-            .columns
-            .split(',')
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .map(str::to_string)
-            .collect();
         // Output choices are checked here, so a typo exits with code 2
         // before anything is opened.
-        crate::format::StreamFormat::new(&a.marshal, &columns).map_err(|e| ConfigError::Output(e.to_string()))?;
-        crate::sink::Destination::parse(&a.dest).map_err(|e| ConfigError::Output(e.to_string()))?;
+        let mut output = OutputConfig::from_args(&a.output)?;
+        let hostname = output
+            .stamps
+            .hostname
+            .get_or_insert_with(|| Arc::from(system_hostname().as_str()))
+            .clone();
+        let destination = Destination::parse(&a.dest)?;
         Ok(Config {
-            frequency,
-            timeout,
-            max_loops: a.max_loops,
-            poll_jitter: parse_duration("poll-jitter", &a.poll_jitter)?,
-            dest: a.dest.clone(),
-            marshal: a.marshal.clone(),
-            columns,
-            deserializers: Deserializers::parse(&a.deserializers)?,
-            states: parse_states(&a.states)?,
-            netlink_timeout: Duration::from_millis(a.nltimeout),
-            netlinkers: a.netlinkers,
-            netns_dirs: a
-                .netns_dirs
-                .split(',')
-                .map(str::trim)
-                .filter(|d| !d.is_empty())
-                .map(PathBuf::from)
-                .collect(),
-            netns_proc_scan: a.netns_proc_scan,
-            netns_proc_rescan: parse_duration("netns-proc-rescan", &a.netns_proc_rescan)?,
-            envelope_flush_rows: a.envelope_flush_rows,
-            envelope_flush_bytes: a.envelope_flush_bytes,
-            queue_envelopes: a.queue_envelopes,
-            produce_timeout: parse_duration("produce-timeout", &a.produce_timeout)?,
-            prom_listen,
-            prom_path: a.prom_path.clone(),
-            profile_mode,
-            profile_path: a.profile_path.clone(),
-            pyroscope,
-            stamps: Stamps {
-                hostname: Arc::from(hostname.as_str()),
-                label: non_empty(&a.label),
-                tag: non_empty(&a.tag),
-                location: non_empty(&a.location),
+            poll: PollConfig {
+                frequency,
+                timeout,
+                max_loops: a.max_loops,
+                jitter: parse_duration("poll-jitter", &a.poll_jitter)?,
+                states: parse_states(&a.states)?,
+                netlink_timeout: Duration::from_millis(a.nltimeout),
+                netlinkers: a.netlinkers,
+                io_uring: a.io_uring.then_some(IoUringConfig {
+                    recv_batch: a.io_uring_recv_batch.max(1),
+                    cqe_batch: a.io_uring_cqe_batch.max(1),
+                }),
             },
-            io_uring: a.io_uring,
-            io_uring_recv_batch: a.io_uring_recv_batch.max(1),
-            io_uring_cqe_batch: a.io_uring_cqe_batch.max(1),
+            netns: NetnsConfig {
+                dirs: a
+                    .netns_dirs
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty())
+                    .map(PathBuf::from)
+                    .collect(),
+                proc_scan: a.netns_proc_scan,
+                proc_rescan: parse_duration("netns-proc-rescan", &a.netns_proc_rescan)?,
+            },
+            output,
+            delivery: DeliveryConfig {
+                destination,
+                dest_text: a.dest.clone(),
+                flush: FlushLimits {
+                    rows: a.envelope_flush_rows,
+                    bytes: a.envelope_flush_bytes,
+                },
+                queue_envelopes: a.queue_envelopes,
+                produce_timeout: parse_duration("produce-timeout", &a.produce_timeout)?,
+            },
+            observe: ObserveConfig {
+                prom_listen,
+                prom_path: a.prom_path.clone(),
+                profile_mode,
+                profile_path: a.profile_path.clone(),
+                pyroscope,
+                poll_frequency: frequency,
+                hostname,
+            },
             skip_capability_check: a.skip_capability_check,
         })
     }
@@ -583,7 +621,7 @@ mod tests {
             assert_eq!(cli.daemon.max_loops, 3);
             assert_eq!(cli.daemon.profile_mode, "cpu");
             assert_eq!(cli.daemon.nltimeout, 50);
-            assert_eq!(cli.daemon.deserializers, "info");
+            assert_eq!(cli.daemon.output.deserializers, "info");
         }
     }
 
@@ -600,12 +638,12 @@ mod tests {
     #[test]
     fn proc_rescan_interval() {
         let default = Config::from_args(&parse(&["xtcp2"]).unwrap().daemon).unwrap();
-        assert_eq!(default.netns_proc_rescan, Duration::from_secs(30));
+        assert_eq!(default.netns.proc_rescan, Duration::from_secs(30));
         let go = Config::from_args(&parse(&["xtcp2", "-netnsProcRescan", "0"]).unwrap().daemon).unwrap();
-        assert_eq!(go.netns_proc_rescan, Duration::ZERO);
+        assert_eq!(go.netns.proc_rescan, Duration::ZERO);
         let cli = parse(&["xtcp2", "--netns-proc-rescan", "2m"]).unwrap();
         assert_eq!(
-            Config::from_args(&cli.daemon).unwrap().netns_proc_rescan,
+            Config::from_args(&cli.daemon).unwrap().netns.proc_rescan,
             Duration::from_secs(120)
         );
         let cli = parse(&["xtcp2", "--netns-proc-rescan", "soon"]).unwrap();

@@ -23,7 +23,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::collect::NamespaceStamp;
 use crate::kernel::DiagSocket;
 use crate::observe::metrics::{KindLabel, Metrics};
 
@@ -45,6 +44,14 @@ pub enum NetnsOrigin {
     BindMount { name: Arc<str> },
     /// Held only by process `pid`.
     Process { pid: u32 },
+}
+
+/// Identity of the namespace a record came from.
+#[derive(Debug, Clone, Default)]
+pub struct NamespaceStamp {
+    pub inode: Option<u64>,
+    pub name: Option<Arc<str>>,
+    pub pid: Option<u32>,
 }
 
 /// A namespace found by one discovery pass.

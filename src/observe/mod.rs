@@ -1,6 +1,7 @@
 //! Observability, beside the data path: metrics, the HTTP endpoints
-//! (metrics, health, readiness, pprof), profiling, Pyroscope and the
-//! startup capability check. Nothing here touches records.
+//! (metrics, health, readiness, pprof) and the startup capability check.
+//! Profiling itself is [`crate::profile`]. Nothing here touches records,
+//! and nothing here imports a stage of the data path.
 //!
 //! | module | owns |
 //! |---|---|
@@ -9,8 +10,6 @@
 //! | [`exposition`] | Prometheus text vs OpenMetrics, chosen by `Accept` |
 //! | [`readiness`] | what `/readyz` answers |
 //! | [`server`] | the `--prom-listen` HTTP server and its routes |
-//! | [`profile`] | CPU/heap profiles, the whole-run profile, the profiler lock |
-//! | [`pyroscope`] | the periodic push to a Pyroscope server |
 //! | [`caps`] | the startup capability check (exit 77) |
 //! | [`log_throttle`] | rate limits for log lines that can repeat |
 //!
@@ -22,21 +21,35 @@ pub mod exposition;
 pub mod log_throttle;
 pub mod metrics;
 pub mod process;
-pub mod profile;
-pub mod pyroscope;
 pub mod readiness;
 pub mod server;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::Config;
-use crate::poll::PollReport;
+use crate::profile::pyroscope::{self, PyroscopeConfig};
+use crate::profile::{ProfileError, ProfileMode, ProfilerLock, WholeRunProfile};
 use crate::shutdown::Shutdown;
 use metrics::Metrics;
-use profile::{ProfileError, ProfilerLock, WholeRunProfile};
 use readiness::Readiness;
+
+/// The observability side's settings (`--prom-*`, `--profile-*`,
+/// `--pyroscope-*`).
+#[derive(Debug, Clone)]
+pub struct ObserveConfig {
+    /// `None`: no HTTP server.
+    pub prom_listen: Option<SocketAddr>,
+    pub prom_path: String,
+    pub profile_mode: Option<ProfileMode>,
+    pub profile_path: PathBuf,
+    pub pyroscope: Option<PyroscopeConfig>,
+    /// The poll period: readiness calls a poll stalled after a few of them.
+    pub poll_frequency: Duration,
+    /// The host name reported to Pyroscope.
+    pub hostname: Arc<str>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
@@ -66,11 +79,11 @@ impl Observability {
     /// path so `/healthz` answers during startup.
     pub fn start(
         runtime: &tokio::runtime::Runtime,
-        config: &Config,
+        config: &ObserveConfig,
         metrics: Arc<Metrics>,
         shutdown: Shutdown,
     ) -> Result<Self, ObserveError> {
-        let readiness = Arc::new(Readiness::new(config.frequency, shutdown.clone()));
+        let readiness = Arc::new(Readiness::new(config.poll_frequency, shutdown.clone()));
         let profiler = ProfilerLock::new();
         let whole_run = config
             .profile_mode
@@ -100,7 +113,7 @@ impl Observability {
         let pyroscope = match &config.pyroscope {
             None => None,
             Some(p) => {
-                let target = pyroscope::IngestTarget::new(p, &config.stamps.hostname)?;
+                let target = pyroscope::IngestTarget::new(p, &config.hostname)?;
                 Some(runtime.spawn(pyroscope::run(
                     target,
                     p.upload_period,
@@ -126,8 +139,8 @@ impl Observability {
     }
 
     /// The poll loop's `on_poll` callback.
-    pub fn poll_completed(&self, report: &PollReport) {
-        self.readiness.poll_completed(report);
+    pub fn poll_completed(&self) {
+        self.readiness.poll_completed();
     }
 
     /// After the daemon has stopped polling and flushed: stops the server

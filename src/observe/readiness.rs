@@ -9,7 +9,6 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::poll::PollReport;
 use crate::shutdown::Shutdown;
 
 /// A poller silent for this many poll periods counts as stalled. A poll
@@ -77,7 +76,7 @@ impl Readiness {
     }
 
     /// Called by the poll loop after each cycle.
-    pub fn poll_completed(&self, _report: &PollReport) {
+    pub fn poll_completed(&self) {
         // At least 1, so a poll finishing in the same nanosecond as startup
         // still counts.
         let ns = (self.started.elapsed().as_nanos() as u64).max(1);
@@ -111,16 +110,6 @@ impl Readiness {
 mod tests {
     use super::*;
 
-    fn report() -> PollReport {
-        PollReport {
-            seq: 1,
-            namespaces: 1,
-            namespaces_failed: 0,
-            records: 3,
-            duration: Duration::from_millis(2),
-        }
-    }
-
     /// Not ready until both the destination is open and a poll completed;
     /// ready then; not ready again once shutdown is triggered.
     #[test]
@@ -130,7 +119,7 @@ mod tests {
         assert_eq!(r.state(), ReadyState::DestinationNotOpen);
         r.destination_opened();
         assert_eq!(r.state(), ReadyState::NoPollYet);
-        r.poll_completed(&report());
+        r.poll_completed();
         assert_eq!(r.state(), ReadyState::Ready);
         shutdown.trigger();
         assert_eq!(r.state(), ReadyState::ShuttingDown);
@@ -142,7 +131,7 @@ mod tests {
     fn silent_poller_is_stalled() {
         let r = Readiness::new(Duration::from_secs(1), Shutdown::new());
         r.destination_opened();
-        r.poll_completed(&report());
+        r.poll_completed();
         let at = Instant::now() + Duration::from_secs(2);
         assert_eq!(r.state_at(at), ReadyState::Ready);
         let at = Instant::now() + Duration::from_secs(4);

@@ -30,12 +30,12 @@ use tokio::task::JoinSet;
 use super::exposition::ExpositionFormat;
 use super::log_throttle::LogThrottle;
 use super::metrics::{Metrics, ProfileRequestLabel};
-use super::profile::{
+use super::readiness::Readiness;
+use crate::profile::MAX_PROFILE_SECONDS;
+use crate::profile::{
     encode_flamegraph, encode_pprof_gz, heap_pprof_gz, CpuRecording, ProfileError, ProfilerLock, CPU_PROFILE_HZ,
     DEFAULT_PROFILE_SECONDS, PYROSCOPE_YIELD_WAIT,
 };
-use super::readiness::Readiness;
-use crate::config::MAX_PROFILE_SECONDS;
 use crate::shutdown::Shutdown;
 
 /// Connections served at once; more wait in the kernel's accept queue.

@@ -19,6 +19,27 @@ use std::sync::Arc;
 
 pub use fields::{Record, FIELDS};
 
+/// Strings stamped on every record (`--hostname`, `--label`, `--tag`,
+/// `--location`); shared, never copied per record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stamps {
+    pub hostname: Option<Arc<str>>,
+    pub label: Option<Arc<str>>,
+    pub tag: Option<Arc<str>>,
+    pub location: Option<Arc<str>>,
+}
+
+impl Stamps {
+    /// Sets the record's stamp fields (a reference count increment each).
+    #[inline]
+    pub fn apply(&self, record: &mut Record) {
+        record.hostname = self.hostname.clone();
+        record.label = self.label.clone();
+        record.tag = self.tag.clone();
+        record.location = self.location.clone();
+    }
+}
+
 /// How a field's value is rendered by the human-oriented formats (CSV/TSV).
 /// Machine formats (JSON, protobuf, msgpack) write the raw value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,7 +21,18 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::ProfileMode;
+pub mod pyroscope;
+
+/// Longest profile an HTTP request may ask for, so a request cannot pin the
+/// profiler for long.
+pub const MAX_PROFILE_SECONDS: u64 = 60;
+
+/// One-shot whole-run profile (`--profile-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileMode {
+    Cpu,
+    Mem,
+}
 
 /// Sampling frequency of on-demand and whole-run CPU profiles: Go's
 /// default, so profiles compare with the Go xtcp2's.

@@ -28,9 +28,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
-use super::log_throttle::LogThrottle;
-use super::profile::{encode_pprof_gz, CpuRecording, ProfilerHolder, ProfilerLock};
-use crate::config::PyroscopeConfig;
+use super::{encode_pprof_gz, CpuRecording, ProfilerHolder, ProfilerLock};
+use crate::observe::log_throttle::LogThrottle;
 use crate::observe::metrics::{KindLabel, Metrics};
 use crate::shutdown::Shutdown;
 
@@ -44,6 +43,15 @@ const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// long), but no less than 1 s (a loaded server) nor more than 10 s.
 fn upload_timeout(period: Duration) -> Duration {
     period.clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
+
+/// The Pyroscope push's settings (`--pyroscope-*`).
+#[derive(Debug, Clone)]
+pub struct PyroscopeConfig {
+    pub url: String,
+    pub app_name: String,
+    pub sample_hz: u32,
+    pub upload_period: Duration,
 }
 
 /// A `--pyroscope-url` we cannot push to.
@@ -226,7 +234,7 @@ pub async fn run(
 ) {
     // https:// is verified like an https:// destination (system roots, or
     // SSL_CERT_FILE / SSL_CERT_DIR).
-    let client: HttpClient = match crate::sink::http::https_client() {
+    let client: HttpClient = match crate::https_client::https_client() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "no TLS client; Pyroscope push disabled (collection is unaffected)");
