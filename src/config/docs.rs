@@ -8,7 +8,8 @@ use clap::Command;
 /// The markdown table of one command's flags (the daemon's, or a
 /// subcommand's by name).
 pub fn flags_table(subcommand: Option<&str>) -> String {
-    let root = super::command();
+    let mut root = super::command();
+    root.build();
     let command: &Command = match subcommand {
         None => &root,
         Some(name) => root.get_subcommands().find(|c| c.get_name() == name).unwrap_or(&root),

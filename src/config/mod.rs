@@ -277,10 +277,15 @@ pub struct DaemonArgs {
 pub fn command() -> clap::Command {
     let marshal_help = format!("Output format: {}", Format::names());
     let dest_help = format!("Destination: {}", Destination::forms());
+    // mut_args keeps the flags' order (mut_arg would move one to the end).
+    let fill = move |a: clap::Arg| match a.get_id().as_str() {
+        "dest" => a.help(dest_help.clone()),
+        "marshal" => a.help(marshal_help.clone()),
+        _ => a,
+    };
     Cli::command()
-        .mut_arg("dest", |a| a.help(dest_help))
-        .mut_arg("marshal", |a| a.help(marshal_help.clone()))
-        .mut_subcommand("decode", |d| d.mut_arg("marshal", |a| a.help(marshal_help)))
+        .mut_args(fill.clone())
+        .mut_subcommand("decode", |d| d.mut_args(fill))
 }
 
 /// Parses process arguments, accepting Go spellings.
