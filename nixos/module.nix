@@ -14,6 +14,11 @@
 let
   cfg = config.services.xtcp2;
 
+  # The formats and destination schemes the binary registers, generated
+  # from its registries (tests/docs_generated.rs keeps the file current).
+  registry = import ./registry.nix;
+  destScheme = lib.head (lib.splitString ":" cfg.destination);
+
   # The capability check exits with this (EX_NOPERM) when CAP_NET_ADMIN or
   # CAP_SYS_ADMIN is missing; see docs/contract.md.
   exitNoPerm = 77;
@@ -87,9 +92,10 @@ in
       default = "file:${stateDir}/rows.jsonl";
       example = "udp:127.0.0.1:13000";
       description = ''
-        Where records go (`--dest`): `null`, `stdout`, `stderr`, `file:PATH`,
-        `tcp:HOST:PORT`, `udp:HOST:PORT`, `unix:PATH`, `unixgram:PATH`,
-        `http://...` or `https://...`.
+        Where records go (`--dest`): one of the forms in
+        `docs/outputs.md` (generated from the destination registry), e.g.
+        `file:PATH`, `tcp:HOST:PORT` or `https://...`. Its scheme must be
+        one of ${lib.concatStringsSep ", " registry.destinationSchemes}.
 
         A `file:` path must be absolute. Under `${stateDir}` or `${logsDir}`
         it is writable as is (systemd creates both for the service's dynamic
@@ -104,7 +110,7 @@ in
     };
 
     marshal = lib.mkOption {
-      type = lib.types.enum [ "jsonl" "csv" "tsv" "protobufList" "msgpack" ];
+      type = lib.types.enum registry.formats;
       default = "jsonl";
       example = "protobufList";
       description = "Record encoding (`--marshal`).";
@@ -221,6 +227,10 @@ in
       {
         assertion = isFileDest -> lib.hasPrefix "/" fileDestPath;
         message = "services.xtcp2.destination: a file: destination needs an absolute path (the service's file system is read-only elsewhere), got `${cfg.destination}`.";
+      }
+      {
+        assertion = lib.elem destScheme registry.destinationSchemes;
+        message = "services.xtcp2.destination: unknown scheme `${destScheme}` in `${cfg.destination}`; valid: ${lib.concatStringsSep ", " registry.destinationSchemes}.";
       }
       {
         assertion = cfg.openFirewall -> cfg.promListen != "";

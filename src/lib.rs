@@ -1,22 +1,40 @@
 //! xtcp2: the kernel's per-socket TCP state, from every network namespace,
 //! streamed to files, sockets and HTTP endpoints.
 //!
-//! The path a socket's data takes, one module per stage:
+//! The path a socket's data takes, one module per stage, each importing
+//! only the stages below it:
 //!
-//! | stage | module | owns |
+//! | layer | module | owns |
 //! |---|---|---|
-//! | configuration | [`config`] | flags (with Go spellings), validation |
+//! | wiring | [`daemon`], [`poll`] | the runtime, the poll loop, parallel dumps |
+//! | configuration | [`config`] | flags (with Go spellings) → a typed [`config::Config`] |
+//! | collect | [`collect`] | one namespace's dump → stamped records → the envelope builder |
 //! | namespaces | [`netns`] | discovery, entering, one socket per namespace |
 //! | kernel | [`kernel`] | the `NETLINK_SOCK_DIAG` socket and dump protocol |
 //! | decode | [`decode`] | netlink bytes → [`record::Record`], offline captures |
-//! | collect | [`collect`], [`poll`] | the poll loop, parallel dumps, stamping |
+//! | sink | [`sink`] | the destination registry: null, stdout, file, tcp, udp, unix, http, ... |
 //! | batch | [`batch`] | envelopes and the bounded delivery queue |
-//! | format | [`format`] | jsonl, csv, tsv, protobufList, msgpack |
-//! | sink | [`sink`] | null, stdout, file, tcp, udp, unix, http |
+//! | format | [`format`] | the format registry: jsonl, csv, tsv, protobufList, msgpack |
+//! | record | [`record`] | the one flat record, every field declared once |
 //!
-//! Beside the data path, [`observe`] holds metrics, the HTTP endpoints,
-//! profiling and the capability check. [`shutdown`] is the stop signal every
-//! long-running loop takes as an argument.
+//! So a record goes record → format → batch → sink, and configuration sits
+//! on top of every stage (it builds each stage's typed settings).
+//!
+//! Beside the data path: [`observe`] (metrics, the HTTP endpoints,
+//! readiness, the capability check), [`profile`] (CPU and heap profiles,
+//! Pyroscope), [`https_client`] (the TLS client the http destination and
+//! Pyroscope share), [`shutdown`] (the stop signal every long-running loop
+//! takes as an argument) and [`clock`].
+//!
+//! Extension points (each is one new module plus one line):
+//! - a destination: a module in `sink/` implementing
+//!   [`sink::DestinationKind`], a line in `sink::destinations!`;
+//! - a format: a module in `format/` with a [`format::FormatSpec`], a line
+//!   in `format::formats!`;
+//! - a record field: a line in `record/fields.rs`;
+//! - a metric: a line in `observe/metrics.rs`'s declaration;
+//! - a flag: a field in the clap struct of its group in `config/`, and the
+//!   value in that group's typed settings.
 
 pub mod batch;
 pub mod clock;
