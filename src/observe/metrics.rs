@@ -401,45 +401,6 @@ impl Metrics {
         m
     }
 
-    /// Folds a finished dump's decode counters into the metrics.
-    pub fn record_decode(&self, stats: &crate::decode::DecodeStats) {
-        self.decode.sockets.inc_by(stats.sockets);
-        for (kind, count) in stats.skipped_attributes.iter().enumerate() {
-            if *count > 0 {
-                let attribute = crate::decode::inet_diag::attr::name(kind as u16);
-                self.decode
-                    .skipped_attributes
-                    .get_or_create(&AttributeLabel { attribute })
-                    .inc_by(*count);
-            }
-        }
-    }
-
-    /// Folds a finished dump's netlink counters into the metrics.
-    pub fn record_dump(&self, s: &crate::kernel::DumpSummary) {
-        self.record_reads(s);
-        self.netlink.dumps.inc();
-        if s.interrupted {
-            self.netlink.dumps_interrupted.inc();
-        }
-    }
-
-    /// Counts the receive work of a dump, finished or not.
-    pub fn record_reads(&self, s: &crate::kernel::DumpSummary) {
-        self.netlink.recv_calls.inc_by(s.recv_calls);
-        self.netlink.recv_bytes.inc_by(s.bytes);
-        self.netlink.messages.inc_by(s.messages);
-        self.netlink.stale_messages.inc_by(s.stale_messages);
-    }
-
-    /// Counts a failed dump.
-    pub fn record_dump_error(&self, e: &crate::kernel::DumpError) {
-        if matches!(e, crate::kernel::DumpError::Truncated { .. }) {
-            self.netlink.truncations.inc();
-        }
-        self.netlink.errors.get_or_create(&KindLabel { kind: e.kind() }).inc();
-    }
-
     /// The OpenMetrics text exposition of both registries.
     pub fn encode_text(&self) -> String {
         use prometheus_client::encoding::text::{encode_eof, encode_registry};
