@@ -429,3 +429,143 @@ impl Default for Metrics {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::text::encode_registry;
+
+    /// A family as the exposition describes it, and the label names of each
+    /// of its labelled samples (histogram `le` aside).
+    #[derive(Debug, PartialEq)]
+    struct Exposed {
+        name: String,
+        kind: String,
+        unit: Option<String>,
+        help: String,
+        sample_labels: Vec<Vec<String>>,
+    }
+
+    fn exposed(registry: &Registry) -> Vec<Exposed> {
+        let mut text = String::new();
+        encode_registry(&mut text, registry).unwrap();
+        let mut out: Vec<Exposed> = Vec::new();
+        let mut help = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, h) = rest.split_once(' ').unwrap();
+                help = Some((name.to_string(), h.to_string()));
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                let (help_name, help) = help.take().expect("HELP before TYPE");
+                assert_eq!(help_name, name);
+                out.push(Exposed {
+                    name: name.to_string(),
+                    kind: kind.to_string(),
+                    unit: None,
+                    help,
+                    sample_labels: Vec::new(),
+                });
+            } else if let Some(rest) = line.strip_prefix("# UNIT ") {
+                let (name, unit) = rest.split_once(' ').unwrap();
+                let family = out.last_mut().unwrap();
+                assert_eq!(family.name, name);
+                family.unit = Some(unit.to_string());
+            } else if let Some((_, labels)) = line.split_once('{') {
+                // Our label values hold no commas, braces or equals signs.
+                let (labels, _) = labels.split_once('}').unwrap();
+                let names: Vec<String> = labels
+                    .split(',')
+                    .map(|pair| pair.split_once('=').unwrap().0.to_string())
+                    .filter(|name| name != "le")
+                    .collect();
+                if !names.is_empty() {
+                    out.last_mut().unwrap().sample_labels.push(names);
+                }
+            }
+        }
+        out
+    }
+
+    /// What the declaration says the exposition holds, with the label names
+    /// of every sample still to be compared separately.
+    fn declared() -> Vec<Exposed> {
+        METRICS
+            .iter()
+            .map(|m| Exposed {
+                name: m.family_name(),
+                kind: m.kind.as_str().to_string(),
+                unit: m.unit.map(str::to_string),
+                help: m.help.to_string(),
+                sample_labels: Vec::new(),
+            })
+            .collect()
+    }
+
+    /// Every declared metric is registered exactly once, in declaration
+    /// order, with the declared name, type, unit and help, and nothing
+    /// undeclared is registered under the prefix.
+    #[test]
+    fn every_declared_metric_is_registered_once_as_declared() {
+        let metrics = Metrics::new();
+        let mut exposed = exposed(&metrics.registry);
+        for family in &mut exposed {
+            family.sample_labels.clear();
+        }
+        assert_eq!(exposed, declared());
+        let mut names: Vec<String> = METRICS.iter().map(|m| m.family_name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), METRICS.len(), "a family name is declared twice");
+    }
+
+    /// The declared label names are the ones samples carry, in order:
+    /// `xtcp2_build_info` always has its sample; two families get one here.
+    #[test]
+    fn declared_labels_are_the_labels_samples_carry() {
+        let metrics = Metrics::new();
+        metrics
+            .netlink
+            .errors
+            .get_or_create(&KindLabel { kind: "timeout" })
+            .inc();
+        metrics
+            .profiling
+            .requests
+            .get_or_create(&ProfileRequestLabel {
+                kind: "cpu",
+                outcome: "ok",
+            })
+            .inc();
+        let exposed = exposed(&metrics.registry);
+        let mut checked = Vec::new();
+        for (family, meta) in exposed.iter().zip(METRICS) {
+            for labels in &family.sample_labels {
+                assert_eq!(labels, meta.labels, "{}", family.name);
+                checked.push(family.name.as_str());
+            }
+        }
+        assert_eq!(
+            checked,
+            ["xtcp2_netlink_errors", "xtcp2_profile_requests", "xtcp2_build"]
+        );
+    }
+
+    /// Each help text is one sentence ending in a full stop (registration
+    /// strips it and prometheus-client adds it back), and each metric has
+    /// its own field.
+    #[test]
+    fn declarations_are_well_formed() {
+        for m in METRICS {
+            assert!(
+                m.help.ends_with('.') && !m.help.ends_with(".."),
+                "{}: {:?}",
+                m.name,
+                m.help
+            );
+            assert_eq!(m.help.trim(), m.help, "{}", m.name);
+            let same_field = METRICS.iter().filter(|o| (o.group, o.field) == (m.group, m.field));
+            assert_eq!(same_field.count(), 1, "{}.{}", m.group, m.field);
+        }
+    }
+}
