@@ -131,13 +131,13 @@ impl Collector {
                 Some(uring) => uring.dump(socket, &request, deadline, on_socket),
                 None => socket.dump(&request, buf, deadline, on_socket),
             };
-            metrics.record_decode(&std::mem::take(&mut decoder.stats));
+            std::mem::take(&mut decoder.stats).report_to(&metrics.decode);
             match result {
-                Ok(summary) => metrics.record_dump(&summary),
+                Ok(summary) => summary.report_to(&metrics.netlink),
                 Err(e) => {
                     // Reads before the failure were real work: count them.
-                    metrics.record_reads(&socket.failed_dump());
-                    metrics.record_dump_error(&e);
+                    socket.failed_dump().report_reads_to(&metrics.netlink);
+                    e.report_to(&metrics.netlink);
                     return Err(e);
                 }
             }

@@ -6,7 +6,9 @@
 //! borrows the receive buffer and reuses one [`Record`], so decoding
 //! allocates nothing per socket, and no input can make it panic: every read
 //! is bounds-checked, short structures decode what fits, impossible lengths
-//! are errors that carry the offsets.
+//! are errors that carry the offsets. Its counters ([`DecodeStats`]) are
+//! plain integers, added to the decode metrics once per dump
+//! ([`DecodeStats::report_to`]).
 
 pub mod bytes;
 pub mod capture;
@@ -19,6 +21,7 @@ pub use inet_diag::decode_socket;
 pub use netlink::{NetlinkMessage, NetlinkMessages};
 pub use selection::{Deserializer, Deserializers, UnknownDeserializer};
 
+use crate::observe::metrics::{AttributeLabel, DecodeMetrics};
 use crate::record::Record;
 
 /// Everything that can be wrong with bytes handed to the decoder.
@@ -89,6 +92,24 @@ impl Default for DecodeStats {
     }
 }
 
+impl DecodeStats {
+    /// Adds one dump's counts to the decode metrics: sockets decoded, and
+    /// skipped attributes labelled with their kernel name. Decode errors are
+    /// counted by the caller, which sees each [`DecodeError`].
+    pub fn report_to(&self, metrics: &DecodeMetrics) {
+        metrics.sockets.inc_by(self.sockets);
+        for (number, count) in self.skipped_attributes.iter().enumerate() {
+            if *count > 0 {
+                let attribute = inet_diag::attr::name(number as u16);
+                metrics
+                    .skipped_attributes
+                    .get_or_create(&AttributeLabel { attribute })
+                    .inc_by(*count);
+            }
+        }
+    }
+}
+
 /// What one netlink message of a dump reply means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply<'a> {
@@ -155,5 +176,35 @@ impl SocketDecoder {
                 (None, Some(e))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dump's decode counts reach the metrics once: the sockets, and each
+    /// skipped attribute under its kernel name; attributes never skipped
+    /// get no series.
+    #[test]
+    fn decode_stats_report_sockets_and_skipped_attributes_by_name() {
+        let metrics = DecodeMetrics::default();
+        let mut stats = DecodeStats {
+            sockets: 12,
+            ..DecodeStats::default()
+        };
+        stats.skipped_attributes[18] = 3; // INET_DIAG_MD5SIG
+        stats.skipped_attributes[20] = 1; // INET_DIAG_SK_BPF_STORAGES
+        stats.report_to(&metrics);
+        assert_eq!(metrics.sockets.get(), 12);
+        let skipped = |attribute| {
+            metrics
+                .skipped_attributes
+                .get(&AttributeLabel { attribute })
+                .map(|c| c.get())
+        };
+        assert_eq!(skipped("md5sig"), Some(3));
+        assert_eq!(skipped("sk_bpf_storages"), Some(1));
+        assert_eq!(skipped("cong"), None);
     }
 }

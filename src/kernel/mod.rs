@@ -4,7 +4,8 @@
 //! reply safely (truncation, sequence numbers, `NLMSG_DONE` errno,
 //! `NLMSG_ERROR`, `NLM_F_DUMP_INTR`, timeouts). It hands each socket's bytes
 //! to a callback and must not decode them (that is `decode`) nor know which
-//! namespace it is in (that is `netns`).
+//! namespace it is in (that is `netns`). It counts its own work into the
+//! netlink metrics (`DumpSummary::report_to`, `DumpError::report_to`).
 
 pub mod request;
 pub mod socket;

@@ -9,6 +9,7 @@ use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 use super::request::DumpRequest;
 use crate::decode::netlink::NLM_F_DUMP_INTR;
 use crate::decode::{classify, DecodeError, NetlinkMessages, Reply};
+use crate::observe::metrics::{KindLabel, NetlinkMetrics};
 
 /// Receive buffer size. The kernel fills dump datagrams up to 32 KiB
 /// (and to the size of the largest buffer it has seen us offer, capped);
@@ -56,6 +57,14 @@ impl DumpError {
             DumpError::Malformed(_) => "malformed",
         }
     }
+
+    /// Counts a failed dump by kind, and a truncation as data lost.
+    pub fn report_to(&self, metrics: &NetlinkMetrics) {
+        if matches!(self, DumpError::Truncated { .. }) {
+            metrics.truncations.inc();
+        }
+        metrics.errors.get_or_create(&KindLabel { kind: self.kind() }).inc();
+    }
 }
 
 /// What one dump cost and saw.
@@ -71,6 +80,27 @@ pub struct DumpSummary {
     /// changed mid-dump, so a socket may be missing or repeated. The data is
     /// still kept; the next poll sees a consistent table.
     pub interrupted: bool,
+}
+
+impl DumpSummary {
+    /// Counts a finished dump: its receive work, the dump, and whether the
+    /// kernel flagged it interrupted.
+    pub fn report_to(&self, metrics: &NetlinkMetrics) {
+        self.report_reads_to(metrics);
+        metrics.dumps.inc();
+        if self.interrupted {
+            metrics.dumps_interrupted.inc();
+        }
+    }
+
+    /// Counts the receive work of a dump, finished or not (a failed dump's
+    /// reads were real work too).
+    pub fn report_reads_to(&self, metrics: &NetlinkMetrics) {
+        metrics.recv_calls.inc_by(self.recv_calls);
+        metrics.recv_bytes.inc_by(self.bytes);
+        metrics.messages.inc_by(self.messages);
+        metrics.stale_messages.inc_by(self.stale_messages);
+    }
 }
 
 /// One `NETLINK_SOCK_DIAG` socket, bound to the network namespace of the
@@ -390,5 +420,57 @@ mod tests {
         );
         assert!(err.poisons_socket());
         assert_eq!(socket.failed_dump().recv_calls, 1);
+    }
+
+    /// A finished dump counts its receive work, itself and the kernel's
+    /// interruption flag; a failed dump's reads are counted too.
+    #[test]
+    fn dump_summaries_report_to_the_netlink_metrics() {
+        let metrics = NetlinkMetrics::default();
+        let finished = DumpSummary {
+            recv_calls: 3,
+            bytes: 70_000,
+            messages: 40,
+            sockets: 38,
+            stale_messages: 2,
+            interrupted: true,
+        };
+        finished.report_to(&metrics);
+        let failed = DumpSummary {
+            recv_calls: 1,
+            bytes: 100,
+            messages: 1,
+            ..DumpSummary::default()
+        };
+        failed.report_reads_to(&metrics);
+        let m = &metrics;
+        assert_eq!(
+            (
+                m.recv_calls.get(),
+                m.recv_bytes.get(),
+                m.messages.get(),
+                m.stale_messages.get()
+            ),
+            (4, 70_100, 41, 2)
+        );
+        assert_eq!((m.dumps.get(), m.dumps_interrupted.get()), (1, 1));
+    }
+
+    /// A failed dump is counted by kind; a truncation is also data lost.
+    #[test]
+    fn dump_errors_report_their_kind_and_truncation() {
+        let metrics = NetlinkMetrics::default();
+        DumpError::Truncated {
+            len: 70_000,
+            buffer: 65_536,
+        }
+        .report_to(&metrics);
+        DumpError::Timeout(Duration::from_secs(1)).report_to(&metrics);
+        DumpError::Timeout(Duration::from_secs(1)).report_to(&metrics);
+        let errors = |kind| metrics.errors.get(&KindLabel { kind }).map(|c| c.get());
+        assert_eq!(errors("truncated"), Some(1));
+        assert_eq!(errors("timeout"), Some(2));
+        assert_eq!(errors("kernel"), None);
+        assert_eq!(metrics.truncations.get(), 1);
     }
 }

@@ -1,4 +1,4 @@
-//! Every Prometheus metric of the daemon, in one place.
+//! Every Prometheus metric of the daemon, declared once.
 //!
 //! Metrics are lock-free atomics (prometheus-client counters and gauges).
 //! The hot path never touches them per socket: collectors keep plain
@@ -6,6 +6,13 @@
 //! the life of the process (Prometheus handles restarts); gauges are set to
 //! the current value. Names get the `xtcp2_` prefix and counters the
 //! `_total` suffix at registration; `docs/observability.md` lists them.
+//!
+//! Each metric is one entry of `define_metrics!`: its help, field, kind,
+//! labels, exposition name and unit. The group structs, their construction,
+//! the registration (in declaration order) and [`METRICS`], the list the
+//! docs table and the tests read, all come from that entry. This module
+//! imports no stage of the pipeline: stages add their own counts to the
+//! group they own (`DecodeStats::report_to`, `DumpSummary::report_to`, ...).
 //!
 //! Two registries: `registry` holds everything of ours under `xtcp2_`;
 //! `process_registry` holds the standard `process_*` metrics, which are
@@ -20,402 +27,378 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
 
-/// A label naming a kind of error.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabel {
-    pub kind: &'static str,
+/// The prefix of every family in [`Metrics::registry`].
+pub const PREFIX: &str = "xtcp2";
+
+/// The label names of a label set, known without encoding a sample.
+pub trait LabelNames {
+    const NAMES: &'static [&'static str];
 }
 
-/// A label naming a netlink attribute.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AttributeLabel {
-    pub attribute: &'static str,
+/// Declares label sets: each is a struct of `&'static str` fields, one per
+/// label, that encodes as Prometheus labels and knows its label names.
+macro_rules! define_labels {
+    ($( $(#[doc = $doc:literal])* $name:ident { $( $(#[doc = $field_doc:literal])* $field:ident ),* $(,)? } )*) => {
+        $(
+            $(#[doc = $doc])*
+            #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+            pub struct $name {
+                $( $(#[doc = $field_doc])* pub $field: &'static str, )*
+            }
+
+            impl LabelNames for $name {
+                const NAMES: &'static [&'static str] = &[$(stringify!($field)),*];
+            }
+        )*
+    };
 }
 
-/// A label naming an output format.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FormatLabel {
-    pub format: &'static str,
+define_labels! {
+    /// A label naming a kind of error.
+    KindLabel { kind }
+    /// A label naming a netlink attribute.
+    AttributeLabel { attribute }
+    /// A label naming an output format.
+    FormatLabel { format }
+    /// Labels of an on-demand profile request: which profile (`cpu`,
+    /// `flamegraph`, `heap`) and what became of it (`ok`, `busy`, `error`,
+    /// `unsupported`).
+    ProfileRequestLabel { kind, outcome }
+    /// The build's identity, as labels of `xtcp2_build_info`.
+    BuildLabel {
+        version,
+        /// "true" when built with the `heap-profiling` feature.
+        heap_profiling,
+    }
 }
 
-/// Labels of an on-demand profile request: which profile (`cpu`,
-/// `flamegraph`, `heap`) and what became of it (`ok`, `busy`, `error`,
-/// `unsupported`).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProfileRequestLabel {
-    pub kind: &'static str,
-    pub outcome: &'static str,
-}
-
-/// The build's identity, as labels of `xtcp2_build_info`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BuildLabel {
-    pub version: &'static str,
-    /// "true" when built with the `heap-profiling` feature.
-    pub heap_profiling: &'static str,
-}
-
-#[derive(Default)]
-pub struct NetlinkMetrics {
-    pub recv_calls: Counter,
-    pub recv_bytes: Counter,
-    pub messages: Counter,
-    pub truncations: Counter,
-    pub stale_messages: Counter,
-    pub dumps: Counter,
-    pub dumps_interrupted: Counter,
-    pub errors: Family<KindLabel, Counter>,
-}
-
-#[derive(Default)]
-pub struct DecodeMetrics {
-    pub sockets: Counter,
-    pub errors: Family<KindLabel, Counter>,
-    pub skipped_attributes: Family<AttributeLabel, Counter>,
-}
-
-pub struct PollMetrics {
-    pub cycles: Counter,
-    pub duration_seconds: Histogram,
-    pub last_timestamp_seconds: Gauge<f64, AtomicU64>,
-    pub duration_ratio: Gauge<f64, AtomicU64>,
-    pub sockets_last_poll: Gauge,
-}
-
-#[derive(Default)]
-pub struct EnvelopeMetrics {
-    pub rows_flushed: Counter,
-    pub envelopes_flushed: Counter,
-    pub bytes_marshalled: Family<FormatLabel, Counter>,
-}
-
-#[derive(Default)]
-pub struct DestinationMetrics {
-    pub sends: Counter,
-    pub send_bytes: Counter,
-    pub failures: Family<KindLabel, Counter>,
-    pub retries: Counter,
-    pub queue_depth: Gauge,
-    pub dropped_envelopes: Counter,
-    pub dropped_rows: Counter,
-}
-
-pub struct NetnsMetrics {
-    pub active: Gauge,
-    pub discovered: Counter,
-    pub removed: Counter,
-    pub enter_failures: Family<KindLabel, Counter>,
-    pub dump_failures: Family<KindLabel, Counter>,
-    /// Whole discovery passes (bind-mount directories and /proc).
-    pub discovery_seconds: Histogram,
-    /// /proc scans, kind `full` or `incremental`.
-    pub proc_scans: Family<KindLabel, Counter>,
-    /// `stat` calls on /proc/PID/ns/net.
-    pub proc_stat_calls: Counter,
-}
-
-impl Default for NetnsMetrics {
-    fn default() -> Self {
-        NetnsMetrics {
-            active: Gauge::default(),
-            discovered: Counter::default(),
-            removed: Counter::default(),
-            enter_failures: Family::default(),
-            dump_failures: Family::default(),
-            // 0.1 ms .. ~3 s
-            discovery_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
-            proc_scans: Family::default(),
-            proc_stat_calls: Counter::default(),
+impl BuildLabel {
+    /// The identity of this binary.
+    pub fn this_build() -> Self {
+        BuildLabel {
+            version: env!("CARGO_PKG_VERSION"),
+            heap_profiling: if cfg!(feature = "heap-profiling") {
+                "true"
+            } else {
+                "false"
+            },
         }
     }
 }
 
-/// On-demand profiles and the Pyroscope push.
-#[derive(Default)]
-pub struct ProfilingMetrics {
-    pub requests: Family<ProfileRequestLabel, Counter>,
-    pub pyroscope_uploads: Counter,
-    pub pyroscope_upload_bytes: Counter,
-    pub pyroscope_failures: Family<KindLabel, Counter>,
-    pub pyroscope_yields: Counter,
+/// A metric's type, as the OpenMetrics `# TYPE` line names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
 }
 
-/// All metrics; create one, share it behind an `Arc`.
-pub struct Metrics {
-    pub netlink: NetlinkMetrics,
-    pub decode: DecodeMetrics,
-    pub poll: PollMetrics,
-    pub envelope: EnvelopeMetrics,
-    pub destination: DestinationMetrics,
-    pub netns: NetnsMetrics,
-    pub profiling: ProfilingMetrics,
-    pub registry: Registry,
-    pub process_registry: Registry,
+impl MetricKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+            MetricKind::Info => "info",
+        }
+    }
+}
+
+/// One declared metric, as `define_metrics!` describes it.
+#[derive(Debug)]
+pub struct MetricMeta {
+    /// The field of [`Metrics`] holding the group (`netlink`).
+    pub group: &'static str,
+    /// The group struct's field holding the metric (`recv_bytes`).
+    pub field: &'static str,
+    /// The name it is registered under: no prefix, no unit (`netlink_recv`).
+    pub name: &'static str,
+    pub kind: MetricKind,
+    /// The OpenMetrics unit, appended to the name (`bytes`).
+    pub unit: Option<&'static str>,
+    /// The help text as exposed, ending in a full stop.
+    pub help: &'static str,
+    /// The label names of every sample (none for plain metrics).
+    pub labels: &'static [&'static str],
+}
+
+impl MetricMeta {
+    /// The family name in the exposition (`xtcp2_netlink_recv_bytes`).
+    pub fn family_name(&self) -> String {
+        match self.unit {
+            Some(unit) => format!("{PREFIX}_{}_{unit}", self.name),
+            None => format!("{PREFIX}_{}", self.name),
+        }
+    }
+
+    /// The help text as registered: prometheus-client appends the full stop.
+    fn registered_help(&self) -> &'static str {
+        self.help.strip_suffix('.').unwrap_or(self.help)
+    }
+}
+
+/// What each metric kind of `define_metrics!` means: its field type, its
+/// construction, its [`MetricKind`], its label names, what is registered and
+/// its unit. A kind is an identifier, `<Label>` for families (and info), and
+/// `(expression)` for what construction needs (histogram buckets, info
+/// labels).
+macro_rules! metric {
+    (type counter) => { Counter };
+    (type counter <$label:ty>) => { Family<$label, Counter> };
+    (type gauge) => { Gauge };
+    (type gauge <$label:ty>) => { Family<$label, Gauge> };
+    (type float_gauge) => { Gauge<f64, AtomicU64> };
+    (type histogram) => { Histogram };
+    // Info is not Clone: the field holds the labels, the registry an Info of them.
+    (type info <$label:ty>) => { $label };
+
+    (new histogram ($buckets:expr)) => { Histogram::new($buckets) };
+    (new info <$label:ty> ($labels:expr)) => { $labels };
+    (new $kind:ident $(<$label:ty>)?) => { Default::default() };
+
+    (kind counter $(<$label:ty>)?) => { MetricKind::Counter };
+    (kind gauge $(<$label:ty>)?) => { MetricKind::Gauge };
+    (kind float_gauge) => { MetricKind::Gauge };
+    (kind histogram) => { MetricKind::Histogram };
+    (kind info <$label:ty>) => { MetricKind::Info };
+
+    (labels $kind:ident) => { &[] };
+    (labels $kind:ident <$label:ty>) => { <$label as LabelNames>::NAMES };
+
+    (registered info <$label:ty>, $value:expr) => { Info::new($value.clone()) };
+    (registered $kind:ident $(<$label:ty>)?, $value:expr) => { $value.clone() };
+
+    (unit) => { None };
+    (unit bytes) => { Some(Unit::Bytes) };
+    (unit seconds) => { Some(Unit::Seconds) };
+    (unit_name) => { None };
+    (unit_name $unit:ident) => { Some(stringify!($unit)) };
+}
+
+/// Declares every metric once. Each group becomes a struct, a field of
+/// [`Metrics`] and a run of registrations; each entry within it is
+///
+/// ```text
+/// /// Help text, one line, ending in a full stop.
+/// field: kind<Label>(construction) = "registered_name" in unit;
+/// ```
+///
+/// where `<Label>`, `(construction)` and `in unit` are optional (see
+/// `metric!` for the kinds and units). Entries register in declaration
+/// order, which is the order of the exposition and the docs table.
+macro_rules! define_metrics {
+    (
+        $(#[doc = $doc:literal])*
+        pub struct Metrics {
+            $(
+                $(#[doc = $group_doc:literal])*
+                $group:ident: $Group:ident {
+                    $(
+                        #[doc = $help:literal]
+                        $field:ident: $kind:ident $(<$label:ty>)? $(($init:expr))? = $name:literal $(in $unit:ident)?;
+                    )*
+                }
+            )*
+        }
+    ) => {
+        $(
+            $(#[doc = $group_doc])*
+            pub struct $Group {
+                $(
+                    #[doc = $help]
+                    #[doc = ""]
+                    #[doc = concat!("Registered as `", $name, "`", $(" in ", stringify!($unit),)? ".")]
+                    pub $field: metric!(type $kind $(<$label>)?),
+                )*
+            }
+
+            impl Default for $Group {
+                fn default() -> Self {
+                    $Group { $( $field: metric!(new $kind $(<$label>)? $(($init))?), )* }
+                }
+            }
+
+            impl $Group {
+                fn register(&self, registry: &mut Registry) {
+                    $(
+                        let help = metric_meta::$group::$field.registered_help();
+                        let value = metric!(registered $kind $(<$label>)?, self.$field);
+                        match metric!(unit $($unit)?) {
+                            Some(unit) => registry.register_with_unit($name, help, unit, value),
+                            None => registry.register($name, help, value),
+                        }
+                    )*
+                }
+            }
+        )*
+
+        #[allow(non_upper_case_globals)]
+        mod metric_meta {
+            $( pub mod $group {
+                use super::super::*;
+                $( pub static $field: MetricMeta = MetricMeta {
+                    group: stringify!($group),
+                    field: stringify!($field),
+                    name: $name,
+                    kind: metric!(kind $kind $(<$label>)?),
+                    unit: metric!(unit_name $($unit)?),
+                    help: $help.trim_ascii(),
+                    labels: metric!(labels $kind $(<$label>)?),
+                }; )*
+            } )*
+        }
+
+        /// Every declared metric, in registration order. The `process_*`
+        /// metrics are not here: a collector reads them at scrape time.
+        pub static METRICS: &[&MetricMeta] = &[ $( $( &metric_meta::$group::$field, )* )* ];
+
+        $(#[doc = $doc])*
+        pub struct Metrics {
+            $( $(#[doc = $group_doc])* pub $group: $Group, )*
+            /// Every declared metric, under [`PREFIX`].
+            pub registry: Registry,
+            /// The standard `process_*` metrics, unprefixed.
+            pub process_registry: Registry,
+        }
+
+        impl Metrics {
+            /// The declared metrics, registered in declaration order.
+            fn declared() -> Self {
+                let mut m = Metrics {
+                    $( $group: $Group::default(), )*
+                    registry: Registry::with_prefix(PREFIX),
+                    process_registry: Registry::default(),
+                };
+                $( m.$group.register(&mut m.registry); )*
+                m
+            }
+        }
+    };
+}
+
+define_metrics! {
+    /// All metrics; create one, share it behind an `Arc`.
+    pub struct Metrics {
+        /// The inet_diag dump conversation (`kernel`).
+        netlink: NetlinkMetrics {
+            /// recv() calls on inet_diag sockets.
+            recv_calls: counter = "netlink_recv_calls";
+            /// Bytes received from inet_diag sockets.
+            recv_bytes: counter = "netlink_recv" in bytes;
+            /// Netlink messages received.
+            messages: counter = "netlink_messages";
+            /// Datagrams larger than the receive buffer (data lost).
+            truncations: counter = "netlink_truncations";
+            /// Messages of an abandoned earlier dump, skipped.
+            stale_messages: counter = "netlink_stale_messages";
+            /// inet_diag dumps completed (one per family and namespace).
+            dumps: counter = "netlink_dumps";
+            /// Dumps the kernel flagged NLM_F_DUMP_INTR (table changed mid-dump).
+            dumps_interrupted: counter = "netlink_dumps_interrupted";
+            /// Dump failures by kind.
+            errors: counter<KindLabel> = "netlink_errors";
+        }
+        /// Decoding inet_diag messages into records (`decode`).
+        decode: DecodeMetrics {
+            /// Sockets decoded into records.
+            sockets: counter = "sockets_decoded";
+            /// Messages that failed to decode, by kind.
+            errors: counter<KindLabel> = "decode_errors";
+            /// Attributes skipped (unknown or decoder off), by attribute.
+            skipped_attributes: counter<AttributeLabel> = "decode_skipped_attributes";
+        }
+        /// Poll cycles (`poll`).
+        poll: PollMetrics {
+            /// Poll cycles completed.
+            cycles: counter = "poll_cycles";
+            // Buckets: 1 ms .. ~33 s.
+            /// Duration of a poll cycle.
+            duration_seconds: histogram(exponential_buckets(0.001, 2.0, 16)) = "poll_duration" in seconds;
+            /// Unix time the last poll cycle finished.
+            last_timestamp_seconds: float_gauge = "poll_last_timestamp" in seconds;
+            /// Last poll duration as a fraction of -frequency (alarm near 1).
+            duration_ratio: float_gauge = "poll_duration_ratio";
+            /// Sockets seen in the last poll cycle.
+            sockets_last_poll: gauge = "poll_sockets";
+        }
+        /// Records batched into envelopes and encoded (`batch`, `format`).
+        envelope: EnvelopeMetrics {
+            /// Records flushed into the destination queue.
+            rows_flushed: counter = "envelope_rows_flushed";
+            /// Envelopes flushed into the destination queue.
+            envelopes_flushed: counter = "envelopes_flushed";
+            /// Bytes encoded, by format.
+            bytes_marshalled: counter<FormatLabel> = "marshalled" in bytes;
+        }
+        /// Delivery to the destination (`sink`).
+        destination: DestinationMetrics {
+            /// Envelopes delivered to the destination.
+            sends: counter = "destination_sends";
+            /// Bytes delivered to the destination.
+            send_bytes: counter = "destination_sent" in bytes;
+            /// Failed destination sends, by kind.
+            failures: counter<KindLabel> = "destination_failures";
+            /// Destination send retries.
+            retries: counter = "destination_retries";
+            /// Envelopes waiting for the destination.
+            queue_depth: gauge = "destination_queue_depth";
+            /// Envelopes dropped because the queue was full.
+            dropped_envelopes: counter = "destination_dropped_envelopes";
+            /// Records dropped because the queue was full.
+            dropped_rows: counter = "destination_dropped_rows";
+        }
+        /// Network namespaces (`netns`).
+        netns: NetnsMetrics {
+            /// Network namespaces currently collected.
+            active: gauge = "netns_active";
+            /// Network namespaces discovered.
+            discovered: counter = "netns_discovered";
+            /// Network namespaces that went away.
+            removed: counter = "netns_removed";
+            /// Failures to enter a namespace or open its socket, by kind.
+            enter_failures: counter<KindLabel> = "netns_enter_failures";
+            /// Failed dumps of a namespace, by kind.
+            dump_failures: counter<KindLabel> = "netns_dump_failures";
+            // Buckets: 0.1 ms .. ~3 s. Registered without a unit (the name
+            // already ends in _seconds); adding one would change the exposition.
+            /// Duration of namespace discovery passes (bind-mount directories and /proc).
+            discovery_seconds: histogram(exponential_buckets(0.0001, 2.0, 16)) = "netns_discovery_seconds";
+            /// Scans of /proc for process-held namespaces, by kind (full, incremental).
+            proc_scans: counter<KindLabel> = "netns_proc_scans";
+            /// stat calls on /proc/PID/ns/net (incremental scans stat only new processes).
+            proc_stat_calls: counter = "netns_proc_stat_calls";
+        }
+        /// On-demand profiles and the Pyroscope push.
+        profiling: ProfilingMetrics {
+            /// On-demand /debug/pprof requests, by profile kind and outcome.
+            requests: counter<ProfileRequestLabel> = "profile_requests";
+            /// CPU profiles accepted by the Pyroscope server.
+            pyroscope_uploads: counter = "pyroscope_uploads";
+            /// Bytes of CPU profiles accepted by the Pyroscope server.
+            pyroscope_upload_bytes: counter = "pyroscope_uploaded" in bytes;
+            /// Pyroscope uploads that failed, by kind.
+            pyroscope_failures: counter<KindLabel> = "pyroscope_upload_failures";
+            /// Pyroscope periods cut short to let an on-demand profile run.
+            pyroscope_yields: counter = "pyroscope_yields";
+        }
+        /// What is running.
+        build: BuildMetrics {
+            /// The running build: version and optional features.
+            info: info<BuildLabel>(BuildLabel::this_build()) = "build";
+        }
+    }
 }
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut m = Metrics {
-            netlink: NetlinkMetrics::default(),
-            decode: DecodeMetrics::default(),
-            poll: PollMetrics {
-                cycles: Counter::default(),
-                // 1 ms .. ~33 s
-                duration_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
-                last_timestamp_seconds: Gauge::default(),
-                duration_ratio: Gauge::default(),
-                sockets_last_poll: Gauge::default(),
-            },
-            envelope: EnvelopeMetrics::default(),
-            destination: DestinationMetrics::default(),
-            netns: NetnsMetrics::default(),
-            profiling: ProfilingMetrics::default(),
-            registry: Registry::with_prefix("xtcp2"),
-            process_registry: Registry::default(),
-        };
-        m.register();
-        m
-    }
-
-    fn register(&mut self) {
-        let r = &mut self.registry;
-        let n = &self.netlink;
-        r.register(
-            "netlink_recv_calls",
-            "recv() calls on inet_diag sockets",
-            n.recv_calls.clone(),
-        );
-        r.register_with_unit(
-            "netlink_recv",
-            "Bytes received from inet_diag sockets",
-            Unit::Bytes,
-            n.recv_bytes.clone(),
-        );
-        r.register("netlink_messages", "Netlink messages received", n.messages.clone());
-        r.register(
-            "netlink_truncations",
-            "Datagrams larger than the receive buffer (data lost)",
-            n.truncations.clone(),
-        );
-        r.register(
-            "netlink_stale_messages",
-            "Messages of an abandoned earlier dump, skipped",
-            n.stale_messages.clone(),
-        );
-        r.register(
-            "netlink_dumps",
-            "inet_diag dumps completed (one per family and namespace)",
-            n.dumps.clone(),
-        );
-        r.register(
-            "netlink_dumps_interrupted",
-            "Dumps the kernel flagged NLM_F_DUMP_INTR (table changed mid-dump)",
-            n.dumps_interrupted.clone(),
-        );
-        r.register("netlink_errors", "Dump failures by kind", n.errors.clone());
-        let d = &self.decode;
-        r.register("sockets_decoded", "Sockets decoded into records", d.sockets.clone());
-        r.register(
-            "decode_errors",
-            "Messages that failed to decode, by kind",
-            d.errors.clone(),
-        );
-        r.register(
-            "decode_skipped_attributes",
-            "Attributes skipped (unknown or decoder off), by attribute",
-            d.skipped_attributes.clone(),
-        );
-        let p = &self.poll;
-        r.register("poll_cycles", "Poll cycles completed", p.cycles.clone());
-        r.register_with_unit(
-            "poll_duration",
-            "Duration of a poll cycle",
-            Unit::Seconds,
-            p.duration_seconds.clone(),
-        );
-        r.register_with_unit(
-            "poll_last_timestamp",
-            "Unix time the last poll cycle finished",
-            Unit::Seconds,
-            p.last_timestamp_seconds.clone(),
-        );
-        r.register(
-            "poll_duration_ratio",
-            "Last poll duration as a fraction of -frequency (alarm near 1)",
-            p.duration_ratio.clone(),
-        );
-        r.register(
-            "poll_sockets",
-            "Sockets seen in the last poll cycle",
-            p.sockets_last_poll.clone(),
-        );
-        let e = &self.envelope;
-        r.register(
-            "envelope_rows_flushed",
-            "Records flushed into the destination queue",
-            e.rows_flushed.clone(),
-        );
-        r.register(
-            "envelopes_flushed",
-            "Envelopes flushed into the destination queue",
-            e.envelopes_flushed.clone(),
-        );
-        r.register_with_unit(
-            "marshalled",
-            "Bytes encoded, by format",
-            Unit::Bytes,
-            e.bytes_marshalled.clone(),
-        );
-        let s = &self.destination;
-        r.register(
-            "destination_sends",
-            "Envelopes delivered to the destination",
-            s.sends.clone(),
-        );
-        r.register_with_unit(
-            "destination_sent",
-            "Bytes delivered to the destination",
-            Unit::Bytes,
-            s.send_bytes.clone(),
-        );
-        r.register(
-            "destination_failures",
-            "Failed destination sends, by kind",
-            s.failures.clone(),
-        );
-        r.register("destination_retries", "Destination send retries", s.retries.clone());
-        r.register(
-            "destination_queue_depth",
-            "Envelopes waiting for the destination",
-            s.queue_depth.clone(),
-        );
-        r.register(
-            "destination_dropped_envelopes",
-            "Envelopes dropped because the queue was full",
-            s.dropped_envelopes.clone(),
-        );
-        r.register(
-            "destination_dropped_rows",
-            "Records dropped because the queue was full",
-            s.dropped_rows.clone(),
-        );
-        let ns = &self.netns;
-        r.register(
-            "netns_active",
-            "Network namespaces currently collected",
-            ns.active.clone(),
-        );
-        r.register(
-            "netns_discovered",
-            "Network namespaces discovered",
-            ns.discovered.clone(),
-        );
-        r.register("netns_removed", "Network namespaces that went away", ns.removed.clone());
-        r.register(
-            "netns_enter_failures",
-            "Failures to enter a namespace or open its socket, by kind",
-            ns.enter_failures.clone(),
-        );
-        r.register(
-            "netns_dump_failures",
-            "Failed dumps of a namespace, by kind",
-            ns.dump_failures.clone(),
-        );
-        r.register(
-            "netns_discovery_seconds",
-            "Duration of namespace discovery passes (bind-mount directories and /proc)",
-            ns.discovery_seconds.clone(),
-        );
-        r.register(
-            "netns_proc_scans",
-            "Scans of /proc for process-held namespaces, by kind (full, incremental)",
-            ns.proc_scans.clone(),
-        );
-        r.register(
-            "netns_proc_stat_calls",
-            "stat calls on /proc/PID/ns/net (incremental scans stat only new processes)",
-            ns.proc_stat_calls.clone(),
-        );
-        let pr = &self.profiling;
-        r.register(
-            "profile_requests",
-            "On-demand /debug/pprof requests, by profile kind and outcome",
-            pr.requests.clone(),
-        );
-        r.register(
-            "pyroscope_uploads",
-            "CPU profiles accepted by the Pyroscope server",
-            pr.pyroscope_uploads.clone(),
-        );
-        r.register_with_unit(
-            "pyroscope_uploaded",
-            "Bytes of CPU profiles accepted by the Pyroscope server",
-            Unit::Bytes,
-            pr.pyroscope_upload_bytes.clone(),
-        );
-        r.register(
-            "pyroscope_upload_failures",
-            "Pyroscope uploads that failed, by kind",
-            pr.pyroscope_failures.clone(),
-        );
-        r.register(
-            "pyroscope_yields",
-            "Pyroscope periods cut short to let an on-demand profile run",
-            pr.pyroscope_yields.clone(),
-        );
-        r.register(
-            "build",
-            "The running build: version and optional features",
-            Info::new(BuildLabel {
-                version: env!("CARGO_PKG_VERSION"),
-                heap_profiling: if cfg!(feature = "heap-profiling") {
-                    "true"
-                } else {
-                    "false"
-                },
-            }),
-        );
-        self.process_registry
+        let mut m = Self::declared();
+        // The process_* families are not declared above: a collector reads
+        // them from /proc at scrape time, so there is no field to hold.
+        m.process_registry
             .register_collector(Box::new(super::process::ProcessCollector::this_process()));
-    }
-
-    /// Folds a finished dump's decode counters into the metrics.
-    pub fn record_decode(&self, stats: &crate::decode::DecodeStats) {
-        self.decode.sockets.inc_by(stats.sockets);
-        for (kind, count) in stats.skipped_attributes.iter().enumerate() {
-            if *count > 0 {
-                let attribute = crate::decode::inet_diag::attr::name(kind as u16);
-                self.decode
-                    .skipped_attributes
-                    .get_or_create(&AttributeLabel { attribute })
-                    .inc_by(*count);
-            }
-        }
-    }
-
-    /// Folds a finished dump's netlink counters into the metrics.
-    pub fn record_dump(&self, s: &crate::kernel::DumpSummary) {
-        self.record_reads(s);
-        self.netlink.dumps.inc();
-        if s.interrupted {
-            self.netlink.dumps_interrupted.inc();
-        }
-    }
-
-    /// Counts the receive work of a dump, finished or not.
-    pub fn record_reads(&self, s: &crate::kernel::DumpSummary) {
-        self.netlink.recv_calls.inc_by(s.recv_calls);
-        self.netlink.recv_bytes.inc_by(s.bytes);
-        self.netlink.messages.inc_by(s.messages);
-        self.netlink.stale_messages.inc_by(s.stale_messages);
-    }
-
-    /// Counts a failed dump.
-    pub fn record_dump_error(&self, e: &crate::kernel::DumpError) {
-        if matches!(e, crate::kernel::DumpError::Truncated { .. }) {
-            self.netlink.truncations.inc();
-        }
-        self.netlink.errors.get_or_create(&KindLabel { kind: e.kind() }).inc();
+        m
     }
 
     /// The OpenMetrics text exposition of both registries.
@@ -444,5 +427,145 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::text::encode_registry;
+
+    /// A family as the exposition describes it, and the label names of each
+    /// of its labelled samples (histogram `le` aside).
+    #[derive(Debug, PartialEq)]
+    struct Exposed {
+        name: String,
+        kind: String,
+        unit: Option<String>,
+        help: String,
+        sample_labels: Vec<Vec<String>>,
+    }
+
+    fn exposed(registry: &Registry) -> Vec<Exposed> {
+        let mut text = String::new();
+        encode_registry(&mut text, registry).unwrap();
+        let mut out: Vec<Exposed> = Vec::new();
+        let mut help = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, h) = rest.split_once(' ').unwrap();
+                help = Some((name.to_string(), h.to_string()));
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                let (help_name, help) = help.take().expect("HELP before TYPE");
+                assert_eq!(help_name, name);
+                out.push(Exposed {
+                    name: name.to_string(),
+                    kind: kind.to_string(),
+                    unit: None,
+                    help,
+                    sample_labels: Vec::new(),
+                });
+            } else if let Some(rest) = line.strip_prefix("# UNIT ") {
+                let (name, unit) = rest.split_once(' ').unwrap();
+                let family = out.last_mut().unwrap();
+                assert_eq!(family.name, name);
+                family.unit = Some(unit.to_string());
+            } else if let Some((_, labels)) = line.split_once('{') {
+                // Our label values hold no commas, braces or equals signs.
+                let (labels, _) = labels.split_once('}').unwrap();
+                let names: Vec<String> = labels
+                    .split(',')
+                    .map(|pair| pair.split_once('=').unwrap().0.to_string())
+                    .filter(|name| name != "le")
+                    .collect();
+                if !names.is_empty() {
+                    out.last_mut().unwrap().sample_labels.push(names);
+                }
+            }
+        }
+        out
+    }
+
+    /// What the declaration says the exposition holds, with the label names
+    /// of every sample still to be compared separately.
+    fn declared() -> Vec<Exposed> {
+        METRICS
+            .iter()
+            .map(|m| Exposed {
+                name: m.family_name(),
+                kind: m.kind.as_str().to_string(),
+                unit: m.unit.map(str::to_string),
+                help: m.help.to_string(),
+                sample_labels: Vec::new(),
+            })
+            .collect()
+    }
+
+    /// Every declared metric is registered exactly once, in declaration
+    /// order, with the declared name, type, unit and help, and nothing
+    /// undeclared is registered under the prefix.
+    #[test]
+    fn every_declared_metric_is_registered_once_as_declared() {
+        let metrics = Metrics::new();
+        let mut exposed = exposed(&metrics.registry);
+        for family in &mut exposed {
+            family.sample_labels.clear();
+        }
+        assert_eq!(exposed, declared());
+        let mut names: Vec<String> = METRICS.iter().map(|m| m.family_name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), METRICS.len(), "a family name is declared twice");
+    }
+
+    /// The declared label names are the ones samples carry, in order:
+    /// `xtcp2_build_info` always has its sample; two families get one here.
+    #[test]
+    fn declared_labels_are_the_labels_samples_carry() {
+        let metrics = Metrics::new();
+        metrics
+            .netlink
+            .errors
+            .get_or_create(&KindLabel { kind: "timeout" })
+            .inc();
+        metrics
+            .profiling
+            .requests
+            .get_or_create(&ProfileRequestLabel {
+                kind: "cpu",
+                outcome: "ok",
+            })
+            .inc();
+        let exposed = exposed(&metrics.registry);
+        let mut checked = Vec::new();
+        for (family, meta) in exposed.iter().zip(METRICS) {
+            for labels in &family.sample_labels {
+                assert_eq!(labels, meta.labels, "{}", family.name);
+                checked.push(family.name.as_str());
+            }
+        }
+        assert_eq!(
+            checked,
+            ["xtcp2_netlink_errors", "xtcp2_profile_requests", "xtcp2_build"]
+        );
+    }
+
+    /// Each help text is one sentence ending in a full stop (registration
+    /// strips it and prometheus-client adds it back), and each metric has
+    /// its own field.
+    #[test]
+    fn declarations_are_well_formed() {
+        for m in METRICS {
+            assert!(
+                m.help.ends_with('.') && !m.help.ends_with(".."),
+                "{}: {:?}",
+                m.name,
+                m.help
+            );
+            assert_eq!(m.help.trim(), m.help, "{}", m.name);
+            let same_field = METRICS.iter().filter(|o| (o.group, o.field) == (m.group, m.field));
+            assert_eq!(same_field.count(), 1, "{}.{}", m.group, m.field);
+        }
     }
 }
