@@ -12,8 +12,8 @@ use crate::decode::inet_diag::{AF_INET, AF_INET6};
 use crate::decode::{Deserializers, SocketDecoder};
 use crate::kernel::uring::UringReceiver;
 use crate::kernel::{DiagSocket, DumpError, DumpRequest, RECV_BUFFER_BYTES};
+use crate::metrics::{KindLabel, Metrics};
 use crate::netns::NamespaceStamp;
-use crate::observe::metrics::{KindLabel, Metrics};
 use crate::record::Stamps;
 
 /// What to ask for in every dump.

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::batch::EnvelopeQueue;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::netns::watch::{self, Wake};
-use crate::observe::metrics::Metrics;
 use crate::observe::Observability;
 use crate::poll::Poller;
 use crate::shutdown::Shutdown;

@@ -20,11 +20,12 @@
 //! So a record goes record → format → batch → sink, and configuration sits
 //! on top of every stage (it builds each stage's typed settings).
 //!
-//! Beside the data path: [`observe`] (metrics, the HTTP endpoints,
-//! readiness, the capability check), [`profile`] (CPU and heap profiles,
+//! Beside the data path: [`metrics`] (every metric, declared once; each
+//! stage writes to it, it imports no stage), [`observe`] (the HTTP
+//! endpoints, readiness, the capability check), [`profile`] (CPU and heap profiles,
 //! Pyroscope), [`https_client`] (the TLS client the http destination and
 //! Pyroscope share), [`shutdown`] (the stop signal every long-running loop
-//! takes as an argument) and [`clock`].
+//! takes as an argument), [`log_throttle`] and [`clock`].
 //!
 //! Extension points (each is one new module plus one line):
 //! - a destination: a module in `sink/` implementing
@@ -32,7 +33,7 @@
 //! - a format: a module in `format/` with a [`format::FormatSpec`], a line
 //!   in `format::formats!`;
 //! - a record field: a line in `record/fields.rs`;
-//! - a metric: a line in `observe/metrics.rs`'s declaration;
+//! - a metric: an entry in `metrics/mod.rs`'s `define_metrics!`;
 //! - a flag: a field in the clap struct of its group in `config/`, and the
 //!   value in that group's typed settings.
 
@@ -45,6 +46,8 @@ pub mod decode;
 pub mod format;
 pub mod https_client;
 pub mod kernel;
+pub mod log_throttle;
+pub mod metrics;
 pub mod netns;
 pub mod observe;
 pub mod poll;

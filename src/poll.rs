@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use crate::batch::{CountOnly, EnvelopeBuilder, EnvelopeQueue};
 use crate::collect::{Collector, DumpPlan};
 use crate::config::Config;
+use crate::metrics::{KindLabel, Metrics};
 use crate::netns::watch::Wake;
 use crate::netns::{Discovery, DiscoveryConfig, NetnsEntry, NetnsRegistry};
-use crate::observe::metrics::{KindLabel, Metrics};
 
 /// What one poll cycle did, reported to the caller (readiness, tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -237,7 +237,7 @@ impl EnvelopeBuilder {
 mod tests {
     use super::*;
     use crate::format::StreamFormat;
-    use crate::observe::metrics::Metrics;
+    use crate::metrics::Metrics;
 
     fn builder(marshal: &str, limits: FlushLimits) -> (EnvelopeBuilder, Arc<EnvelopeQueue>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new());

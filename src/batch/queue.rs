@@ -20,8 +20,8 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use super::Envelope;
-use crate::observe::log_throttle::LogThrottle;
-use crate::observe::metrics::{FormatLabel, Metrics};
+use crate::log_throttle::LogThrottle;
+use crate::metrics::{FormatLabel, Metrics};
 
 /// Waiting envelopes beyond which a collector waits for a healthy
 /// destination: with 768 KiB envelopes about 6 MiB, enough to cover a

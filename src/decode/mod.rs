@@ -21,7 +21,7 @@ pub use inet_diag::decode_socket;
 pub use netlink::{NetlinkMessage, NetlinkMessages};
 pub use selection::{Deserializer, Deserializers, UnknownDeserializer};
 
-use crate::observe::metrics::{AttributeLabel, DecodeMetrics};
+use crate::metrics::{AttributeLabel, DecodeMetrics};
 use crate::record::Record;
 
 /// Everything that can be wrong with bytes handed to the decoder.

@@ -9,7 +9,7 @@ use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 use super::request::DumpRequest;
 use crate::decode::netlink::NLM_F_DUMP_INTR;
 use crate::decode::{classify, DecodeError, NetlinkMessages, Reply};
-use crate::observe::metrics::{KindLabel, NetlinkMetrics};
+use crate::metrics::{KindLabel, NetlinkMetrics};
 
 /// Receive buffer size. The kernel fills dump datagrams up to 32 KiB
 /// (and to the size of the largest buffer it has seen us offer, capped);

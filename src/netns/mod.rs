@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::kernel::DiagSocket;
-use crate::observe::metrics::{KindLabel, Metrics};
+use crate::metrics::{KindLabel, Metrics};
 
 pub use discover::{discover, Discovery, DiscoveryConfig, ProcScanStats, DEFAULT_PROC_RESCAN_INTERVAL};
 

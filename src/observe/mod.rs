@@ -1,38 +1,35 @@
 //! Observability, beside the data path: metrics, the HTTP endpoints
 //! (metrics, health, readiness, pprof) and the startup capability check.
-//! Profiling itself is [`crate::profile`]. Nothing here touches records,
+//! Profiling itself is [`crate::profile`]; the metrics it serves are
+//! [`crate::metrics`], which every stage writes to. Nothing here touches records,
 //! and nothing here imports a stage of the data path.
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`metrics`] | every metric family, the registries, `xtcp2_build_info` |
-//! | [`process`] | the standard `process_*` metrics, read from `/proc` per scrape |
-//! | [`exposition`] | Prometheus text vs OpenMetrics, chosen by `Accept` |
 //! | [`readiness`] | what `/readyz` answers |
 //! | [`server`] | the `--prom-listen` HTTP server and its routes |
 //! | [`caps`] | the startup capability check (exit 77) |
-//! | [`log_throttle`] | rate limits for log lines that can repeat |
 //!
 //! [`Observability`] is what the daemon starts before the data path and
 //! finishes after it.
 
 pub mod caps;
-pub mod exposition;
-pub mod log_throttle;
-pub mod metrics;
-pub mod process;
 pub mod readiness;
 pub mod server;
+
+// Where these lived before; tests and tools may still name them here.
+pub use crate::metrics;
+pub use crate::metrics::{exposition, process};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::metrics::Metrics;
 use crate::profile::pyroscope::{self, PyroscopeConfig};
 use crate::profile::{ProfileError, ProfileMode, ProfilerLock, WholeRunProfile};
 use crate::shutdown::Shutdown;
-use metrics::Metrics;
 use readiness::Readiness;
 
 /// The observability side's settings (`--prom-*`, `--profile-*`,

@@ -27,10 +27,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::task::JoinSet;
 
-use super::exposition::ExpositionFormat;
-use super::log_throttle::LogThrottle;
-use super::metrics::{Metrics, ProfileRequestLabel};
 use super::readiness::Readiness;
+use crate::log_throttle::LogThrottle;
+use crate::metrics::exposition::ExpositionFormat;
+use crate::metrics::{Metrics, ProfileRequestLabel};
 use crate::profile::MAX_PROFILE_SECONDS;
 use crate::profile::{
     encode_flamegraph, encode_pprof_gz, heap_pprof_gz, CpuRecording, ProfileError, ProfilerLock, CPU_PROFILE_HZ,

@@ -29,8 +29,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
 use super::{encode_pprof_gz, CpuRecording, ProfilerHolder, ProfilerLock};
-use crate::observe::log_throttle::LogThrottle;
-use crate::observe::metrics::{KindLabel, Metrics};
+use crate::log_throttle::LogThrottle;
+use crate::metrics::{KindLabel, Metrics};
 use crate::shutdown::Shutdown;
 
 /// What Pyroscope records as the profiler; its UI keys language-specific

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::batch::{Envelope, EnvelopeQueue};
 use crate::format::StreamFormat;
-use crate::observe::metrics::{KindLabel, Metrics};
+use crate::metrics::{KindLabel, Metrics};
 
 /// First retry delay after a failed send.
 pub const RETRY_INITIAL: Duration = Duration::from_millis(100);

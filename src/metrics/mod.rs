@@ -18,6 +18,9 @@
 //! `process_registry` holds the standard `process_*` metrics, which are
 //! unprefixed by convention and read from `/proc` at scrape time.
 
+pub mod exposition;
+pub mod process;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -397,7 +400,7 @@ impl Metrics {
         // The process_* families are not declared above: a collector reads
         // them from /proc at scrape time, so there is no field to hold.
         m.process_registry
-            .register_collector(Box::new(super::process::ProcessCollector::this_process()));
+            .register_collector(Box::new(process::ProcessCollector::this_process()));
         m
     }
 
@@ -415,11 +418,11 @@ impl Metrics {
     }
 
     /// The exposition in the format a scraper asked for.
-    pub fn encode(&self, format: super::exposition::ExpositionFormat) -> String {
+    pub fn encode(&self, format: exposition::ExpositionFormat) -> String {
         let openmetrics = self.encode_text();
         match format {
-            super::exposition::ExpositionFormat::OpenMetrics => openmetrics,
-            super::exposition::ExpositionFormat::Prometheus => super::exposition::to_prometheus_text(&openmetrics),
+            exposition::ExpositionFormat::OpenMetrics => openmetrics,
+            exposition::ExpositionFormat::Prometheus => exposition::to_prometheus_text(&openmetrics),
         }
     }
 }
