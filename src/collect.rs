@@ -50,7 +50,7 @@ fn private_copy(stamps: &Stamps) -> Stamps {
     }
 }
 
-pub struct Collector {
+pub(crate) struct Collector {
     plan: DumpPlan,
     decoder: SocketDecoder,
     buf: Vec<u8>,
@@ -76,7 +76,7 @@ impl Collector {
 
     /// Receives with io_uring from now on (`-ioUring`); when the kernel or a
     /// seccomp filter refuses, says why and stays on recv(2) (returns false).
-    pub fn use_io_uring(&mut self, recv_batch: u32, cqe_batch: u32) -> bool {
+    pub(crate) fn use_io_uring(&mut self, recv_batch: u32, cqe_batch: u32) -> bool {
         match UringReceiver::new(recv_batch, cqe_batch) {
             Ok(uring) => {
                 self.uring = Some(uring);

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// One per call site.
-pub struct LogThrottle {
+pub(crate) struct LogThrottle {
     interval: Duration,
     state: Mutex<ThrottleState>,
 }
@@ -30,7 +30,7 @@ impl LogThrottle {
 
     /// `Some(n)` when this occurrence should be logged, `n` being how many
     /// were suppressed since the last logged one; `None` to stay quiet.
-    pub fn admit(&self) -> Option<u64> {
+    pub(crate) fn admit(&self) -> Option<u64> {
         self.admit_at(Instant::now())
     }
 

@@ -79,17 +79,12 @@ impl Poller {
         })
     }
 
-    /// Replaces where namespaces are looked for (tests use private dirs).
-    pub fn set_discovery(&mut self, discovery: DiscoveryConfig) {
-        self.discovery = Discovery::new(discovery);
-    }
-
     pub fn registry(&self) -> &NetnsRegistry {
         &self.registry
     }
 
     /// Runs discovery now and applies it (closing sockets of vanished namespaces).
-    pub fn rediscover(&mut self) {
+    pub(crate) fn rediscover(&mut self) {
         let started = Instant::now();
         let found = self.discovery.run(started);
         let netns = &self.metrics.netns;
@@ -104,7 +99,7 @@ impl Poller {
     }
 
     /// One poll cycle over every namespace.
-    pub fn poll_once(&mut self) -> PollReport {
+    pub(crate) fn poll_once(&mut self) -> PollReport {
         let started = Instant::now();
         self.seq += 1;
         let seq = self.seq;

@@ -41,7 +41,7 @@ impl Shutdown {
         self.inner.watch.send_replace(true);
     }
 
-    pub fn is_triggered(&self) -> bool {
+    pub(crate) fn is_triggered(&self) -> bool {
         *self.inner.flag.lock().unwrap_or_else(|p| p.into_inner())
     }
 

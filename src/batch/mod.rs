@@ -25,7 +25,7 @@ pub use queue::EnvelopeQueue;
 /// Largest envelope the builder fills, whatever `-envelopeFlushBytes` says:
 /// record offsets are kept as u32 (4 bytes per row instead of 8), and a
 /// gigabyte is already far beyond what any destination takes in one write.
-pub const MAX_ENVELOPE_BYTES: usize = 1 << 30;
+pub(crate) const MAX_ENVELOPE_BYTES: usize = 1 << 30;
 
 /// Source of [`Envelope::id`]: unique for the life of the process.
 static NEXT_ENVELOPE_ID: AtomicU64 = AtomicU64::new(1);
@@ -79,13 +79,13 @@ impl Envelope {
     }
 
     /// The bytes of record `i` inside [`Envelope::records`].
-    pub fn record_range(&self, i: usize) -> Range<usize> {
+    pub(crate) fn record_range(&self, i: usize) -> Range<usize> {
         let start = if i == 0 { 0 } else { self.record_ends[i - 1] as usize };
         start..self.record_ends[i] as usize
     }
 
     /// Byte ranges of records `rows` inside [`Envelope::records`].
-    pub fn rows_range(&self, rows: Range<usize>) -> Range<usize> {
+    pub(crate) fn rows_range(&self, rows: Range<usize>) -> Range<usize> {
         if rows.is_empty() {
             return 0..0;
         }
@@ -160,7 +160,7 @@ impl OpenEnvelope {
 /// bytes, so records are counted into envelopes (rows, flushes, metrics)
 /// but not encoded. What encoding costs is measured with real destinations
 /// (`bench/run.py`'s jsonl and protobufList cases).
-pub struct CountOnly(pub Format);
+pub(crate) struct CountOnly(pub Format);
 
 impl Encoder for CountOnly {
     fn format(&self) -> Format {
@@ -172,7 +172,7 @@ impl Encoder for CountOnly {
 }
 
 /// Fills envelopes for one collecting thread.
-pub struct EnvelopeBuilder {
+pub(crate) struct EnvelopeBuilder {
     encoder: Box<dyn Encoder>,
     limits: FlushLimits,
     queue: Arc<EnvelopeQueue>,
@@ -198,7 +198,7 @@ impl EnvelopeBuilder {
     }
 
     /// Records that follow belong to poll `seq`.
-    pub fn start_poll(&mut self, seq: u64) {
+    pub(crate) fn start_poll(&mut self, seq: u64) {
         if seq != self.poll_seq {
             self.flush();
             self.poll_seq = seq;
@@ -215,7 +215,8 @@ impl EnvelopeBuilder {
     }
 
     /// Rows in the envelope being filled.
-    pub fn pending_rows(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn pending_rows(&self) -> usize {
         self.open.rows()
     }
 

@@ -27,12 +27,12 @@ use crate::metrics::{FormatLabel, Metrics};
 /// destination: with 768 KiB envelopes about 6 MiB, enough to cover a
 /// destination's scheduling hiccups, small enough that a one-shot of
 /// 100,000 sockets stays far below its memory budget.
-pub const PACE_DEPTH: usize = 8;
+pub(crate) const PACE_DEPTH: usize = 8;
 /// Longest a collector waits for the destination to take one envelope. A
 /// healthy destination writes an envelope in about a millisecond; one that
 /// takes nothing for this long is treated as stalled and collection moves
 /// on (dropping the oldest envelopes once the queue is full).
-pub const PACE_MAX_WAIT: Duration = Duration::from_millis(25);
+pub(crate) const PACE_MAX_WAIT: Duration = Duration::from_millis(25);
 
 /// Drops repeat every envelope while a destination is down: log them at
 /// most once a minute (the metrics count every one).
@@ -63,7 +63,7 @@ struct Inner {
 
 /// What [`EnvelopeQueue::discard_all`] threw away.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Discarded {
+pub(crate) struct Discarded {
     pub envelopes: u64,
     pub rows: u64,
 }
@@ -95,7 +95,7 @@ impl EnvelopeQueue {
     }
 
     /// Counts an envelope that will never reach the destination.
-    pub fn count_dropped(&self, envelopes: u64, rows: u64) {
+    pub(crate) fn count_dropped(&self, envelopes: u64, rows: u64) {
         self.metrics.destination.dropped_envelopes.inc_by(envelopes);
         self.metrics.destination.dropped_rows.inc_by(rows);
     }
@@ -147,7 +147,7 @@ impl EnvelopeQueue {
     }
 
     /// Takes the oldest envelope, waiting for one. `None` once closed and empty.
-    pub async fn pop(&self) -> Option<Envelope> {
+    pub(crate) async fn pop(&self) -> Option<Envelope> {
         loop {
             let notified = self.ready.notified();
             {
@@ -175,7 +175,7 @@ impl EnvelopeQueue {
     /// Puts an envelope back at the front after a failed send, unless newer
     /// data has filled the queue meanwhile (then it, the oldest, is dropped
     /// and counted).
-    pub fn requeue_front(&self, envelope: Envelope) {
+    pub(crate) fn requeue_front(&self, envelope: Envelope) {
         let mut inner = self.lock();
         inner.failing = true;
         inner.requeued_since_pop = true;
@@ -204,12 +204,12 @@ impl EnvelopeQueue {
         self.ready.notify_one();
     }
 
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed
     }
 
     /// Resolves once [`EnvelopeQueue::close`] has been called.
-    pub async fn wait_closed(&self) {
+    pub(crate) async fn wait_closed(&self) {
         let mut rx = self.closed.subscribe();
         // The sender lives as long as self.
         let _ = rx.wait_for(|closed| *closed).await;
@@ -217,7 +217,7 @@ impl EnvelopeQueue {
 
     /// Drops every waiting envelope, counting them (shutdown with a dead
     /// destination).
-    pub fn discard_all(&self) -> Discarded {
+    pub(crate) fn discard_all(&self) -> Discarded {
         let mut inner = self.lock();
         let mut d = Discarded::default();
         for e in inner.envelopes.drain(..) {
@@ -228,10 +228,6 @@ impl EnvelopeQueue {
         drop(inner);
         self.count_dropped(d.envelopes, d.rows);
         d
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.capacity
     }
 
     /// The highest number of envelopes ever waiting at once.

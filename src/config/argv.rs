@@ -10,7 +10,7 @@
 use clap::Command;
 
 /// Rewrites single-dash long flags that clap knows into double-dash form.
-pub fn normalise(args: impl IntoIterator<Item = String>, command: &Command) -> Vec<String> {
+pub(crate) fn normalise(args: impl IntoIterator<Item = String>, command: &Command) -> Vec<String> {
     let mut known: Vec<String> = Vec::new();
     collect_long_names(command, &mut known);
     let mut past_separator = false;

@@ -30,7 +30,7 @@ use crate::record::Stamps;
 use crate::sink::Destination;
 
 /// Default poll period.
-pub const DEFAULT_FREQUENCY: &str = "10s";
+pub(crate) const DEFAULT_FREQUENCY: &str = "10s";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -554,7 +554,7 @@ fn parse_listen(spec: &str) -> Result<Option<std::net::SocketAddr>, ConfigError>
 }
 
 /// Parses `500ms`, `10s`, `1.5s`, `2m`, `1h`, `250us`, or a bare number of seconds.
-pub fn parse_duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
+pub(crate) fn parse_duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
     let err = || ConfigError::Duration {
         flag,
         value: value.to_string(),
@@ -576,7 +576,7 @@ pub fn parse_duration(flag: &'static str, value: &str) -> Result<Duration, Confi
 }
 
 /// The kernel's host name (`/proc/sys/kernel/hostname`), or "unknown".
-pub fn system_hostname() -> String {
+pub(crate) fn system_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()

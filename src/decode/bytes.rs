@@ -2,32 +2,32 @@
 //! ports and addresses inside `inet_diag_sockid` are network order.
 
 #[inline]
-pub fn u8_at(buf: &[u8], off: usize) -> Option<u8> {
+pub(crate) fn u8_at(buf: &[u8], off: usize) -> Option<u8> {
     buf.get(off).copied()
 }
 
 #[inline]
-pub fn u16_at(buf: &[u8], off: usize) -> Option<u16> {
+pub(crate) fn u16_at(buf: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_ne_bytes(buf.get(off..off + 2)?.try_into().ok()?))
 }
 
 #[inline]
-pub fn u16_be_at(buf: &[u8], off: usize) -> Option<u16> {
+pub(crate) fn u16_be_at(buf: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_be_bytes(buf.get(off..off + 2)?.try_into().ok()?))
 }
 
 #[inline]
-pub fn u32_at(buf: &[u8], off: usize) -> Option<u32> {
+pub(crate) fn u32_at(buf: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(buf.get(off..off + 4)?.try_into().ok()?))
 }
 
 #[inline]
-pub fn i32_at(buf: &[u8], off: usize) -> Option<i32> {
+pub(crate) fn i32_at(buf: &[u8], off: usize) -> Option<i32> {
     Some(i32::from_ne_bytes(buf.get(off..off + 4)?.try_into().ok()?))
 }
 
 #[inline]
-pub fn u64_at(buf: &[u8], off: usize) -> Option<u64> {
+pub(crate) fn u64_at(buf: &[u8], off: usize) -> Option<u64> {
     Some(u64::from_ne_bytes(buf.get(off..off + 8)?.try_into().ok()?))
 }
 

@@ -54,7 +54,7 @@ fn pcapng_hint(magic: u32) -> &'static str {
 
 /// One packet of a DLT_NETLINK pcap.
 #[derive(Debug, Clone, Copy)]
-pub struct PcapPacket<'a> {
+pub(crate) struct PcapPacket<'a> {
     pub index: usize,
     pub timestamp_ns: u64,
     /// Netlink protocol from the cooked header.
@@ -64,7 +64,7 @@ pub struct PcapPacket<'a> {
 }
 
 /// Validates the pcap header and returns an iterator over its packets.
-pub fn pcap_packets(data: &[u8]) -> Result<PcapPackets<'_>, CaptureError> {
+pub(crate) fn pcap_packets(data: &[u8]) -> Result<PcapPackets<'_>, CaptureError> {
     if data.is_empty() {
         return Err(CaptureError::Empty);
     }
@@ -110,7 +110,7 @@ impl PcapReader {
     }
 }
 
-pub struct PcapPackets<'a> {
+pub(crate) struct PcapPackets<'a> {
     data: &'a [u8],
     offset: usize,
     index: usize,

@@ -21,26 +21,26 @@ pub const AF_INET6: u8 = 10;
 
 /// `enum { INET_DIAG_NONE, ... }` — the attribute numbers we know.
 pub mod attr {
-    pub const MEMINFO: u16 = 1;
+    pub(crate) const MEMINFO: u16 = 1;
     pub const INFO: u16 = 2;
-    pub const VEGASINFO: u16 = 3;
-    pub const CONG: u16 = 4;
+    pub(crate) const VEGASINFO: u16 = 3;
+    pub(crate) const CONG: u16 = 4;
     pub const TOS: u16 = 5;
-    pub const TCLASS: u16 = 6;
-    pub const SKMEMINFO: u16 = 7;
-    pub const SHUTDOWN: u16 = 8;
-    pub const DCTCPINFO: u16 = 9;
+    pub(crate) const TCLASS: u16 = 6;
+    pub(crate) const SKMEMINFO: u16 = 7;
+    pub(crate) const SHUTDOWN: u16 = 8;
+    pub(crate) const DCTCPINFO: u16 = 9;
     pub const PROTOCOL: u16 = 10;
-    pub const SKV6ONLY: u16 = 11;
-    pub const MARK: u16 = 15;
+    pub(crate) const SKV6ONLY: u16 = 11;
+    pub(crate) const MARK: u16 = 15;
     pub const ULP_INFO: u16 = 19;
-    pub const BBRINFO: u16 = 16;
-    pub const CLASS_ID: u16 = 17;
+    pub(crate) const BBRINFO: u16 = 16;
+    pub(crate) const CLASS_ID: u16 = 17;
     pub const CGROUP_ID: u16 = 21;
     pub const SOCKOPT: u16 = 22;
     /// Attribute numbers below this get their own skip counter slot;
     /// anything above shares the last slot.
-    pub const SLOTS: usize = 32;
+    pub(crate) const SLOTS: usize = 32;
 
     /// Kernel name of an attribute number, for metrics labels.
     pub fn name(kind: u16) -> &'static str {

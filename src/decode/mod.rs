@@ -96,7 +96,7 @@ impl DecodeStats {
     /// Adds one dump's counts to the decode metrics: sockets decoded, and
     /// skipped attributes labelled with their kernel name. Decode errors are
     /// counted by the caller, which sees each [`DecodeError`].
-    pub fn report_to(&self, metrics: &DecodeMetrics) {
+    pub(crate) fn report_to(&self, metrics: &DecodeMetrics) {
         metrics.sockets.inc_by(self.sockets);
         for (number, count) in self.skipped_attributes.iter().enumerate() {
             if *count > 0 {

@@ -10,16 +10,14 @@ use super::DecodeError;
 /// `sizeof(struct nlmsghdr)`.
 pub const NLMSG_HDRLEN: usize = 16;
 /// `NLMSG_ERROR`: an error or an acknowledgement (errno 0).
-pub const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLMSG_ERROR: u16 = 2;
 /// `NLMSG_DONE`: end of a dump; payload is an `int` errno (0 or negative).
 pub const NLMSG_DONE: u16 = 3;
-/// `NLMSG_OVERRUN`: data lost.
-pub const NLMSG_OVERRUN: u16 = 4;
 /// `SOCK_DIAG_BY_FAMILY`: one socket in a dump reply.
 pub const SOCK_DIAG_BY_FAMILY: u16 = 20;
 /// `NLM_F_DUMP_INTR`: the dump was interrupted by a change of the table;
 /// the set of sockets may be inconsistent (some seen twice or missed).
-pub const NLM_F_DUMP_INTR: u16 = 0x10;
+pub(crate) const NLM_F_DUMP_INTR: u16 = 0x10;
 
 /// One netlink message, borrowed from the buffer.
 #[derive(Debug, Clone, Copy)]

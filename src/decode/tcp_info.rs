@@ -10,7 +10,8 @@ use super::bytes::{u16_at, u32_at, u64_at, u8_at};
 use crate::record::Record;
 
 /// Length of the largest layout this decoder knows (Linux 7.0).
-pub const TCP_INFO_KNOWN_LEN: usize = 280;
+#[cfg(test)]
+pub(crate) const TCP_INFO_KNOWN_LEN: usize = 280;
 
 macro_rules! plain_fields {
     ($rec:ident, $buf:ident; $( $field:ident : $read:ident @ $off:literal ),* $(,)?) => {
@@ -20,7 +21,7 @@ macro_rules! plain_fields {
 
 /// Fills every `tcpi_*` field of `rec` from `buf`, leaving absent the fields
 /// that do not fit.
-pub fn decode_tcp_info(buf: &[u8], rec: &mut Record) {
+pub(crate) fn decode_tcp_info(buf: &[u8], rec: &mut Record) {
     plain_fields!(rec, buf;
         tcpi_state: u8_at @ 0,
         tcpi_ca_state: u8_at @ 1,

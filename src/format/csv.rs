@@ -28,7 +28,7 @@ const AF_INET6: u64 = 10;
 const NOT_A_COLUMN: u32 = u32::MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Separator {
+pub(crate) enum Separator {
     Comma,
     Tab,
 }
@@ -43,7 +43,7 @@ impl Separator {
 }
 
 /// The header line: column names joined by the separator.
-pub fn header_line(columns: &[&'static FieldMeta], separator: Separator) -> Vec<u8> {
+pub(crate) fn header_line(columns: &[&'static FieldMeta], separator: Separator) -> Vec<u8> {
     let mut line = Vec::new();
     for (i, c) in columns.iter().enumerate() {
         if i > 0 {
@@ -58,7 +58,7 @@ pub fn header_line(columns: &[&'static FieldMeta], separator: Separator) -> Vec<
 
 /// The csv and tsv encoder.
 /// `--marshal csv`.
-pub static CSV_SPEC: FormatSpec = FormatSpec {
+pub(crate) static CSV_SPEC: FormatSpec = FormatSpec {
     name: "csv",
     aliases: &[],
     content_type: "text/csv; charset=utf-8; header=present",
@@ -75,7 +75,7 @@ pub static CSV_SPEC: FormatSpec = FormatSpec {
 };
 
 /// `--marshal tsv`.
-pub static TSV_SPEC: FormatSpec = FormatSpec {
+pub(crate) static TSV_SPEC: FormatSpec = FormatSpec {
     name: "tsv",
     aliases: &[],
     content_type: "text/tab-separated-values; charset=utf-8",
@@ -91,7 +91,7 @@ pub static TSV_SPEC: FormatSpec = FormatSpec {
     },
 };
 
-pub struct Delimited {
+pub(crate) struct Delimited {
     separator: Separator,
     column_count: usize,
     /// Column position of each protobuf tag, or [`NOT_A_COLUMN`].
@@ -250,7 +250,7 @@ fn write_cell(out: &mut Vec<u8>, meta: &FieldMeta, value: Value<'_>, separator: 
 }
 
 /// RFC 4180: quote a cell holding a comma, quote, CR or LF; double inner quotes.
-pub fn write_csv_text(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_csv_text(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     if !bytes.iter().any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n')) {
         out.extend_from_slice(bytes);
@@ -267,7 +267,7 @@ pub fn write_csv_text(out: &mut Vec<u8>, s: &str) {
 }
 
 /// TabSeparated escapes: a tab, newline, CR or backslash becomes `\t`, `\n`, `\r`, `\\`.
-pub fn write_tsv_text(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_tsv_text(out: &mut Vec<u8>, s: &str) {
     for &b in s.as_bytes() {
         match b {
             b'\t' => out.extend_from_slice(b"\\t"),

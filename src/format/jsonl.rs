@@ -23,7 +23,7 @@ pub static SPEC: FormatSpec = FormatSpec {
     encoder: |_| Box::new(JsonLines::new()),
 };
 
-pub struct JsonLines {
+pub(crate) struct JsonLines {
     tables: &'static FieldTables,
     /// A record is written here first, then copied to the output in one
     /// piece (see [`SliceWriter`] for why); sized for every field at its
@@ -118,7 +118,7 @@ impl FieldVisitor for JsonFields<'_, '_> {
 }
 
 /// Writes `s` as a JSON string with the escapes RFC 8259 requires.
-pub fn write_json_string<S: TextSink + ?Sized>(out: &mut S, s: &str) {
+pub(crate) fn write_json_string<S: TextSink + ?Sized>(out: &mut S, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     // Host names, labels and congestion names almost never need escaping.

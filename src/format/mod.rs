@@ -27,7 +27,7 @@ use crate::record::{field_by_name, FieldMeta, Record, FIELDS};
 /// Longest frame prefix of any format: a u64 varint (protobufList's
 /// envelope length). Envelope buffers keep this much headroom so sealing
 /// never moves the records.
-pub const MAX_FRAME_PREFIX: usize = 10;
+pub(crate) const MAX_FRAME_PREFIX: usize = 10;
 
 /// How a format turns whole encoded records into one self-contained envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +38,9 @@ pub enum Framing {
     /// protobufList (one `Envelope` message whose field 1 repeats records).
     VarintLengthPrefix,
 }
+
+/// Writes the bytes that open an output stream for the given columns.
+pub type HeaderFn = fn(&[&'static FieldMeta]) -> Vec<u8>;
 
 /// Everything the program knows about one format, declared once in its
 /// module and registered in [`formats!`] below. `--help`, error messages and
@@ -54,7 +57,7 @@ pub struct FormatSpec {
     pub summary: &'static str,
     /// Bytes that open every output stream for these columns (the csv/tsv
     /// header line); `None` for formats that have none.
-    pub header: Option<fn(&[&'static FieldMeta]) -> Vec<u8>>,
+    pub header: Option<HeaderFn>,
     /// A fresh encoder for this stream's choices.
     pub encoder: fn(&StreamFormat) -> Box<dyn Encoder>,
 }
@@ -119,7 +122,7 @@ impl Format {
     /// bytes of records to make them one self-contained envelope, and
     /// returns its length (0 for the formats that are plain concatenation).
     #[inline]
-    pub fn frame_prefix(self, records_len: usize, prefix: &mut [u8; MAX_FRAME_PREFIX]) -> usize {
+    pub(crate) fn frame_prefix(self, records_len: usize, prefix: &mut [u8; MAX_FRAME_PREFIX]) -> usize {
         match self.spec().framing {
             Framing::VarintLengthPrefix => {
                 let mut varint = [0u8; MAX_FRAME_PREFIX];
@@ -229,7 +232,7 @@ impl StreamFormat {
 
     /// `format` with `-columns` (names are checked for every format; they
     /// select and order only the csv/tsv columns). Empty means every field.
-    pub fn with_columns(format: Format, columns: &[String]) -> Result<StreamFormat, FormatError> {
+    pub(crate) fn with_columns(format: Format, columns: &[String]) -> Result<StreamFormat, FormatError> {
         let mut selected: Vec<&'static FieldMeta> = Vec::with_capacity(columns.len());
         for name in columns {
             let meta = field_by_name(name).ok_or_else(|| FormatError::UnknownColumn(name.clone()))?;
@@ -273,7 +276,7 @@ impl StreamFormat {
     }
 
     /// The header shared, for encoders and sinks that keep it.
-    pub fn header_shared(&self) -> Arc<[u8]> {
+    pub(crate) fn header_shared(&self) -> Arc<[u8]> {
         self.header.clone()
     }
 

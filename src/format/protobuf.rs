@@ -195,7 +195,7 @@ fn put_varint(writer: &mut SliceWriter<'_>, v: u64) {
 
 /// Appends `v` as a protobuf base-128 varint.
 #[inline]
-pub fn write_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn write_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -205,7 +205,7 @@ pub fn write_varint(out: &mut Vec<u8>, mut v: u64) {
 
 /// Writes `v` as a varint at the start of `buf`; returns its length.
 #[inline]
-pub fn varint_into(mut v: u64, buf: &mut [u8; MAX_FRAME_PREFIX]) -> usize {
+pub(crate) fn varint_into(mut v: u64, buf: &mut [u8; MAX_FRAME_PREFIX]) -> usize {
     let mut i = 0;
     while v >= 0x80 {
         buf[i] = (v as u8) | 0x80;

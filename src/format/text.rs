@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Longest IPv6 text: eight groups of four hex digits and seven colons
 /// (the `::ffff:255.255.255.255` form is shorter).
-pub const MAX_IP_TEXT: usize = 39;
+pub(crate) const MAX_IP_TEXT: usize = 39;
 
 /// Decimal text of every octet value, as (digits, length), built at compile
 /// time so writing an IPv4 address is four table lookups.
@@ -34,7 +34,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Where the text writers append: a growable `Vec<u8>`, or a [`SliceWriter`]
 /// over a fixed buffer.
-pub trait TextSink {
+pub(crate) trait TextSink {
     fn push(&mut self, byte: u8);
     fn extend_from_slice(&mut self, bytes: &[u8]);
 }
@@ -53,7 +53,7 @@ impl TextSink for Vec<u8> {
 
 /// Appends an address exactly as `std`'s `Display` writes it.
 #[inline]
-pub fn write_ip<S: TextSink + ?Sized>(out: &mut S, addr: IpAddr) {
+pub(crate) fn write_ip<S: TextSink + ?Sized>(out: &mut S, addr: IpAddr) {
     match addr {
         IpAddr::V4(a) => write_ipv4(out, a),
         IpAddr::V6(a) => write_ipv6(out, a),
@@ -62,7 +62,7 @@ pub fn write_ip<S: TextSink + ?Sized>(out: &mut S, addr: IpAddr) {
 
 /// Appends dotted-quad text (`10.0.0.1`).
 #[inline]
-pub fn write_ipv4<S: TextSink + ?Sized>(out: &mut S, addr: Ipv4Addr) {
+pub(crate) fn write_ipv4<S: TextSink + ?Sized>(out: &mut S, addr: Ipv4Addr) {
     let [a, b, c, d] = addr.octets();
     write_octet(out, a);
     out.push(b'.');
@@ -82,7 +82,7 @@ fn write_octet<S: TextSink + ?Sized>(out: &mut S, v: u8) {
 /// Appends RFC 5952 text, matching `std`: lowercase hex, the longest run of
 /// two or more zero groups (the first one on a tie) shortened to `::`, and
 /// IPv4-mapped addresses as `::ffff:a.b.c.d`.
-pub fn write_ipv6<S: TextSink + ?Sized>(out: &mut S, addr: Ipv6Addr) {
+pub(crate) fn write_ipv6<S: TextSink + ?Sized>(out: &mut S, addr: Ipv6Addr) {
     let segments = addr.segments();
     if let Some(v4) = addr.to_ipv4_mapped() {
         out.extend_from_slice(b"::ffff:");
@@ -147,19 +147,19 @@ fn write_hex_group<S: TextSink + ?Sized>(out: &mut S, g: u16) {
 
 /// Appends an unsigned integer in decimal.
 #[inline]
-pub fn write_u64(out: &mut Vec<u8>, v: u64) {
+pub(crate) fn write_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 /// Width of a [`FixedText`]: the longest JSON key (`"name":`) fits.
-pub const FIXED_TEXT_WIDTH: usize = 48;
+pub(crate) const FIXED_TEXT_WIDTH: usize = 48;
 
 /// Short text kept in a fixed array, appended as a whole array then cut to
 /// its length: a fixed-size copy compiles to a few vector moves, where a
 /// copy of a variable length calls memmove (30% of jsonl encoding time in
 /// a profile when JSON keys were copied that way).
 #[derive(Clone, Copy)]
-pub struct FixedText {
+pub(crate) struct FixedText {
     bytes: [u8; FIXED_TEXT_WIDTH],
     len: u8,
 }
@@ -178,15 +178,9 @@ impl FixedText {
         })
     }
 
+    #[cfg(test)]
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
-    }
-
-    #[inline]
-    pub fn append_to(&self, out: &mut Vec<u8>) {
-        let len = out.len();
-        out.extend_from_slice(&self.bytes);
-        out.truncate(len + usize::from(self.len));
     }
 }
 
@@ -200,7 +194,7 @@ impl Default for FixedText {
 }
 
 /// Most decimal digits of a u64 (`18446744073709551615`).
-pub const MAX_U64_DIGITS: usize = 20;
+pub(crate) const MAX_U64_DIGITS: usize = 20;
 
 /// "00" to "99": integers are written two digits per division.
 static DIGIT_PAIRS: [u8; 200] = {
@@ -223,7 +217,7 @@ static DIGIT_PAIRS: [u8; 200] = {
 ///
 /// A write that does not fit is dropped and marks the writer overflowed;
 /// the caller then retries with a bigger buffer. Nothing here can panic.
-pub struct SliceWriter<'a> {
+pub(crate) struct SliceWriter<'a> {
     buf: &'a mut [u8],
     pos: usize,
     overflowed: bool,
@@ -248,18 +242,19 @@ impl<'a> SliceWriter<'a> {
     }
 
     /// True when some write did not fit: the text is incomplete.
-    pub fn overflowed(&self) -> bool {
+    pub(crate) fn overflowed(&self) -> bool {
         self.overflowed
     }
 
     /// The text written so far.
+    #[cfg(test)]
     pub fn written(&mut self) -> &mut [u8] {
         &mut self.buf[..self.pos]
     }
 
     /// Whether `n` more bytes fit; marks the writer overflowed when not.
     #[inline(always)]
-    pub fn has_room(&mut self, n: usize) -> bool {
+    pub(crate) fn has_room(&mut self, n: usize) -> bool {
         let fits = self.buf.len() - self.pos >= n;
         self.overflowed |= !fits;
         fits
@@ -268,7 +263,7 @@ impl<'a> SliceWriter<'a> {
     /// Appends the whole fixed-width array (a few vector stores) and keeps
     /// its first `text.len` bytes.
     #[inline(always)]
-    pub fn put_fixed(&mut self, text: &FixedText) {
+    pub(crate) fn put_fixed(&mut self, text: &FixedText) {
         match self.buf.get_mut(self.pos..self.pos + FIXED_TEXT_WIDTH) {
             Some(window) => {
                 window.copy_from_slice(&text.bytes);
@@ -283,7 +278,7 @@ impl<'a> SliceWriter<'a> {
     /// outside this module add their own fixed-bound writes (protobuf
     /// varints).
     #[inline(always)]
-    pub fn write_with(&mut self, max: usize, write: impl FnOnce(&mut [u8]) -> usize) {
+    pub(crate) fn write_with(&mut self, max: usize, write: impl FnOnce(&mut [u8]) -> usize) {
         match self.buf.get_mut(self.pos..self.pos + max) {
             Some(window) => self.pos += write(window).min(max),
             None => self.overflowed = true,
@@ -292,7 +287,7 @@ impl<'a> SliceWriter<'a> {
 
     /// Appends `v` in decimal.
     #[inline(always)]
-    pub fn put_u64(&mut self, v: u64) {
+    pub(crate) fn put_u64(&mut self, v: u64) {
         if v < 10 {
             self.push(b'0' + v as u8);
             return;
@@ -324,7 +319,7 @@ impl<'a> SliceWriter<'a> {
 /// `scratch` and running it again until nothing overflowed; returns what
 /// was written. Encoders size `scratch` for a typical record at its
 /// widest, so the retry happens only for long strings.
-pub fn write_growing(scratch: &mut Vec<u8>, mut write: impl FnMut(&mut SliceWriter<'_>)) -> &mut [u8] {
+pub(crate) fn write_growing(scratch: &mut Vec<u8>, mut write: impl FnMut(&mut SliceWriter<'_>)) -> &mut [u8] {
     let len = loop {
         let mut writer = SliceWriter::new(scratch);
         write(&mut writer);
@@ -375,7 +370,7 @@ const SECONDS_PER_DAY: u64 = 86_400;
 /// fixed so the column sorts as text and every consumer (ClickHouse's
 /// `parseDateTime64BestEffort`, Python's `datetime.fromisoformat`) keeps the
 /// full precision.
-pub fn write_rfc3339_ns(out: &mut Vec<u8>, ns: u64) {
+pub(crate) fn write_rfc3339_ns(out: &mut Vec<u8>, ns: u64) {
     let secs = ns / NANOS_PER_SECOND;
     let nanos = ns % NANOS_PER_SECOND;
     let days = secs / SECONDS_PER_DAY;

@@ -3,9 +3,9 @@
 use crate::decode::netlink::{NLMSG_HDRLEN, SOCK_DIAG_BY_FAMILY};
 
 /// `sizeof(struct inet_diag_req_v2)`.
-pub const INET_DIAG_REQ_V2_LEN: usize = 56;
+pub(crate) const INET_DIAG_REQ_V2_LEN: usize = 56;
 /// Total request size on the wire.
-pub const DUMP_REQUEST_LEN: usize = NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN;
+pub(crate) const DUMP_REQUEST_LEN: usize = NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 const IPPROTO_TCP: u8 = 6;
@@ -16,7 +16,7 @@ const IPPROTO_TCP: u8 = 6;
 pub const ALL_TCP_STATES: u32 = 0x3ffe;
 
 /// Kernel TCP state names (as `ss -state` accepts them) and numbers.
-pub const TCP_STATES: [(&str, u8); 13] = [
+pub(crate) const TCP_STATES: [(&str, u8); 13] = [
     ("established", 1),
     ("syn-sent", 2),
     ("syn-recv", 3),

@@ -38,7 +38,7 @@ pub enum DumpError {
 impl DumpError {
     /// After these the socket may still hold the rest of an unfinished dump,
     /// and the kernel refuses a new dump while one runs: open a new socket.
-    pub fn poisons_socket(&self) -> bool {
+    pub(crate) fn poisons_socket(&self) -> bool {
         matches!(
             self,
             DumpError::Timeout(_) | DumpError::Truncated { .. } | DumpError::Recv(_) | DumpError::Malformed(_)
@@ -59,7 +59,7 @@ impl DumpError {
     }
 
     /// Counts a failed dump by kind, and a truncation as data lost.
-    pub fn report_to(&self, metrics: &NetlinkMetrics) {
+    pub(crate) fn report_to(&self, metrics: &NetlinkMetrics) {
         if matches!(self, DumpError::Truncated { .. }) {
             metrics.truncations.inc();
         }
@@ -85,7 +85,7 @@ pub struct DumpSummary {
 impl DumpSummary {
     /// Counts a finished dump: its receive work, the dump, and whether the
     /// kernel flagged it interrupted.
-    pub fn report_to(&self, metrics: &NetlinkMetrics) {
+    pub(crate) fn report_to(&self, metrics: &NetlinkMetrics) {
         self.report_reads_to(metrics);
         metrics.dumps.inc();
         if self.interrupted {
@@ -95,7 +95,7 @@ impl DumpSummary {
 
     /// Counts the receive work of a dump, finished or not (a failed dump's
     /// reads were real work too).
-    pub fn report_reads_to(&self, metrics: &NetlinkMetrics) {
+    pub(crate) fn report_reads_to(&self, metrics: &NetlinkMetrics) {
         metrics.recv_calls.inc_by(self.recv_calls);
         metrics.recv_bytes.inc_by(self.bytes);
         metrics.messages.inc_by(self.messages);
@@ -153,7 +153,7 @@ impl DiagSocket {
 
     /// What the last dump had received when it failed (all zero after a
     /// successful dump).
-    pub fn failed_dump(&self) -> DumpSummary {
+    pub(crate) fn failed_dump(&self) -> DumpSummary {
         self.failed_dump
     }
 

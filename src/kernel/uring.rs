@@ -31,7 +31,7 @@ use super::DumpRequest;
 /// Most receives kept in flight per dump. A dump is a chain of datagrams
 /// produced one at a time, so more than a few only costs buffer memory
 /// (64 KiB each).
-pub const MAX_RECV_BATCH: u32 = 16;
+pub(crate) const MAX_RECV_BATCH: u32 = 16;
 /// How long reaping cancelled receives may take before their buffers are
 /// abandoned (leaked) instead of freed while the kernel might still use them.
 const CANCEL_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);

@@ -8,9 +8,9 @@
 //! rewrites exactly those, so both formats come from one registry.
 
 /// Content type of the OpenMetrics text exposition.
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// Content type of the classic Prometheus text exposition.
-pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Which text format to answer with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub enum ExpositionFormat {
 impl ExpositionFormat {
     /// OpenMetrics when the `Accept` header lists it (with any non-zero
     /// quality), else the classic format every scraper understands.
-    pub fn negotiate(accept: Option<&str>) -> Self {
+    pub(crate) fn negotiate(accept: Option<&str>) -> Self {
         let Some(accept) = accept else {
             return ExpositionFormat::Prometheus;
         };
@@ -53,7 +53,7 @@ impl ExpositionFormat {
 
 /// Rewrites an OpenMetrics exposition (as prometheus-client writes it) into
 /// the classic Prometheus text format.
-pub fn to_prometheus_text(openmetrics: &str) -> String {
+pub(crate) fn to_prometheus_text(openmetrics: &str) -> String {
     let mut out = String::with_capacity(openmetrics.len());
     // prometheus-client writes `# HELP` immediately before `# TYPE`; the
     // HELP line must be renamed too once TYPE says "counter", so hold it.

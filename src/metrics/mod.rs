@@ -31,10 +31,10 @@ use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
 
 /// The prefix of every family in [`Metrics::registry`].
-pub const PREFIX: &str = "xtcp2";
+pub(crate) const PREFIX: &str = "xtcp2";
 
 /// The label names of a label set, known without encoding a sample.
-pub trait LabelNames {
+pub(crate) trait LabelNames {
     const NAMES: &'static [&'static str];
 }
 
@@ -77,7 +77,7 @@ define_labels! {
 
 impl BuildLabel {
     /// The identity of this binary.
-    pub fn this_build() -> Self {
+    pub(crate) fn this_build() -> Self {
         BuildLabel {
             version: env!("CARGO_PKG_VERSION"),
             heap_profiling: if cfg!(feature = "heap-profiling") {

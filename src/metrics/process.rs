@@ -16,7 +16,7 @@ use prometheus_client::registry::Unit;
 
 /// Values read from one process's `/proc/PID` directory.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct ProcessSample {
+pub(crate) struct ProcessSample {
     pub cpu_seconds: Option<f64>,
     pub resident_bytes: Option<u64>,
     pub virtual_bytes: Option<u64>,
@@ -29,16 +29,16 @@ pub struct ProcessSample {
 /// Fields of `/proc/PID/stat` we use, counted after the `(comm)` field
 /// (so `state` is index 0; see proc(5), where it is field 3).
 mod stat_field {
-    pub const UTIME: usize = 11; // field 14, clock ticks
-    pub const STIME: usize = 12; // field 15, clock ticks
-    pub const NUM_THREADS: usize = 17; // field 20
-    pub const STARTTIME: usize = 19; // field 22, clock ticks since boot
-    pub const VSIZE: usize = 20; // field 23, bytes
+    pub(crate) const UTIME: usize = 11; // field 14, clock ticks
+    pub(crate) const STIME: usize = 12; // field 15, clock ticks
+    pub(crate) const NUM_THREADS: usize = 17; // field 20
+    pub(crate) const STARTTIME: usize = 19; // field 22, clock ticks since boot
+    pub(crate) const VSIZE: usize = 20; // field 23, bytes
 }
 
 /// The parts of `/proc/PID/stat` that feed metrics, still in kernel units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatFields {
+pub(crate) struct StatFields {
     pub utime_ticks: u64,
     pub stime_ticks: u64,
     pub threads: u64,
@@ -48,7 +48,7 @@ pub struct StatFields {
 
 /// Parses `/proc/PID/stat`. The command name may contain spaces and
 /// parentheses, so fields are counted from the last `)`.
-pub fn parse_stat(text: &str) -> Option<StatFields> {
+pub(crate) fn parse_stat(text: &str) -> Option<StatFields> {
     let after_comm = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = after_comm.split_ascii_whitespace().collect();
     let field = |i: usize| fields.get(i)?.parse::<u64>().ok();
@@ -62,7 +62,7 @@ pub fn parse_stat(text: &str) -> Option<StatFields> {
 }
 
 /// `VmRSS` from `/proc/PID/status`, in bytes (the file says kB).
-pub fn parse_status_rss(text: &str) -> Option<u64> {
+pub(crate) fn parse_status_rss(text: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_ascii_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
@@ -70,14 +70,14 @@ pub fn parse_status_rss(text: &str) -> Option<u64> {
 
 /// The soft "Max open files" limit from `/proc/PID/limits`; `None` when
 /// unlimited (no number to report).
-pub fn parse_limits_max_fds(text: &str) -> Option<u64> {
+pub(crate) fn parse_limits_max_fds(text: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("Max open files"))?;
     let soft = line["Max open files".len()..].split_ascii_whitespace().next()?;
     soft.parse().ok()
 }
 
 /// `btime` (boot time, seconds since the epoch) from `/proc/stat`.
-pub fn parse_boot_time(text: &str) -> Option<u64> {
+pub(crate) fn parse_boot_time(text: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix("btime "))
         .and_then(|v| v.trim().parse().ok())
@@ -93,7 +93,7 @@ fn clock_ticks_per_second() -> Option<f64> {
 
 /// Reads a sample of the process whose `/proc` directory is `proc_dir`
 /// (`/proc/self` in production), with `/proc/stat` at `proc_stat`.
-pub fn read_sample(proc_dir: &Path, proc_stat: &Path) -> ProcessSample {
+pub(crate) fn read_sample(proc_dir: &Path, proc_stat: &Path) -> ProcessSample {
     let read = |name: &str| std::fs::read_to_string(proc_dir.join(name)).ok();
     let mut sample = ProcessSample::default();
     let ticks = clock_ticks_per_second();
@@ -117,14 +117,14 @@ pub fn read_sample(proc_dir: &Path, proc_stat: &Path) -> ProcessSample {
 
 /// Encodes the `process_*` family on each scrape.
 #[derive(Debug)]
-pub struct ProcessCollector {
+pub(crate) struct ProcessCollector {
     proc_dir: PathBuf,
     proc_stat: PathBuf,
 }
 
 impl ProcessCollector {
     /// This process.
-    pub fn this_process() -> Self {
+    pub(crate) fn this_process() -> Self {
         ProcessCollector {
             proc_dir: PathBuf::from("/proc/self"),
             proc_stat: PathBuf::from("/proc/stat"),

@@ -107,7 +107,7 @@ impl Discovery {
     }
 
     /// What the last pass did in `/proc` (all zero when the scan is off).
-    pub fn last_proc_scan(&self) -> ProcScanStats {
+    pub(crate) fn last_proc_scan(&self) -> ProcScanStats {
         self.last_proc_scan
     }
 

@@ -14,7 +14,7 @@ use super::{DiscoveredNetns, NetnsOrigin};
 use crate::kernel::{DiagSocket, DumpError};
 
 #[derive(Debug, thiserror::Error)]
-pub enum EnterError {
+pub(crate) enum EnterError {
     #[error("opening {path}: {source}")]
     Open {
         path: String,
@@ -56,7 +56,7 @@ impl EnterError {
 }
 
 /// Opens a `NETLINK_SOCK_DIAG` socket inside the namespace.
-pub fn open_socket_in(netns: &DiscoveredNetns, recv_timeout: Duration) -> Result<DiagSocket, EnterError> {
+pub(crate) fn open_socket_in(netns: &DiscoveredNetns, recv_timeout: Duration) -> Result<DiagSocket, EnterError> {
     let path = netns.path.display().to_string();
     if netns.origin == NetnsOrigin::Host {
         // Our threads are all in the host namespace: no setns needed.

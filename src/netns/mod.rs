@@ -48,7 +48,7 @@ pub enum NetnsOrigin {
 
 /// Identity of the namespace a record came from.
 #[derive(Debug, Clone, Default)]
-pub struct NamespaceStamp {
+pub(crate) struct NamespaceStamp {
     pub inode: Option<u64>,
     pub name: Option<Arc<str>>,
     pub pid: Option<u32>,
@@ -64,7 +64,7 @@ pub struct DiscoveredNetns {
 }
 
 impl DiscoveredNetns {
-    pub fn stamp(&self) -> NamespaceStamp {
+    pub(crate) fn stamp(&self) -> NamespaceStamp {
         let (name, pid) = match &self.origin {
             NetnsOrigin::Host => (None, None),
             NetnsOrigin::BindMount { name } => (Some(name.clone()), None),
@@ -79,7 +79,7 @@ impl DiscoveredNetns {
 }
 
 /// One namespace the daemon collects, with its socket once opened.
-pub struct NetnsEntry {
+pub(crate) struct NetnsEntry {
     pub found: DiscoveredNetns,
     pub stamp: NamespaceStamp,
     pub socket: Option<DiagSocket>,
@@ -90,7 +90,7 @@ pub struct NetnsEntry {
 impl NetnsEntry {
     /// Opens the socket if there is none. Errors are counted and logged once
     /// per failure streak; the namespace is retried on the next poll.
-    pub fn ensure_socket(&mut self, recv_timeout: Duration, metrics: &Metrics) -> Option<&mut DiagSocket> {
+    pub(crate) fn ensure_socket(&mut self, recv_timeout: Duration, metrics: &Metrics) -> Option<&mut DiagSocket> {
         if self.socket.is_none() {
             match enter::open_socket_in(&self.found, recv_timeout) {
                 Ok(socket) => self.socket = Some(socket),
@@ -109,7 +109,7 @@ impl NetnsEntry {
     }
 
     /// Logs the first failure of a streak; later ones only count.
-    pub fn note_failure(&mut self, error: &dyn std::fmt::Display) {
+    pub(crate) fn note_failure(&mut self, error: &dyn std::fmt::Display) {
         if self.failure_streak == 0 {
             tracing::warn!(netns = ?self.found.origin, inode = self.found.id.ino, path = %self.found.path.display(),
                 error = %error, "namespace failed; will retry every poll (further failures not logged until it recovers)");
@@ -117,7 +117,7 @@ impl NetnsEntry {
         self.failure_streak += 1;
     }
 
-    pub fn note_success(&mut self) {
+    pub(crate) fn note_success(&mut self) {
         if self.failure_streak > 0 {
             tracing::info!(netns = ?self.found.origin, inode = self.found.id.ino, failed_polls = self.failure_streak, "namespace recovered");
             self.failure_streak = 0;
@@ -182,16 +182,18 @@ impl NetnsRegistry {
     }
 
     /// All entries, for one poll to work through.
-    pub fn entries_mut(&mut self) -> Vec<&mut NetnsEntry> {
+    pub(crate) fn entries_mut(&mut self) -> Vec<&mut NetnsEntry> {
         self.entries.values_mut().collect()
     }
 
-    pub fn ids(&self) -> Vec<NetnsId> {
+    #[cfg(test)]
+    fn ids(&self) -> Vec<NetnsId> {
         self.entries.keys().copied().collect()
     }
 
     /// Number of namespaces that currently hold an open socket.
-    pub fn open_sockets(&self) -> usize {
+    #[cfg(test)]
+    fn open_sockets(&self) -> usize {
         self.entries.values().filter(|e| e.socket.is_some()).count()
     }
 }

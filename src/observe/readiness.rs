@@ -15,7 +15,7 @@ use crate::shutdown::Shutdown;
 /// starts every period and each namespace dump is bounded by `--timeout`
 /// (< period), so even a slow cycle reports well within three periods;
 /// the same factor is the suggested alert in docs/observability.md.
-pub const STALL_PERIODS: u32 = 3;
+pub(crate) const STALL_PERIODS: u32 = 3;
 
 /// Why the daemon is not ready (or that it is).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub enum ReadyState {
 }
 
 impl ReadyState {
-    pub fn is_ready(self) -> bool {
+    pub(crate) fn is_ready(self) -> bool {
         self == ReadyState::Ready
     }
 

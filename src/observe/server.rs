@@ -41,14 +41,14 @@ use crate::shutdown::Shutdown;
 /// Connections served at once; more wait in the kernel's accept queue.
 /// Scrapers and an operator's pprof need a handful; the cap keeps a
 /// misbehaving client from costing more than a few hundred KiB.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// A client must send its request headers within this time (slowloris).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest the server keeps answering after shutdown began, if the daemon
 /// never says it drained: the daemon's flush timeout plus a margin.
-pub const DRAIN_GRACE: Duration = Duration::from_secs(15);
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(15);
 /// Once stopping, open connections get this long to finish their answer.
-pub const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const CONNECTION_CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// After a failed accept (out of file descriptors), wait this long before
 /// the next, instead of spinning on the error.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
@@ -242,7 +242,7 @@ impl CpuOutput {
 
 /// `?seconds=N`: absent means [`DEFAULT_PROFILE_SECONDS`]; more than
 /// [`MAX_PROFILE_SECONDS`] is capped so a request cannot pin the profiler.
-pub fn profile_seconds(query: Option<&str>) -> Result<u64, String> {
+pub(crate) fn profile_seconds(query: Option<&str>) -> Result<u64, String> {
     let value = query
         .unwrap_or("")
         .split('&')

@@ -25,7 +25,7 @@ pub mod pyroscope;
 
 /// Longest profile an HTTP request may ask for, so a request cannot pin the
 /// profiler for long.
-pub const MAX_PROFILE_SECONDS: u64 = 60;
+pub(crate) const MAX_PROFILE_SECONDS: u64 = 60;
 
 /// One-shot whole-run profile (`--profile-mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,14 +36,14 @@ pub enum ProfileMode {
 
 /// Sampling frequency of on-demand and whole-run CPU profiles: Go's
 /// default, so profiles compare with the Go xtcp2's.
-pub const CPU_PROFILE_HZ: i32 = 100;
+pub(crate) const CPU_PROFILE_HZ: i32 = 100;
 /// Default length of an on-demand profile when `?seconds` is absent (Go's
 /// net/http/pprof default).
-pub const DEFAULT_PROFILE_SECONDS: u64 = 30;
+pub(crate) const DEFAULT_PROFILE_SECONDS: u64 = 30;
 /// How long an on-demand request waits for the Pyroscope push to hand over
 /// the profiler. The push only has to stop its timer and build a report of
 /// at most one upload period, so this is generous.
-pub const PYROSCOPE_YIELD_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const PYROSCOPE_YIELD_WAIT: Duration = Duration::from_secs(10);
 /// Shared objects whose code has no frame pointers or runs in signal
 /// context; unwinding through them from SIGPROF can fault or deadlock.
 const UNWIND_BLOCKLIST: [&str; 4] = ["libc", "libgcc", "pthread", "vdso"];
@@ -138,7 +138,10 @@ impl ProfilerLock {
     /// For an on-demand request: takes the profiler, asking the Pyroscope
     /// push to yield if it holds it; busy if another request or the
     /// whole-run profile holds it.
-    pub async fn acquire_for_request(self: &Arc<Self>, yield_wait: Duration) -> Result<ProfilerLease, ProfilerBusy> {
+    pub(crate) async fn acquire_for_request(
+        self: &Arc<Self>,
+        yield_wait: Duration,
+    ) -> Result<ProfilerLease, ProfilerBusy> {
         enum Step {
             Taken,
             WaitForPyroscope,
@@ -195,14 +198,14 @@ impl ProfilerLock {
     }
 
     /// Resolves when a request waits for the holder (Pyroscope) to yield.
-    pub async fn yield_requested(&self) {
+    pub(crate) async fn yield_requested(&self) {
         let mut rx = self.slot.subscribe();
         // An error means the sender is gone, which cannot happen while self lives.
         let _ = rx.wait_for(|s| s.request_waiting).await;
     }
 
     /// Resolves when [`try_acquire`](Self::try_acquire) would succeed.
-    pub async fn until_free(&self) {
+    pub(crate) async fn until_free(&self) {
         let mut rx = self.slot.subscribe();
         let _ = rx.wait_for(|s| s.holder.is_none() && !s.request_waiting).await;
     }
@@ -238,7 +241,7 @@ pub enum ProfileError {
 }
 
 /// A running CPU profile; stop it with [`CpuRecording::finish`].
-pub struct CpuRecording {
+pub(crate) struct CpuRecording {
     guard: pprof::ProfilerGuard<'static>,
 }
 
@@ -258,7 +261,10 @@ impl CpuRecording {
     /// tables (seconds the first time in a debug build), so it runs on a
     /// blocking thread, not a runtime worker. On success the lease comes
     /// back with the recording; on failure it is released.
-    pub async fn start_blocking(lease: ProfilerLease, hz: i32) -> Result<(CpuRecording, ProfilerLease), ProfileError> {
+    pub(crate) async fn start_blocking(
+        lease: ProfilerLease,
+        hz: i32,
+    ) -> Result<(CpuRecording, ProfilerLease), ProfileError> {
         tokio::task::spawn_blocking(move || CpuRecording::start(&lease, hz).map(|r| (r, lease)))
             .await
             .unwrap_or_else(|join| Err(ProfileError::Task(join.to_string())))
@@ -276,7 +282,7 @@ impl CpuRecording {
 }
 
 /// The report as a gzipped pprof protobuf (what `go tool pprof` reads).
-pub fn encode_pprof_gz(report: &pprof::Report) -> Result<Vec<u8>, ProfileError> {
+pub(crate) fn encode_pprof_gz(report: &pprof::Report) -> Result<Vec<u8>, ProfileError> {
     use pprof::protos::Message;
     let profile = report.pprof().map_err(|e| ProfileError::Encode(e.to_string()))?;
     gzip(&profile.encode_to_vec())
@@ -284,7 +290,7 @@ pub fn encode_pprof_gz(report: &pprof::Report) -> Result<Vec<u8>, ProfileError> 
 
 /// The SVG answered for a profile without samples: pprof-rs writes nothing
 /// then, and an empty body is not an image.
-pub const IDLE_FLAMEGRAPH_SVG: &str = concat!(
+pub(crate) const IDLE_FLAMEGRAPH_SVG: &str = concat!(
     r#"<?xml version="1.0" standalone="no"?>"#,
     "\n",
     r#"<svg version="1.1" width="1200" height="60" xmlns="http://www.w3.org/2000/svg">"#,
@@ -294,7 +300,7 @@ pub const IDLE_FLAMEGRAPH_SVG: &str = concat!(
 );
 
 /// The report as an SVG flame graph.
-pub fn encode_flamegraph(report: &pprof::Report) -> Result<Vec<u8>, ProfileError> {
+pub(crate) fn encode_flamegraph(report: &pprof::Report) -> Result<Vec<u8>, ProfileError> {
     if report.data.is_empty() {
         return Ok(IDLE_FLAMEGRAPH_SVG.as_bytes().to_vec());
     }
@@ -313,7 +319,7 @@ fn gzip(bytes: &[u8]) -> Result<Vec<u8>, ProfileError> {
 
 /// The current heap profile (sampled live allocations) as gzipped pprof.
 #[cfg(feature = "heap-profiling")]
-pub async fn heap_pprof_gz() -> Result<Vec<u8>, ProfileError> {
+pub(crate) async fn heap_pprof_gz() -> Result<Vec<u8>, ProfileError> {
     let ctl = jemalloc_pprof::PROF_CTL.as_ref().ok_or_else(|| {
         ProfileError::Heap("jemalloc profiling control is unavailable (is jemalloc the allocator?)".into())
     })?;
@@ -328,13 +334,13 @@ pub async fn heap_pprof_gz() -> Result<Vec<u8>, ProfileError> {
 
 /// Without the `heap-profiling` feature there is no heap profile.
 #[cfg(not(feature = "heap-profiling"))]
-pub async fn heap_pprof_gz() -> Result<Vec<u8>, ProfileError> {
+pub(crate) async fn heap_pprof_gz() -> Result<Vec<u8>, ProfileError> {
     Err(ProfileError::HeapNotBuilt)
 }
 
 /// The file a whole-run profile is written to: `xtcp2-cpu-<pid>.pb.gz` or
 /// `xtcp2-mem-<pid>.pb.gz` in `dir`.
-pub fn whole_run_file(dir: &Path, mode: ProfileMode, pid: u32) -> PathBuf {
+pub(crate) fn whole_run_file(dir: &Path, mode: ProfileMode, pid: u32) -> PathBuf {
     let kind = match mode {
         ProfileMode::Cpu => "cpu",
         ProfileMode::Mem => "mem",
@@ -343,7 +349,7 @@ pub fn whole_run_file(dir: &Path, mode: ProfileMode, pid: u32) -> PathBuf {
 }
 
 /// `--profile-mode`: a profile of the whole run, written when the daemon exits.
-pub struct WholeRunProfile {
+pub(crate) struct WholeRunProfile {
     file: PathBuf,
     cpu: Option<(CpuRecording, ProfilerLease)>,
 }

@@ -36,7 +36,7 @@ use crate::shutdown::Shutdown;
 /// What Pyroscope records as the profiler; its UI keys language-specific
 /// behaviour off this name, and our profiles are exactly what the Rust
 /// agent (pprof-rs) produces.
-pub const SPY_NAME: &str = "pyroscope-rs";
+pub(crate) const SPY_NAME: &str = "pyroscope-rs";
 /// Upload failures are logged at most this often (each is counted).
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// An upload may take at most one period (so uploads cannot overlap for
@@ -64,7 +64,7 @@ pub struct PyroscopeUrlError {
 
 /// Checks a `--pyroscope-url`: `http[s]://[USER:PASSWORD@]HOST[:PORT][/PREFIX]`.
 /// The error shows the URL with its credentials masked.
-pub fn check_url(url: &str) -> Result<(), PyroscopeUrlError> {
+pub(crate) fn check_url(url: &str) -> Result<(), PyroscopeUrlError> {
     let err = |reason| PyroscopeUrlError {
         url: redact_credentials(url),
         reason,
@@ -118,7 +118,7 @@ impl IngestTarget {
     }
 
     /// The ingest URI for a profile covering `from..until` (Unix seconds).
-    pub fn uri(&self, from: u64, until: u64) -> Result<Uri, hyper::http::uri::InvalidUri> {
+    pub(crate) fn uri(&self, from: u64, until: u64) -> Result<Uri, hyper::http::uri::InvalidUri> {
         format!(
             "{}/ingest?name={}&from={from}&until={until}&format=pprof&sampleRate={}&spyName={SPY_NAME}",
             self.base,
@@ -152,7 +152,7 @@ fn split_credentials(url: &str) -> (String, Option<HeaderValue>) {
 }
 
 /// The URL with `user:password@` replaced by `***@`, for messages.
-pub fn redact_credentials(url: &str) -> String {
+pub(crate) fn redact_credentials(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -177,7 +177,7 @@ fn tag_value(v: &str) -> String {
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
-pub fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -191,7 +191,7 @@ pub fn percent_encode(s: &str) -> String {
 
 /// Why an upload failed; `kind()` is the metric label.
 #[derive(Debug, thiserror::Error)]
-pub enum UploadError {
+pub(crate) enum UploadError {
     #[error("cannot start the CPU profiler: {0}")]
     Profiler(String),
     #[error("cannot encode the profile: {0}")]

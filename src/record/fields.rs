@@ -39,7 +39,7 @@ macro_rules! define_record {
         impl Record {
             /// Hands every present field to `visitor`, in declaration order.
             #[inline]
-            pub fn visit<V: FieldVisitor>(&self, visitor: &mut V) {
+            pub(crate) fn visit<V: FieldVisitor>(&self, visitor: &mut V) {
                 $( if let Some(value) = &self.$name {
                     visitor.field(&meta::$name, value.as_value());
                 } )*

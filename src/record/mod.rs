@@ -86,12 +86,12 @@ pub enum Value<'a> {
 ///
 /// Formats implement this; it is monomorphised per format, so walking a record
 /// costs one branch per field and no allocation.
-pub trait FieldVisitor {
+pub(crate) trait FieldVisitor {
     fn field(&mut self, meta: &'static FieldMeta, value: Value<'_>);
 }
 
 /// Conversion of a stored field into a [`Value`], used by the generated code.
-pub trait AsValue {
+pub(crate) trait AsValue {
     fn as_value(&self) -> Value<'_>;
 }
 
@@ -129,7 +129,7 @@ impl AsValue for ShortName {
 }
 
 /// Longest congestion control name the kernel has (`TCP_CA_NAME_MAX`).
-pub const TCP_CA_NAME_MAX: usize = 16;
+pub(crate) const TCP_CA_NAME_MAX: usize = 16;
 
 /// A congestion-control name held inline, so decoding `INET_DIAG_CONG`
 /// does not allocate per socket.
@@ -142,7 +142,7 @@ pub struct ShortName {
 impl ShortName {
     /// Takes the bytes up to the first NUL, at most [`TCP_CA_NAME_MAX`],
     /// keeping only the longest valid UTF-8 prefix (kernel names are ASCII).
-    pub fn from_c_bytes(raw: &[u8]) -> Self {
+    pub(crate) fn from_c_bytes(raw: &[u8]) -> Self {
         let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
         let mut take = end.min(TCP_CA_NAME_MAX);
         while std::str::from_utf8(&raw[..take]).is_err() {
@@ -166,13 +166,13 @@ impl std::fmt::Debug for ShortName {
 }
 
 /// Looks a field up by its output name.
-pub fn field_by_name(name: &str) -> Option<&'static FieldMeta> {
+pub(crate) fn field_by_name(name: &str) -> Option<&'static FieldMeta> {
     FIELDS.iter().copied().find(|f| f.name == name)
 }
 
 /// TCP state names as `ss` prints them, indexed by the kernel's state number
 /// (`include/net/tcp_states.h`).
-pub const TCP_STATE_NAMES: [&str; 14] = [
+pub(crate) const TCP_STATE_NAMES: [&str; 14] = [
     "UNKNOWN",
     "ESTAB",
     "SYN-SENT",

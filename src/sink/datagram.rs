@@ -26,7 +26,7 @@ use crate::format::{StreamFormat, MAX_FRAME_PREFIX};
 
 /// One datagram's worth of an envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Run {
+pub(crate) enum Run {
     /// These rows fit one datagram.
     Records(Range<usize>),
     /// This row alone is larger than a datagram: it cannot be sent.
@@ -36,7 +36,7 @@ pub enum Run {
 /// Splits rows `from_row..` of `envelope` into datagrams of at most
 /// `max_payload` bytes, each carrying `header_len` bytes of header and the
 /// format's frame prefix before its records.
-pub fn plan_runs(envelope: &Envelope, from_row: usize, max_payload: usize, header_len: usize) -> Vec<Run> {
+pub(crate) fn plan_runs(envelope: &Envelope, from_row: usize, max_payload: usize, header_len: usize) -> Vec<Run> {
     let fits = |bytes: usize| {
         let mut prefix = [0u8; MAX_FRAME_PREFIX];
         header_len + envelope.format.frame_prefix(bytes, &mut prefix) + bytes <= max_payload
@@ -64,7 +64,7 @@ pub fn plan_runs(envelope: &Envelope, from_row: usize, max_payload: usize, heade
 }
 
 /// Writes the datagram for `rows`: header, frame prefix, records.
-pub fn build_datagram(envelope: &Envelope, rows: Range<usize>, header: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn build_datagram(envelope: &Envelope, rows: Range<usize>, header: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(header);
     envelope
@@ -74,7 +74,7 @@ pub fn build_datagram(envelope: &Envelope, rows: Range<usize>, header: &[u8], ou
 
 /// How far a half-sent envelope got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Progress {
+pub(crate) struct Progress {
     pub envelope_id: u64,
     pub next_row: usize,
     pub rows_too_large: usize,
@@ -83,7 +83,7 @@ pub struct Progress {
 impl Progress {
     /// Where sending `envelope` starts: after what an earlier, failed
     /// attempt at the same envelope already sent.
-    pub fn resume(saved: Option<Progress>, envelope: &Envelope) -> Progress {
+    pub(crate) fn resume(saved: Option<Progress>, envelope: &Envelope) -> Progress {
         match saved {
             Some(p) if p.envelope_id == envelope.id => p,
             _ => Progress {
@@ -97,7 +97,7 @@ impl Progress {
 
 /// How one kind of socket sends one datagram; [`DatagramSink`] does the
 /// splitting and the resuming.
-pub trait DatagramSocket: Send {
+pub(crate) trait DatagramSocket: Send {
     /// Sends one whole datagram (what a failed send left is sent again at
     /// the next attempt, from the first datagram that did not go out).
     fn send_datagram(&mut self, datagram: &[u8], dest: &str) -> impl Future<Output = Result<(), SinkError>> + Send;

@@ -24,7 +24,7 @@ use crate::batch::Envelope;
 use crate::format::StreamFormat;
 
 /// Mode of a file xtcp2 creates: owner read/write only.
-pub const FILE_MODE: u32 = 0o600;
+pub(crate) const FILE_MODE: u32 = 0o600;
 
 /// The `file:PATH` destination.
 pub struct File;

@@ -62,9 +62,9 @@ const ERROR_BODY_LIMIT: usize = 512;
 /// body makes hyper close the connection instead.
 const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
 /// Header carrying the envelope's row count, for receivers that check it.
-pub const ROWS_HEADER: &str = "x-xtcp2-rows";
+pub(crate) const ROWS_HEADER: &str = "x-xtcp2-rows";
 /// Header carrying the envelope's poll sequence.
-pub const POLL_SEQ_HEADER: &str = "x-xtcp2-poll-seq";
+pub(crate) const POLL_SEQ_HEADER: &str = "x-xtcp2-poll-seq";
 
 pub struct HttpSink {
     uri: Uri,

@@ -36,19 +36,19 @@ use crate::format::StreamFormat;
 use crate::metrics::{KindLabel, Metrics};
 
 /// First retry delay after a failed send.
-pub const RETRY_INITIAL: Duration = Duration::from_millis(100);
+pub(crate) const RETRY_INITIAL: Duration = Duration::from_millis(100);
 /// Retry delays double up to this cap: a destination that comes back is
 /// used again within 5 s, and a dead one costs one attempt per 5 s.
-pub const RETRY_MAX: Duration = Duration::from_secs(5);
+pub(crate) const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Failed sends allowed after shutdown began before the rest is dropped: a
 /// dead destination must not hold the exit hostage.
-pub const SHUTDOWN_SEND_ATTEMPTS: u32 = 3;
+pub(crate) const SHUTDOWN_SEND_ATTEMPTS: u32 = 3;
 /// Longest delivery may go on after shutdown began; shorter than the
 /// daemon's `SHUTDOWN_FLUSH_TIMEOUT` (10 s) so delivery ends by itself and
 /// counts what it drops.
-pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(8);
+pub(crate) const SHUTDOWN_BUDGET: Duration = Duration::from_secs(8);
 /// Retry delay once shutdown began.
-pub const SHUTDOWN_RETRY_DELAY: Duration = Duration::from_millis(100);
+pub(crate) const SHUTDOWN_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// Largest datagram payload sent to udp and unixgram destinations: the
 /// IPv4 maximum (65535 − 20 IP − 8 UDP). Bigger envelopes are split at
 /// record boundaries; a datagram above the path MTU is fragmented by xtcp2
@@ -60,7 +60,7 @@ pub const MAX_DATAGRAM_PAYLOAD: usize = 65_507;
 /// A repeating delivery failure is logged at most this often (with the
 /// count of failures in between), so a dead destination cannot flood the
 /// journal.
-pub const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -118,7 +118,7 @@ impl SinkError {
     /// What the delivery task does after this error, unless the
     /// destination says otherwise ([`Transport::classify`]): a failure of
     /// the path or the peer is retried.
-    pub fn default_disposition(&self) -> Disposition {
+    pub(crate) fn default_disposition(&self) -> Disposition {
         Disposition::Retry
     }
 }
@@ -272,12 +272,12 @@ destinations! {
 
 impl Destination {
     /// Every destination form, comma separated (help and error texts).
-    pub fn forms() -> String {
+    pub(crate) fn forms() -> String {
         Destination::REGISTERED.map(|d| d.form).join(", ")
     }
 
     /// Whether records are thrown away (encoding can be skipped).
-    pub fn discards_records(&self) -> bool {
+    pub(crate) fn discards_records(&self) -> bool {
         matches!(self, Destination::Null(_))
     }
 
@@ -322,7 +322,7 @@ impl Sink {
 
     /// Opens a parsed destination for `format`; `name` is how logs and
     /// errors call it (the `-dest` text).
-    pub async fn open_destination(
+    pub(crate) async fn open_destination(
         name: &str,
         destination: &Destination,
         format: &StreamFormat,
@@ -344,7 +344,7 @@ impl Sink {
     }
 
     /// Forgets connection state after a failed or timed-out send.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.open.reset()
     }
 

@@ -31,9 +31,9 @@ use super::{DestinationKind, SinkError, MAX_DATAGRAM_PAYLOAD};
 use crate::format::StreamFormat;
 
 /// Bytes of an IPv4 header without options.
-pub const IPV4_HEADER: usize = 20;
+pub(crate) const IPV4_HEADER: usize = 20;
 /// Bytes of a UDP header.
-pub const UDP_HEADER: usize = 8;
+pub(crate) const UDP_HEADER: usize = 8;
 /// TTL of the packets we build: Linux's default (`net.ipv4.ip_default_ttl`).
 const TTL: u8 = 64;
 const IPPROTO_UDP: u8 = 17;
@@ -235,7 +235,7 @@ fn path_mtu(socket: &std::net::UdpSocket) -> std::io::Result<usize> {
 
 /// Writes the UDP header and payload to `out`, with the checksum over the
 /// IPv4 pseudo-header (RFC 768).
-pub fn udp_datagram(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn udp_datagram(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8], out: &mut Vec<u8>) {
     // MAX_DATAGRAM_PAYLOAD keeps the length within 16 bits.
     let length = (UDP_HEADER + payload.len()) as u16;
     out.clear();
@@ -260,7 +260,7 @@ pub fn udp_datagram(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8], out: &
 
 /// Wraps a UDP datagram in IPv4: one packet, or fragments of at most `mtu`
 /// bytes each. Packets go to `out`, their byte ranges to `ranges`.
-pub fn ipv4_packets(
+pub(crate) fn ipv4_packets(
     src: Ipv4Addr,
     dst: Ipv4Addr,
     ident: u16,
@@ -316,7 +316,7 @@ fn push_packet(
 
 /// Adds `bytes` as big-endian 16-bit words (a trailing odd byte padded with
 /// zero) to `sum` (RFC 1071). Only the last slice summed may be odd.
-pub fn ones_complement_sum(mut sum: u64, bytes: &[u8]) -> u64 {
+pub(crate) fn ones_complement_sum(mut sum: u64, bytes: &[u8]) -> u64 {
     let mut words = bytes.chunks_exact(2);
     for w in &mut words {
         sum += u64::from(u16::from_be_bytes([w[0], w[1]]));
