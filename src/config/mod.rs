@@ -32,6 +32,38 @@ use crate::sink::Destination;
 /// Default poll period.
 pub(crate) const DEFAULT_FREQUENCY: &str = "10s";
 
+/// The documented range of every numeric flag, checked at validation (exit
+/// 2 naming the flag and its range), so no value can overflow a deadline,
+/// allocate without bound or spawn without bound later. Each bound is far
+/// beyond any useful setting.
+pub mod bounds {
+    use std::time::Duration;
+
+    /// A poll period above a day is a misconfiguration, and keeps deadline
+    /// arithmetic (three periods for readiness) far from overflow.
+    pub const FREQUENCY: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(86_400));
+    /// A dump deadline of zero would give every poll zero records.
+    pub const TIMEOUT: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(86_400));
+    /// The start delay is at most a day, like the period.
+    pub const POLL_JITTER: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(86_400));
+    pub const NETNS_PROC_RESCAN: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(86_400));
+    pub const PRODUCE_TIMEOUT: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(3_600));
+    /// Netlink receive timeout, milliseconds: up to a minute.
+    pub const NLTIMEOUT_MS: (u64, u64) = (1, 60_000);
+    /// Threads dumping in parallel: one per namespace at most is useful, and
+    /// each holds a receive buffer; 256 covers the busiest node.
+    pub const NETLINKERS: (u64, u64) = (1, 256);
+    pub const ENVELOPE_FLUSH_ROWS: (u64, u64) = (1, 10_000_000);
+    /// The envelope's hard cap is 1 GiB.
+    pub const ENVELOPE_FLUSH_BYTES: (u64, u64) = (1, 1 << 30);
+    /// Envelopes waiting for the destination: the ring's slots are
+    /// reserved up front.
+    pub const QUEUE_ENVELOPES: (u64, u64) = (1, 65_536);
+    pub const PYROSCOPE_SAMPLE_HZ: (u64, u64) = (1, 10_000);
+    pub const PYROSCOPE_UPLOAD_SEC: (u64, u64) = (1, 3_600);
+    pub const IO_URING_BATCH: (u64, u64) = (1, 4_096);
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "xtcp2",
@@ -298,6 +330,13 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cli, clap::E
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("--{flag} {value} is out of range: it must be between {min} and {max}")]
+    OutOfRange {
+        flag: &'static str,
+        value: String,
+        min: String,
+        max: String,
+    },
     #[error("--{flag}: {value:?} is not a duration (use e.g. 500ms, 10s, 1m, or bare seconds)")]
     Duration { flag: &'static str, value: String },
     #[error("--timeout ({timeout:?}) must be shorter than --frequency ({frequency:?}), or a slow namespace would overlap the next poll")]
@@ -427,10 +466,41 @@ pub struct Config {
 impl Config {
     pub fn from_args(a: &DaemonArgs) -> Result<Config, ConfigError> {
         let frequency = parse_duration("frequency", &a.frequency)?;
-        let timeout = parse_duration("timeout", &a.timeout)?;
         if frequency.is_zero() {
             return Err(ConfigError::ZeroFrequency);
         }
+        in_range_duration("frequency", frequency, bounds::FREQUENCY)?;
+        let timeout = parse_duration("timeout", &a.timeout)?;
+        in_range_duration("timeout", timeout, bounds::TIMEOUT)?;
+        let poll_jitter = parse_duration("poll-jitter", &a.poll_jitter)?;
+        in_range_duration("poll-jitter", poll_jitter, bounds::POLL_JITTER)?;
+        let netns_proc_rescan = parse_duration("netns-proc-rescan", &a.netns_proc_rescan)?;
+        in_range_duration("netns-proc-rescan", netns_proc_rescan, bounds::NETNS_PROC_RESCAN)?;
+        let produce_timeout = parse_duration("produce-timeout", &a.produce_timeout)?;
+        in_range_duration("produce-timeout", produce_timeout, bounds::PRODUCE_TIMEOUT)?;
+        in_range("nltimeout", a.nltimeout, bounds::NLTIMEOUT_MS)?;
+        in_range("netlinkers", a.netlinkers as u64, bounds::NETLINKERS)?;
+        in_range(
+            "envelope-flush-rows",
+            a.envelope_flush_rows as u64,
+            bounds::ENVELOPE_FLUSH_ROWS,
+        )?;
+        in_range(
+            "envelope-flush-bytes",
+            a.envelope_flush_bytes as u64,
+            bounds::ENVELOPE_FLUSH_BYTES,
+        )?;
+        in_range("queue-envelopes", a.queue_envelopes as u64, bounds::QUEUE_ENVELOPES)?;
+        in_range(
+            "io-uring-recv-batch",
+            a.io_uring_recv_batch.into(),
+            bounds::IO_URING_BATCH,
+        )?;
+        in_range(
+            "io-uring-cqe-batch",
+            a.io_uring_cqe_batch.into(),
+            bounds::IO_URING_BATCH,
+        )?;
         if timeout >= frequency {
             return Err(ConfigError::TimeoutNotBelowFrequency { timeout, frequency });
         }
@@ -464,6 +534,16 @@ impl Config {
             if a.pyroscope_sample_hz == 0 || a.pyroscope_upload_sec == 0 {
                 return Err(ConfigError::ZeroPyroscope);
             }
+            in_range(
+                "pyroscope-sample-hz",
+                a.pyroscope_sample_hz.into(),
+                bounds::PYROSCOPE_SAMPLE_HZ,
+            )?;
+            in_range(
+                "pyroscope-upload-sec",
+                a.pyroscope_upload_sec,
+                bounds::PYROSCOPE_UPLOAD_SEC,
+            )?;
             crate::profile::pyroscope::check_url(a.pyroscope_url.trim())?;
             if profile_mode == Some(ProfileMode::Cpu) {
                 return Err(ConfigError::ProfilerConflict);
@@ -489,13 +569,13 @@ impl Config {
                 frequency,
                 timeout,
                 max_loops: a.max_loops,
-                jitter: parse_duration("poll-jitter", &a.poll_jitter)?,
+                jitter: poll_jitter,
                 states: parse_states(&a.states)?,
                 netlink_timeout: Duration::from_millis(a.nltimeout),
                 netlinkers: a.netlinkers,
                 io_uring: a.io_uring.then_some(IoUringConfig {
-                    recv_batch: a.io_uring_recv_batch.max(1),
-                    cqe_batch: a.io_uring_cqe_batch.max(1),
+                    recv_batch: a.io_uring_recv_batch,
+                    cqe_batch: a.io_uring_cqe_batch,
                 }),
             },
             netns: NetnsConfig {
@@ -507,7 +587,7 @@ impl Config {
                     .map(PathBuf::from)
                     .collect(),
                 proc_scan: a.netns_proc_scan,
-                proc_rescan: parse_duration("netns-proc-rescan", &a.netns_proc_rescan)?,
+                proc_rescan: netns_proc_rescan,
             },
             output,
             delivery: DeliveryConfig {
@@ -518,7 +598,7 @@ impl Config {
                     bytes: a.envelope_flush_bytes,
                 },
                 queue_envelopes: a.queue_envelopes,
-                produce_timeout: parse_duration("produce-timeout", &a.produce_timeout)?,
+                produce_timeout,
             },
             observe: ObserveConfig {
                 prom_listen,
@@ -532,6 +612,32 @@ impl Config {
             skip_capability_check: a.skip_capability_check,
         })
     }
+}
+
+/// Checks a numeric flag against its documented range.
+fn in_range(flag: &'static str, value: u64, (min, max): (u64, u64)) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::OutOfRange {
+        flag,
+        value: value.to_string(),
+        min: min.to_string(),
+        max: max.to_string(),
+    })
+}
+
+/// Checks a duration flag against its documented range.
+fn in_range_duration(flag: &'static str, value: Duration, (min, max): (Duration, Duration)) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::OutOfRange {
+        flag,
+        value: format!("{value:?}"),
+        min: format!("{min:?}"),
+        max: format!("{max:?}"),
+    })
 }
 
 /// `:9088` means every address (as Go's net.Listen does); empty disables.
@@ -699,5 +805,53 @@ mod tests {
         );
         assert!(parse_listen("").unwrap().is_none());
         assert!(parse_listen("nope").is_err());
+    }
+
+    /// Every numeric flag has a range, checked at validation: values that
+    /// used to overflow a deadline, abort on an allocation or spawn
+    /// thousands of threads are refused, naming the flag and the range.
+    #[test]
+    fn numeric_flags_out_of_range_are_refused() {
+        for (args, flag) in [
+            (&["--frequency", "2e15h"][..], "--frequency"),
+            (&["--frequency", "2000000000h"][..], "--frequency"),
+            (&["--timeout", "0"][..], "--timeout"),
+            (&["--poll-jitter", "100000000h"][..], "--poll-jitter"),
+            (&["--queue-envelopes", "18446744073709551615"][..], "--queue-envelopes"),
+            (&["--queue-envelopes", "100000000"][..], "--queue-envelopes"),
+            (&["--netlinkers", "100000"][..], "--netlinkers"),
+            (&["--nltimeout", "0"][..], "--nltimeout"),
+            (&["--nltimeout", "999999999"][..], "--nltimeout"),
+            (&["--envelope-flush-bytes", "10000000000"][..], "--envelope-flush-bytes"),
+            (&["--envelope-flush-rows", "0"][..], "--envelope-flush-rows"),
+            (&["--produce-timeout", "0s"][..], "--produce-timeout"),
+            (&["--netns-proc-rescan", "9999999h"][..], "--netns-proc-rescan"),
+            (&["--io-uring-recv-batch", "0"][..], "--io-uring-recv-batch"),
+            (&["--io-uring-cqe-batch", "100000"][..], "--io-uring-cqe-batch"),
+            (
+                &["--pyroscope-url", "http://p:4040", "--pyroscope-sample-hz", "1000000"][..],
+                "--pyroscope-sample-hz",
+            ),
+        ] {
+            let mut argv = vec!["xtcp2"];
+            argv.extend_from_slice(args);
+            let err = match parse(&argv) {
+                Ok(cli) => Config::from_args(&cli.daemon).unwrap_err().to_string(),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+        // The edges of each range are accepted.
+        let edges = parse(&[
+            "xtcp2",
+            "--netlinkers",
+            "256",
+            "--queue-envelopes",
+            "65536",
+            "--nltimeout",
+            "60000",
+        ])
+        .unwrap();
+        Config::from_args(&edges.daemon).unwrap();
     }
 }
