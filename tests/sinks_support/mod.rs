@@ -7,6 +7,9 @@
 //! RFC 4180, TabSeparated, the MessagePack spec, the protobuf wire format),
 //! not from xtcp2's encoders, so a test that round-trips through them
 //! checks the encoders against the formats.
+//!
+//! Builds on `support` (the fixture lookup): a test file that includes
+//! this module includes `mod support;` too.
 
 #![allow(dead_code)]
 
@@ -14,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -54,22 +57,6 @@ pub const COLLECTION: &[&str] = &[
     "7_0_3/7_0_3_ss_tcp_info.pcap",
 ];
 
-/// The capture folder, or `None` (with the reason printed) when absent.
-pub fn fixture_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("XTCP2_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/inet_diag"));
-    if dir.join("README.md").is_file() {
-        Some(dir)
-    } else {
-        println!(
-            "SKIPPED: fixture folder {} is absent (set XTCP2_FIXTURES to its path); nothing was checked",
-            dir.display()
-        );
-        None
-    }
-}
-
 /// Dumps of a capture used: the first `ss` run (IPv4 then IPv6); the later
 /// runs repeat the same sockets and would only slow the tests down.
 const DUMPS_PER_CAPTURE: usize = 2;
@@ -95,11 +82,12 @@ pub fn records_from(dir: &Path, captures: &[&str]) -> Vec<Record> {
     records
 }
 
-/// The known collection: the captures' sockets, each stamped with a unique
+/// The known collection (`None` when the fixtures are absent, see
+/// `support::fixtures_dir`): the captures' sockets, each stamped with a unique
 /// `poll_seq` (its index) so "arrived exactly once" is checkable, and with
 /// context strings that need quoting and escaping in every text format.
 pub fn known_collection() -> Option<Vec<Record>> {
-    let dir = fixture_dir()?;
+    let dir = crate::support::fixtures_dir()?;
     let mut records = records_from(&dir, COLLECTION);
     let hostname: Arc<str> = Arc::from("fixture-host");
     let label: Arc<str> = Arc::from("rack 7, \"blue\"");
@@ -768,10 +756,4 @@ pub fn serve_http<S: Read + Write>(stream: S, status: u16, tx: mpsc::Sender<Rece
             return;
         }
     }
-}
-
-/// True when the test runs as root (raw sockets, the real daemon).
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
