@@ -18,7 +18,7 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sinks_support::*;
-use support::{require_tool, Daemon, Xtcp2};
+use support::{require_tool, run_tool, Daemon, Xtcp2};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use xtcp2::batch::Envelope;
 use xtcp2::format::{Format, StreamFormat};
@@ -112,16 +112,7 @@ fn openssl_available() -> bool {
 /// (ca.pem, cert.pem, key.pem).
 fn make_certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap_or_else(|e| panic!("run openssl: {e}"));
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_tool(Command::new("openssl").args(args).current_dir(dir));
     };
     run(&[
         "req",

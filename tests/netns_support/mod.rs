@@ -1,6 +1,7 @@
 //! Test helpers for real network namespaces. Every helper cleans up what it
 //! makes when dropped, even when the test fails. Whether a test may make
-//! namespaces at all is `support::require(Need::Netns, ..)`.
+//! namespaces at all is `support::require(Need::Netns, ..)`; a test file
+//! that includes this module includes `mod support;` too.
 #![allow(dead_code)]
 
 use std::fs::File;
@@ -10,15 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::support::run_tool(Command::new(cmd).args(args));
 }
 
 /// The nsfs inode of a namespace file.

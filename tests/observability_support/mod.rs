@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{Daemon, Xtcp2};
+use crate::support::{content_length, header, read_head, Daemon, Xtcp2};
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
@@ -33,10 +33,7 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header(&self.headers, name)
     }
 
     pub fn text(&self) -> String {
@@ -67,46 +64,18 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
     http_get_with(addr, path, &[], Duration::from_secs(10))
 }
 
-fn bad(msg: String) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
-}
-
-/// Reads one HTTP/1.1 message head and its body (Content-Length or to EOF).
-pub fn read_head(reader: &mut impl BufRead) -> std::io::Result<(String, Vec<(String, String)>)> {
-    let mut first = String::new();
-    if reader.read_line(&mut first)? == 0 {
-        return Err(bad("connection closed before a message".into()));
-    }
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (k, v) = line
-            .split_once(':')
-            .ok_or_else(|| bad(format!("bad header {line:?}")))?;
-        headers.push((k.trim().to_string(), v.trim().to_string()));
-    }
-    Ok((first.trim_end().to_string(), headers))
-}
-
-fn content_length(headers: &[(String, String)]) -> Option<usize> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-}
-
 fn read_response(reader: &mut impl BufRead) -> std::io::Result<HttpResponse> {
     let (status_line, headers) = read_head(reader)?;
     let status = status_line
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad status line {status_line:?}"),
+            )
+        })?;
     let mut body = Vec::new();
     match content_length(&headers) {
         Some(n) => {

@@ -99,6 +99,20 @@ pub fn find_tool(tool: &str) -> Option<PathBuf> {
         .find(|p| executable(p))
 }
 
+/// Runs a helper tool (`ip`, `openssl`, ...) to completion and asserts
+/// it succeeded, showing the command line and its stderr if not.
+pub fn run_tool(command: &mut Command) -> std::process::Output {
+    let shown = format!("{command:?}");
+    let out = command.output().unwrap_or_else(|e| panic!("running {shown}: {e}"));
+    assert!(
+        out.status.success(),
+        "{shown} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// What of `need` is missing, in words; `None` when nothing is.
 fn missing(need: &Need) -> Option<String> {
     match need {
