@@ -8,8 +8,12 @@
 //! snippet and exits 77, before anything is opened; missing soft
 //! capabilities log a warning each and the daemon runs.
 
+mod support;
+
 use std::net::TcpListener;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
+
+use support::{require, require_tool, Need, Xtcp2};
 
 const NET_ADMIN_LINE: &str = "xtcp2: missing capability CAP_NET_ADMIN: required for netlink inet_diag queries";
 const SYS_ADMIN_LINE: &str =
@@ -23,40 +27,27 @@ CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_NET_RAW CAP
 or run as root. Exiting with code 77.
 ";
 
-fn can_run(test: &str) -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        eprintln!("SKIP {test}: needs root (to drop capabilities from a process that has them); CI runs it as root");
-        return false;
-    }
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("SKIP {test}: setpriv not installed (Debian package util-linux)");
-        return false;
-    }
-    true
+/// Root (capabilities to drop) and setpriv (util-linux) to drop them.
+fn can_run() -> bool {
+    require(Need::Root, "capabilities are dropped from a process that has them")
+        && require_tool("setpriv", "setpriv drops the capabilities before exec")
 }
 
 /// Runs xtcp2 with `drop` (setpriv names, e.g. "net_admin") removed.
 fn run_without(drop: &[&str], args: &[&str]) -> Output {
     let list: Vec<String> = drop.iter().map(|c| format!("-{c}")).collect();
     let list = list.join(",");
-    Command::new("setpriv")
-        .arg(format!("--bounding-set={list}"))
-        .arg(format!("--inh-caps={list}"))
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_xtcp2"))
-        .args(args)
-        .env("XTCP2_LOG", "info")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run setpriv")
+    Xtcp2::under(
+        "setpriv",
+        [
+            format!("--bounding-set={list}"),
+            format!("--inh-caps={list}"),
+            "--".into(),
+        ],
+    )
+    .args(args)
+    .env("XTCP2_LOG", "info")
+    .output()
 }
 
 /// Stderr without tracing's log lines (soft-capability warnings may
@@ -91,7 +82,7 @@ fn assert_refused(drop: &[&str], missing: &[&str]) {
 /// Without CAP_NET_ADMIN: the NET_ADMIN line, the snippet, exit 77.
 #[test]
 fn missing_net_admin_exits_77_with_the_contract_message() {
-    if !can_run("missing_net_admin_exits_77_with_the_contract_message") {
+    if !can_run() {
         return;
     }
     assert_refused(&["net_admin"], &[NET_ADMIN_LINE]);
@@ -100,7 +91,7 @@ fn missing_net_admin_exits_77_with_the_contract_message() {
 /// Without CAP_SYS_ADMIN: the SYS_ADMIN line, the snippet, exit 77.
 #[test]
 fn missing_sys_admin_exits_77_with_the_contract_message() {
-    if !can_run("missing_sys_admin_exits_77_with_the_contract_message") {
+    if !can_run() {
         return;
     }
     assert_refused(&["sys_admin"], &[SYS_ADMIN_LINE]);
@@ -109,7 +100,7 @@ fn missing_sys_admin_exits_77_with_the_contract_message() {
 /// Without both: both lines, NET_ADMIN first, the snippet, exit 77.
 #[test]
 fn missing_both_hard_capabilities_names_both() {
-    if !can_run("missing_both_hard_capabilities_names_both") {
+    if !can_run() {
         return;
     }
     assert_refused(&["net_admin", "sys_admin"], &[NET_ADMIN_LINE, SYS_ADMIN_LINE]);
@@ -120,7 +111,7 @@ fn missing_both_hard_capabilities_names_both() {
 /// as a permissions problem.
 #[test]
 fn bad_flags_are_exit_2_before_the_capability_check() {
-    if !can_run("bad_flags_are_exit_2_before_the_capability_check") {
+    if !can_run() {
         return;
     }
     let out = run_without(&["net_admin", "sys_admin"], &["--frequency", "1s", "--timeout", "5s"]);
@@ -137,7 +128,7 @@ fn bad_flags_are_exit_2_before_the_capability_check() {
 /// naming it, then runs a one-shot collection and exits 0.
 #[test]
 fn missing_soft_capabilities_warn_and_run() {
-    if !can_run("missing_soft_capabilities_warn_and_run") {
+    if !can_run() {
         return;
     }
     let out = run_without(

@@ -10,11 +10,13 @@
 //! and with `Protobuf` + `ARRAY JOIN records` when it holds several; both
 //! are checked.
 //!
-//! Skipped, saying why, when chdb cannot be imported. CI installs it with:
+//! Needs chdb: outside CI the tests are skipped, saying why, when it cannot
+//! be imported; under CI that fails them. ci/install-deps.sh installs it with
 //! python3 -m venv /var/cache/xtcp2-ci/venv && /var/cache/xtcp2-ci/venv/bin/pip install chdb
 //! (XTCP2_CHDB_PYTHON names another interpreter).
 
 mod sinks_support;
+mod support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use sinks_support::*;
+use support::{require, require_python_module, Need, Xtcp2, DAEMON_CAPABILITIES};
 use xtcp2::batch::Envelope;
 use xtcp2::format::{Format, StreamFormat};
 use xtcp2::record::Record;
@@ -29,8 +32,6 @@ use xtcp2::sink::Sink;
 
 /// The interpreter CI installs chdb into.
 const CI_VENV_PYTHON: &str = "/var/cache/xtcp2-ci/venv/bin/python";
-/// run_queries.py's exit code when chdb is missing.
-const EXIT_NO_CHDB: i32 = 3;
 
 fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("XTCP2_CHDB_PYTHON") {
@@ -42,54 +43,40 @@ fn python() -> PathBuf {
     PathBuf::from("python3")
 }
 
-/// Runs `queries` in chdb; `None` (with the reason printed) when chdb is
-/// not available. Every query must succeed.
-fn clickhouse(queries: &[String]) -> Option<Vec<String>> {
+/// True when chdb can be imported (see [`support::require`]).
+fn chdb_available() -> bool {
+    require_python_module(&python(), "chdb", "ClickHouse in-process reads the files")
+}
+
+/// Runs `queries` in chdb (the caller checked [`chdb_available`]). Every
+/// query must succeed.
+fn clickhouse(queries: &[String]) -> Vec<String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clickhouse/run_queries.py");
     let python = python();
-    let mut child = match Command::new(&python)
+    let mut child = Command::new(&python)
         .arg(&script)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            println!(
-                "SKIPPED: cannot run {} ({e}); install chdb as the module doc says",
-                python.display()
-            );
-            return None;
-        }
-    };
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
     let input = serde_json::to_vec(queries).unwrap();
     child.stdin.take().unwrap().write_all(&input).unwrap();
     let output = child.wait_with_output().unwrap();
-    if output.status.code() == Some(EXIT_NO_CHDB) {
-        println!(
-            "SKIPPED: {} cannot import chdb: {}",
-            python.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-        return None;
-    }
     assert!(
         output.status.success(),
         "run_queries.py failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     let results: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
-    Some(
-        results
-            .into_iter()
-            .zip(queries)
-            .map(|(r, q)| match r.get("ok").and_then(|v| v.as_str()) {
-                Some(text) => text.trim_end().to_string(),
-                None => panic!("ClickHouse rejected\n  {q}\nwith {}", r["error"]),
-            })
-            .collect(),
-    )
+    results
+        .into_iter()
+        .zip(queries)
+        .map(|(r, q)| match r.get("ok").and_then(|v| v.as_str()) {
+            Some(text) => text.trim_end().to_string(),
+            None => panic!("ClickHouse rejected\n  {q}\nwith {}", r["error"]),
+        })
+        .collect()
 }
 
 fn proto_schema() -> String {
@@ -167,6 +154,9 @@ fn listen_sql(format: Format) -> &'static str {
 #[test]
 fn clickhouse_reads_the_known_collection() {
     let Some(records) = known_collection() else { return };
+    if !chdb_available() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let n = records.len() as u64;
     let sum_rtt: u64 = records.iter().filter_map(|r| r.tcpi_rtt).map(u64::from).sum();
@@ -251,7 +241,7 @@ fn clickhouse_reads_the_known_collection() {
         proto_schema().replace(":Record", ":Envelope")
     ));
 
-    let Some(results) = clickhouse(&queries) else { return };
+    let results = clickhouse(&queries);
     for (i, format) in formats.iter().enumerate() {
         assert_eq!(results[2 * i], expected_aggregates, "{format}: aggregates");
         assert_eq!(results[2 * i + 1], expected_samples, "{format}: sampled records");
@@ -268,8 +258,7 @@ fn clickhouse_reads_the_known_collection() {
 /// sums our own decoder finds in them.
 #[test]
 fn clickhouse_reads_what_the_daemon_wrote() {
-    if !is_root() {
-        println!("SKIPPED: the daemon needs CAP_NET_ADMIN and CAP_SYS_ADMIN (run as root)");
+    if !require(Need::Root, DAEMON_CAPABILITIES) || !chdb_available() {
         return;
     }
     let _listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -295,7 +284,7 @@ fn clickhouse_reads_what_the_daemon_wrote() {
     ];
     for (format, flags, name) in runs {
         let path = out.path().join(format!("daemon-{name}"));
-        let output = Command::new(env!("CARGO_BIN_EXE_xtcp2"))
+        let output = Xtcp2::new()
             .args([
                 "--max-loops",
                 "1",
@@ -313,8 +302,7 @@ fn clickhouse_reads_what_the_daemon_wrote() {
             .arg(format!("file:{}", path.display()))
             .args(flags)
             .env("XTCP2_LOG", "info")
-            .output()
-            .unwrap();
+            .output();
         let log = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "{name}: {log}");
         let rows_sent: u64 = log
@@ -348,7 +336,7 @@ fn clickhouse_reads_what_the_daemon_wrote() {
         };
         queries.push(query);
     }
-    let Some(results) = clickhouse(&queries) else { return };
+    let results = clickhouse(&queries);
     for ((result, expected), (_, _, name)) in results.iter().zip(&expected).zip(runs) {
         assert_eq!(result, expected, "{name}");
     }

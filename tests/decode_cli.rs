@@ -2,32 +2,19 @@
 //! decodes, framed like a file destination in every format; bad files are
 //! clear errors with a non-zero exit.
 
+mod support;
+
 use std::path::PathBuf;
-use std::process::Command;
 
 use prost::Message;
 use xtcp2::decode::capture::for_each_pcap_reply;
 use xtcp2::decode::{Deserializers, SocketDecoder};
 use xtcp2::format::protobuf::schema::Envelope;
 
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("XTCP2_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/inet_diag"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("SKIPPED: no fixtures at {}", dir.display());
-        None
-    }
-}
+use support::{fixtures_dir, Xtcp2};
 
 fn decode(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_xtcp2"))
-        .arg("decode")
-        .args(args)
-        .output()
-        .expect("run xtcp2 decode")
+    Xtcp2::new().arg("decode").args(args).output()
 }
 
 /// The library's own decoding of a capture, as JSON objects.
@@ -60,7 +47,7 @@ fn library_records(pcap: &PathBuf) -> Vec<serde_json::Value> {
 /// JSON Lines output equals the library's decoding, record for record.
 #[test]
 fn decode_pcap_jsonl_equals_library_records() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = fixtures_dir() else { return };
     let pcap = dir.join("6_6_44/tcp_100_sockets_dctcp.pcap");
     let out = decode(&["--pcap", pcap.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -78,7 +65,7 @@ fn decode_pcap_jsonl_equals_library_records() {
 /// every record; csv has its header exactly once.
 #[test]
 fn decode_pcap_framed_formats_hold_every_record() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = fixtures_dir() else { return };
     let pcap = dir.join("6_6_44/tcp_1000_sockets.pcap");
     let expected = library_records(&pcap).len();
 
@@ -112,7 +99,7 @@ fn decode_pcap_framed_formats_hold_every_record() {
 /// A bare netlink stream decodes with --raw.
 #[test]
 fn decode_raw_stream() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = fixtures_dir() else { return };
     let raw = dir.join("netlink_packets_capture/2024-08-29T12-10-41.559779983-07-00");
     let out = decode(&["--raw", raw.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -9,6 +9,8 @@
 //! Case counts are bounded so the whole file runs in seconds; raise them
 //! with `PROPTEST_CASES=100000` for a longer hunt.
 
+mod support;
+
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use xtcp2::decode::capture::{for_each_pcap_reply, for_each_raw_reply, CaptureError};
@@ -129,35 +131,29 @@ fn synthetic_pcap() -> Vec<u8> {
     f
 }
 
-/// Real captures when the fixture folder is present: a 6.6 dump with Vegas
-/// info, a 7.0 reply, and a raw 6.x stream.
-fn fixture(name: &str) -> Option<Vec<u8>> {
-    let dir = std::env::var_os("XTCP2_FIXTURES")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/inet_diag"));
-    std::fs::read(dir.join(name)).ok()
-}
-
 struct Seeds {
     pcaps: Vec<Vec<u8>>,
     raws: Vec<Vec<u8>>,
 }
 
+/// The synthetic captures, and the real ones when the fixture folder is
+/// there (see `support::fixtures_dir`): a 6.6 dump with Vegas info, a 7.0
+/// reply, and a raw 6.x stream.
 fn seeds() -> &'static Seeds {
     static SEEDS: std::sync::OnceLock<Seeds> = std::sync::OnceLock::new();
     SEEDS.get_or_init(|| {
         let mut pcaps = vec![synthetic_pcap()];
         let mut raws = vec![synthetic_stream()];
-        for name in [
-            "6_6_44/ss_tcp_info_a_4.pcap",
-            "7_0_3/netlink_sock_diag_response_7_0_3_sport26546_dport443.pcap",
-            "6_6_44/netlink_sock_diag_reply_single_packet_port4018.pcap",
-        ] {
-            pcaps.extend(fixture(name));
-        }
-        raws.extend(fixture("netlink_packets_capture/2024-08-29T12-10-36.560332872-07-00"));
-        if pcaps.len() == 1 {
-            println!("fixture folder absent: mutating the synthetic captures only");
+        if let Some(dir) = support::fixtures_dir() {
+            let read = |name: &str| std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
+            for name in [
+                "6_6_44/ss_tcp_info_a_4.pcap",
+                "7_0_3/netlink_sock_diag_response_7_0_3_sport26546_dport443.pcap",
+                "6_6_44/netlink_sock_diag_reply_single_packet_port4018.pcap",
+            ] {
+                pcaps.push(read(name));
+            }
+            raws.push(read("netlink_packets_capture/2024-08-29T12-10-36.560332872-07-00"));
         }
         Seeds { pcaps, raws }
     })

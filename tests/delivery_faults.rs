@@ -8,7 +8,7 @@
 //! stops, phase by phase, so every outcome is deterministic. The last test
 //! does the same to the real binary.
 
-mod sinks_support;
+mod support;
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sinks_support::is_root;
+use support::{require, Need, Xtcp2, DAEMON_CAPABILITIES};
 use xtcp2::batch::{Envelope, EnvelopeQueue};
 use xtcp2::format::StreamFormat;
 use xtcp2::observe::metrics::{KindLabel, Metrics};
@@ -410,15 +410,14 @@ fn shutdown_with_healthy_destination_flushes_everything() {
 /// says it sent, and sent + dropped is everything it collected.
 #[test]
 fn daemon_survives_receiver_outages() {
-    if !is_root() {
-        println!("SKIPPED: the daemon needs CAP_NET_ADMIN and CAP_SYS_ADMIN (run as root)");
+    if !require(Need::Root, DAEMON_CAPABILITIES) {
         return;
     }
     let addr = free_port();
     // A socket of our own, so every poll collects something.
     let _listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let netns_dirs = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xtcp2"))
+    let mut daemon = Xtcp2::new()
         .args([
             "--frequency",
             "200ms",
@@ -439,16 +438,7 @@ fn daemon_survives_receiver_outages() {
         .arg("--netns-dirs")
         .arg(netns_dirs.path())
         .env("XTCP2_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::BufReader::new(stderr).read_to_string(&mut text);
-        text
-    });
+        .spawn();
 
     let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
     std::thread::sleep(Duration::from_millis(1200)); // down at start
@@ -460,11 +450,10 @@ fn daemon_survives_receiver_outages() {
     std::thread::sleep(Duration::from_millis(1200));
     let receiver = Receiver::start(addr, lines.clone()); // back
     std::thread::sleep(Duration::from_millis(1200));
-    // SAFETY: plain kill(2) of the child we spawned.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let status = child.wait().unwrap();
+    daemon.terminate();
+    let status = daemon.wait_exit(Duration::from_secs(30));
     receiver.stop(); // reads until the daemon's connection closed
-    let log = log.join().unwrap();
+    let log = daemon.stderr();
     assert!(status.success(), "daemon exit {status:?}\n{log}");
 
     let finished = log

@@ -6,40 +6,25 @@
 //! single-attribute files decode to the values their bytes hold; and the
 //! zero-filled 6.1 files fail with a clear error.
 //!
-//! The fixtures live outside the repository. When the folder is absent
-//! (`XTCP2_FIXTURES` overrides its path) every test here prints why and
-//! passes without checking anything.
+//! The fixtures live outside the repository (`XTCP2_FIXTURES` overrides
+//! their path): see `support::fixtures_dir` for what happens without them.
 
 #[path = "common/sock_diag_crosscheck.rs"]
 mod crosscheck;
 #[path = "common/ss_text.rs"]
 mod ss_text;
+mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ss_text::{Shown, SsSocket};
+use support::fixtures_dir;
 use xtcp2::decode::capture::{for_each_pcap_reply, for_each_raw_reply, CaptureError, ReplyOrigin};
 use xtcp2::decode::inet_diag::{attr, INET_DIAG_MSG_LEN};
 use xtcp2::decode::{decode_socket, DecodeError, DecodeStats, Deserializers, SocketDecoder};
 use xtcp2::kernel::DumpRequest;
 use xtcp2::record::Record;
-
-/// The fixture folder, or `None` (with the reason printed) when it is absent.
-fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("XTCP2_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/inet_diag"));
-    if dir.join("README.md").is_file() {
-        Some(dir)
-    } else {
-        println!(
-            "SKIPPED: fixture folder {} is absent (set XTCP2_FIXTURES to its path); nothing was checked",
-            dir.display()
-        );
-        None
-    }
-}
 
 fn read(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("reading fixture {name}: {e}"))
@@ -158,7 +143,7 @@ fn compare_with_ss(decoded: &[Decoded], printed: &[SsSocket], shown: Shown) -> S
 /// Decodes `dumps` of `pcap`, parses `ss`, and requires a one-to-one match
 /// with every printed token equal.
 fn check_ss_fixture(pcap: &str, ss: &str, dumps: [usize; 2], shown: Shown) {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = fixtures_dir() else { return };
     let text = String::from_utf8(read(&dir, ss)).unwrap_or_else(|e| panic!("{ss}: not UTF-8: {e}"));
     let printed = ss_text::parse(&text).unwrap_or_else(|e| panic!("{ss}: {e}"));
     let (decoded, _, _) = decode_pcap(&read(&dir, pcap), Some(&dumps), pcap);
@@ -239,7 +224,7 @@ ss_fixtures! {
 /// of the same pcap (same sockets, later counters) reports mismatches.
 #[test]
 fn ss_text_against_the_wrong_run_mismatches() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = fixtures_dir() else { return };
     let text = String::from_utf8(read(&dir, "6_6_44/ss_tcp_info_a_100")).expect("UTF-8");
     let printed = ss_text::parse(&text).expect("parses");
     let (decoded, _, _) = decode_pcap(&read(&dir, "6_6_44/tcp_100_sockets.pcap"), Some(&[2, 3]), "tcp_100");
@@ -313,7 +298,7 @@ fn files_under(dir: &Path, rel: &str, out: &mut Vec<String>) {
 /// it knows.
 #[test]
 fn every_capture_decodes_and_agrees_with_netlink_packet_sock_diag() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = fixtures_dir() else { return };
     let mut files = Vec::new();
     files_under(&dir, "", &mut files);
     let (mut total_sockets, mut total_fields, mut total_files) = (0, 0, 0);
@@ -391,7 +376,7 @@ fn records_of(dir: &Path, pcap: &str) -> Vec<Record> {
 #[test]
 fn congestion_info_follows_the_algorithm() {
     const TCP_TIME_WAIT: u8 = 6;
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = fixtures_dir() else { return };
     let cases = [
         ("6_6_44/tcp_100_sockets_dctcp.pcap", "dctcp"),
         ("6_6_44/tcp_100_sockets_vegas.pcap", "vegas"),
@@ -443,7 +428,7 @@ fn congestion_info_follows_the_algorithm() {
 /// for LISTEN and CLOSE only).
 #[test]
 fn ulp_name_and_v6only_come_through() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = fixtures_dir() else { return };
     let records = records_of(&dir, "7_0_3/7_0_3_ss_tcp_info.pcap");
     let mut mptcp: Vec<u16> = records
         .iter()
@@ -470,7 +455,7 @@ fn ulp_name_and_v6only_come_through() {
 /// the tcp_info of the socket with those ports.
 #[test]
 fn tcp_info_attribute_files_match_their_sockets() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = fixtures_dir() else { return };
     let cases = [
         (
             "7_0_3/netlink_sock_diag_response_7_0_3_sport26546_dport443.pcap",
@@ -552,7 +537,7 @@ fn decode_attribute_file(dir: &Path, name: &str) -> Record {
 /// 2626560, 4096) are among them.
 #[test]
 fn single_attribute_files_decode_to_their_values() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = fixtures_dir() else { return };
     let d = |name: &str| decode_attribute_file(&dir, name);
     let skmem = |r: &Record| {
         [
@@ -734,7 +719,7 @@ fn single_attribute_files_decode_to_their_values() {
 /// which is an error that names the attribute and keeps the header.
 #[test]
 fn zero_length_attribute_is_a_typed_error() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = fixtures_dir() else { return };
     let mut payload = vec![0u8; INET_DIAG_MSG_LEN];
     payload[0] = 2;
     payload.extend_from_slice(&read(&dir, "attribute_pragueinfo_fake_fixme"));
@@ -762,7 +747,7 @@ fn zero_length_attribute_is_a_typed_error() {
 /// message-too-short error, the text with a parse error; none panics.
 #[test]
 fn zero_filled_6_1_files_fail_cleanly() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = fixtures_dir() else { return };
     let pcap = read(&dir, "6_1_103/6_1_103_tcp_1000_sockets.pcap");
     assert!(
         pcap.len() > 900_000 && pcap.iter().all(|b| *b == 0),
@@ -810,7 +795,7 @@ fn bad_magic_names_pcapng_only_for_pcapng() {
 /// sequence number.
 #[test]
 fn captured_ss_requests_equal_our_encoding() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = fixtures_dir() else { return };
     for file in [
         "6_6_44/netlink_sock_diag_request_bytes",
         "6_6_44/netlink_sock_diag_request_bytes_a",
@@ -834,7 +819,7 @@ fn captured_ss_requests_equal_our_encoding() {
 /// short, a typed overrun error.
 #[test]
 fn raw_message_files_decode() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = fixtures_dir() else { return };
     for (file, dport) in [
         ("6_6_44/netlink_sock_diag_response_port4002", 4002),
         ("6_6_44/netlink_sock_diag_response_port4007", 4007),

@@ -2,6 +2,7 @@
 //! encoder matches prost's encoding of the same records.
 
 mod sinks_support;
+mod support;
 
 use std::path::Path;
 use std::sync::Arc;

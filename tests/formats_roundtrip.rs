@@ -3,6 +3,7 @@
 //! records that were encoded.
 
 mod sinks_support;
+mod support;
 
 use std::sync::Arc;
 

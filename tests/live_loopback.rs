@@ -4,17 +4,19 @@
 //! must agree on the very same received bytes; and the built `xtcp2` binary,
 //! run one-shot, must print those connections as JSON lines.
 //!
-//! Needs root (CI runs as root). Without root, or without inet_diag in the
-//! kernel, the tests print why and pass without checking anything. Every
-//! socket is closed when the test ends; the binary is waited for or killed.
+//! Needs root, inet_diag and a working loopback (CI has them; elsewhere
+//! the tests say what is missing and are skipped). Every socket is closed
+//! when the test ends; the binary is waited for or killed.
 
 #[path = "common/sock_diag_crosscheck.rs"]
 mod crosscheck;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use support::{require, Need, Xtcp2};
 
 use xtcp2::decode::inet_diag::{AF_INET, AF_INET6};
 use xtcp2::decode::{Deserializers, SocketDecoder};
@@ -28,21 +30,30 @@ const PAYLOAD: usize = 1000;
 const TCP_ESTABLISHED: u8 = 1;
 const TCP_LISTEN: u8 = 10;
 
-/// Why the live tests cannot run here, if they cannot.
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not running as root".to_string());
-    }
-    match DiagSocket::open(Duration::from_secs(1)) {
-        Ok(_) => {}
-        Err(e) => return Some(format!("netlink inet_diag is unavailable: {e}")),
-    }
-    // A fresh network namespace has its loopback down.
-    match TcpListener::bind("127.0.0.1:0").and_then(|l| TcpStream::connect(l.local_addr()?)) {
-        Ok(_) => None,
-        Err(e) => Some(format!("TCP on 127.0.0.1 is unusable here ({e})")),
-    }
+/// Whether the live tests can run here (see `support::require`): root,
+/// a netlink inet_diag socket, and TCP on 127.0.0.1 (a fresh network
+/// namespace has its loopback down).
+fn can_run() -> bool {
+    require(Need::Root, "a dump of every socket needs CAP_NET_ADMIN")
+        && require(
+            Need::Usable(
+                "netlink inet_diag",
+                DiagSocket::open(Duration::from_secs(1))
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+            ),
+            "the test dumps sockets",
+        )
+        && require(
+            Need::Usable(
+                "TCP on 127.0.0.1",
+                TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| TcpStream::connect(l.local_addr()?))
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+            ),
+            "the test opens loopback connections",
+        )
 }
 
 /// A listener with established connections and the bytes they exchanged.
@@ -147,8 +158,7 @@ fn find(dump: &[Dumped], ip: IpAddr, local: u16, peer: u16) -> Option<&Record> {
 /// of the same received bytes to the same values.
 #[test]
 fn live_dump_finds_the_test_connections() {
-    if let Some(reason) = skip_reason() {
-        println!("SKIPPED: {reason}; nothing was checked");
+    if !can_run() {
         return;
     }
     for (ip, family) in [
@@ -158,7 +168,11 @@ fn live_dump_finds_the_test_connections() {
         let lo = match Loopback::open(ip) {
             Ok(lo) => lo,
             Err(e) if family == AF_INET6 => {
-                println!("SKIPPED IPv6 part: cannot use ::1 ({e})");
+                // Prints why outside CI; under CI it fails the test.
+                let _ = require(
+                    Need::Usable("::1", Err(e.to_string())),
+                    "the IPv6 part; the IPv4 part ran",
+                );
                 continue;
             }
             Err(e) => panic!("loopback sockets on {ip}: {e}"),
@@ -229,18 +243,22 @@ fn unspecified(ip: IpAddr) -> IpAddr {
 /// with the right state and ports.
 #[test]
 fn one_shot_binary_prints_the_test_connections() {
-    if let Some(reason) = skip_reason() {
-        println!("SKIPPED: {reason}; nothing was checked");
+    if !can_run() {
         return;
     }
     let mut families = vec![Loopback::open(IpAddr::from([127, 0, 0, 1])).expect("IPv4 loopback")];
     match Loopback::open("::1".parse().expect("::1")) {
         Ok(lo) => families.push(lo),
-        Err(e) => println!("SKIPPED IPv6 part: cannot use ::1 ({e})"),
+        // Prints why outside CI; under CI it fails the test.
+        Err(e) => {
+            let _ = require(
+                Need::Usable("::1", Err(e.to_string())),
+                "the IPv6 part; the IPv4 part runs",
+            );
+        }
     }
 
-    let mut command = Command::new(env!("CARGO_BIN_EXE_xtcp2"));
-    command
+    let output = Xtcp2::new()
         .args([
             "--max-loops",
             "1",
@@ -250,16 +268,7 @@ fn one_shot_binary_prints_the_test_connections() {
             "--netns-dirs",
             "",
         ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("XTCP2_") {
-            command.env_remove(name);
-        }
-    }
-    let child = command.spawn().expect("spawn xtcp2");
-    let output = wait_with_deadline(child, Duration::from_secs(60));
+        .output();
     let stdout = String::from_utf8(output.stdout).expect("UTF-8 output");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "xtcp2 exited with {}: {stderr}", output.status);
@@ -294,39 +303,4 @@ fn one_shot_binary_prints_the_test_connections() {
         "xtcp2 one-shot printed {} records; all {found} test sockets among them",
         lines.len()
     );
-}
-
-/// Waits for the child, killing it after `deadline` so a hung binary cannot
-/// outlive the test.
-fn wait_with_deadline(mut child: std::process::Child, deadline: Duration) -> std::process::Output {
-    let started = Instant::now();
-    // Drain stdout/stderr on threads so a full pipe cannot block the child.
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for xtcp2") {
-            break status;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("xtcp2 --max-loops 1 did not exit within {deadline:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    std::process::Output {
-        status,
-        stdout: out_reader.join().expect("stdout reader"),
-        stderr: err_reader.join().expect("stderr reader"),
-    }
 }

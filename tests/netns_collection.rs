@@ -4,18 +4,20 @@
 
 mod netns_support;
 mod observability_support;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use netns_support::*;
+use observability_support::HttpDaemon;
+use support::{require, Need, Xtcp2};
 
-fn xtcp2() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_xtcp2"))
-}
+/// Why the tests here need [`Need::Netns`].
+const MAKES_NAMESPACES: &str = "the test makes network namespaces";
 
 /// Asserts both sides of `conn` appear exactly once, tagged as `check` says.
 fn assert_both_sides(
@@ -44,7 +46,7 @@ fn assert_both_sides(
 /// each exactly once per side and tagged with its namespace.
 #[test]
 fn netns_every_kind_of_namespace_is_collected_once_and_tagged() {
-    if !can_create_namespaces("netns_every_kind_of_namespace_is_collected_once_and_tagged") {
+    if !require(Need::Netns, MAKES_NAMESPACES) {
         return;
     }
     let tag = std::process::id();
@@ -59,7 +61,7 @@ fn netns_every_kind_of_namespace_is_collected_once_and_tagged() {
     let anon_conn = LoopbackConnection::open_in(&anonymous.path());
 
     let dirs = format!("/run/netns,{}", docker_dir.path().display());
-    let out = xtcp2()
+    let out = Xtcp2::new()
         .args([
             "--max-loops",
             "1",
@@ -70,8 +72,7 @@ fn netns_every_kind_of_namespace_is_collected_once_and_tagged() {
             "--deserializers",
             "info",
         ])
-        .output()
-        .expect("run xtcp2");
+        .output();
     assert!(
         out.status.success(),
         "xtcp2 failed: {}",
@@ -109,12 +110,12 @@ fn netns_every_kind_of_namespace_is_collected_once_and_tagged() {
 /// With the /proc scan off, a process-held namespace is not collected.
 #[test]
 fn netns_proc_scan_can_be_turned_off() {
-    if !can_create_namespaces("netns_proc_scan_can_be_turned_off") {
+    if !require(Need::Netns, MAKES_NAMESPACES) {
         return;
     }
     let anonymous = ProcessNetns::new();
     let conn = LoopbackConnection::open_in(&anonymous.path());
-    let out = xtcp2()
+    let out = Xtcp2::new()
         .args([
             "--max-loops",
             "1",
@@ -124,8 +125,7 @@ fn netns_proc_scan_can_be_turned_off() {
             "",
             "--netns-proc-scan=false",
         ])
-        .output()
-        .expect("run xtcp2");
+        .output();
     assert!(out.status.success());
     let records = parse_records(&String::from_utf8_lossy(&out.stdout));
     assert!(with_ports(&records, conn.server_port, conn.client_port).is_empty());
@@ -137,20 +137,17 @@ fn netns_proc_scan_can_be_turned_off() {
 /// after it started, at its next poll: new processes are always stat'ed.
 #[test]
 fn netns_process_started_after_the_daemon_is_found_by_incremental_scans() {
-    if !can_create_namespaces("netns_process_started_after_the_daemon_is_found_by_incremental_scans") {
+    if !require(Need::Netns, MAKES_NAMESPACES) {
         return;
     }
     // Something for the first poll to print, so the test knows it happened.
     let host_conn = LoopbackConnection::open();
-    let prom = std::net::SocketAddr::from(([127, 0, 0, 1], observability_support::free_port()));
-    let mut daemon = xtcp2()
-        .args([
+    let mut daemon = HttpDaemon::start(
+        &[
             "--frequency",
             "300ms",
             "--timeout",
             "250ms",
-            "--prom-listen",
-            &prom.to_string(),
             "--netns-dirs",
             "",
             "--netns-proc-rescan",
@@ -159,12 +156,10 @@ fn netns_process_started_after_the_daemon_is_found_by_incremental_scans() {
             "established",
             "--deserializers",
             "",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start xtcp2");
-    let stdout = daemon.stdout.take().expect("stdout");
+        ],
+        Stdio::piped(),
+    );
+    let stdout = daemon.take_stdout();
     let (lines, received) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -190,9 +185,8 @@ fn netns_process_started_after_the_daemon_is_found_by_incremental_scans() {
             .first()
             .map(|r| (*r).clone());
     }
-    let metrics = observability_support::http_get(prom, "/metrics").map(|r| r.text());
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    let metrics = observability_support::http_get(daemon.addr, "/metrics").map(|r| r.text());
+    daemon.kill();
     let _ = reader.join();
     assert!(first.is_ok(), "the daemon printed nothing in 10 s");
     let record = found.expect("the new process's namespace was not collected within 10 s");
@@ -250,7 +244,7 @@ fn idle_usage(pid: u32) -> (usize, usize) {
 /// and afterwards the daemon's fds and threads are back to baseline.
 #[test]
 fn netns_churn_of_200_namespaces_leaks_nothing() {
-    if !can_create_namespaces("netns_churn_of_200_namespaces_leaks_nothing") {
+    if !require(Need::Netns, MAKES_NAMESPACES) {
         return;
     }
     const NAMESPACES: usize = 200;
@@ -261,7 +255,7 @@ fn netns_churn_of_200_namespaces_leaks_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir_arg = dir.path().to_str().expect("utf-8 temp path").to_string();
 
-    let mut daemon = xtcp2()
+    let mut daemon = Xtcp2::new()
         .args([
             "--frequency",
             "200ms",
@@ -278,14 +272,12 @@ fn netns_churn_of_200_namespaces_leaks_nothing() {
             "established",
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn xtcp2");
-    let pid = daemon.id();
+        .spawn();
+    let pid = daemon.pid();
     let seen_names: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
     let reader = {
         let seen = seen_names.clone();
-        let stdout = daemon.stdout.take().expect("stdout");
+        let stdout = daemon.take_stdout();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
@@ -294,17 +286,6 @@ fn netns_churn_of_200_namespaces_leaks_nothing() {
                     }
                 }
             }
-        })
-    };
-    let stderr_reader = {
-        let stderr = daemon.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                text.push_str(&line);
-                text.push('\n');
-            }
-            text
         })
     };
     std::thread::sleep(Duration::from_millis(700));
@@ -354,13 +335,12 @@ fn netns_churn_of_200_namespaces_leaks_nothing() {
                 .collect()
         })
         .unwrap_or_default();
-    let alive = daemon.try_wait().expect("try_wait").is_none();
+    let alive = daemon.is_running();
 
-    // SAFETY: kill with a valid pid of our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let status = daemon.wait().expect("wait");
+    daemon.terminate();
+    let status = daemon.wait_exit(Duration::from_secs(30));
     reader.join().expect("reader");
-    let stderr = stderr_reader.join().expect("stderr reader");
+    let stderr = daemon.stderr();
 
     assert!(alive, "daemon died during churn: {stderr}");
     assert!(status.success(), "daemon exit {status:?}: {stderr}");

@@ -5,14 +5,16 @@
 //! (CI runs as root); tests that do not need it say so.
 
 mod observability_support;
+mod support;
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use observability_support::*;
+use support::{require, require_tool, Need, Xtcp2, DAEMON_CAPABILITIES};
 
 /// Flags every daemon in this file runs with: fast polls of the host
 /// namespace only, records thrown away. Only established and listening
@@ -57,11 +59,11 @@ fn logged_jitter(stderr: &str) -> Option<Duration> {
 /// returns it with every distinct /readyz answer seen until the first 200,
 /// in order, once the wait for the first poll was seen. Retries when the
 /// random delay was too short to observe.
-fn start_and_watch_readiness() -> (Daemon, Vec<(u16, String)>) {
+fn start_and_watch_readiness() -> (HttpDaemon, Vec<(u16, String)>) {
     for attempt in 1..=5 {
         let mut args = BASE.to_vec();
         args.extend(["--poll-jitter", "2s"]);
-        let mut daemon = Daemon::start(&args, Stdio::null());
+        let mut daemon = HttpDaemon::start(&args, Stdio::null());
         let deadline = Instant::now() + Duration::from_secs(15);
         let mut seen = Vec::new();
         loop {
@@ -112,7 +114,7 @@ fn start_and_watch_readiness() -> (Daemon, Vec<(u16, String)>) {
 /// is served on request; SIGTERM ends the daemon with exit code 0.
 #[test]
 fn daemon_metrics_readiness_promtool_and_clean_exit() {
-    if !require_root("daemon_metrics_readiness_promtool_and_clean_exit") {
+    if !require(Need::Root, DAEMON_CAPABILITIES) {
         return;
     }
     let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
@@ -196,7 +198,11 @@ fn daemon_metrics_readiness_promtool_and_clean_exit() {
     );
     assert_eq!(sample(&m, &build), Some(1.0), "{build} in\n{m}");
 
-    if let Some((ok, out)) = promtool_check(&m) {
+    if require_tool(
+        "promtool",
+        "the promtool check of the exposition; the rest of the test ran",
+    ) {
+        let (ok, out) = promtool_check(&m);
         assert!(ok, "promtool check metrics failed:\n{out}\n--- exposition ---\n{m}");
     }
     let plain = http_get(daemon.addr, "/metrics").unwrap();
@@ -234,14 +240,14 @@ fn daemon_metrics_readiness_promtool_and_clean_exit() {
 /// and /healthz 200; once the pipe drains the daemon exits 0.
 #[test]
 fn readyz_is_503_while_the_daemon_flushes_on_shutdown() {
-    if !require_root("readyz_is_503_while_the_daemon_flushes_on_shutdown") {
+    if !require(Need::Root, DAEMON_CAPABILITIES) {
         return;
     }
     // Enough sockets that one poll's records exceed the 64 KiB pipe buffer.
     let connections = LoopbackConnections::open(100);
     let mut args = BASE.to_vec();
     args[5] = "stdout";
-    let mut daemon = Daemon::start(&args, Stdio::piped());
+    let mut daemon = HttpDaemon::start(&args, Stdio::piped());
     daemon.wait_healthy(Duration::from_secs(10));
     daemon.wait_ready(Duration::from_secs(10));
     // Blocked: an envelope waits in the queue behind the one being written.
@@ -267,14 +273,14 @@ fn readyz_is_503_while_the_daemon_flushes_on_shutdown() {
     assert_eq!(shutting_down.text(), "not ready: shutting down\n");
     assert_eq!(http_get(daemon.addr, "/healthz").unwrap().status, 200);
 
-    let mut stdout = daemon.child.stdout.take().unwrap();
+    let mut stdout = daemon.take_stdout();
     let drain = std::thread::spawn(move || {
         let mut sink = Vec::new();
         let _ = stdout.read_to_end(&mut sink);
         sink.len()
     });
     assert_eq!(
-        daemon.wait_exit(Duration::from_secs(30)),
+        daemon.wait_exit(Duration::from_secs(30)).code(),
         Some(0),
         "stderr:\n{}",
         daemon.stderr()
@@ -326,10 +332,10 @@ impl Drop for ScrapeLoad {
 /// heap-profiling; each outcome is counted.
 #[test]
 fn cpu_profile_flamegraph_conflict_and_heap() {
-    if !require_root("cpu_profile_flamegraph_conflict_and_heap") {
+    if !require(Need::Root, DAEMON_CAPABILITIES) {
         return;
     }
-    let mut daemon = Daemon::start(&BASE, Stdio::null());
+    let mut daemon = HttpDaemon::start(&BASE, Stdio::null());
     daemon.wait_healthy(Duration::from_secs(10));
     let load = ScrapeLoad::start(daemon.addr);
 
@@ -428,14 +434,14 @@ fn cpu_profile_flamegraph_conflict_and_heap() {
 /// pprof with samples.
 #[test]
 fn whole_run_cpu_profile_is_written_at_exit() {
-    if !require_root("whole_run_cpu_profile_is_written_at_exit") {
+    if !require(Need::Root, DAEMON_CAPABILITIES) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let dir_arg = dir.path().to_str().unwrap().to_string();
     let mut args = BASE.to_vec();
     args.extend(["--profile-mode", "cpu", "--profile-path", &dir_arg]);
-    let mut daemon = Daemon::start(&args, Stdio::null());
+    let mut daemon = HttpDaemon::start(&args, Stdio::null());
     daemon.wait_healthy(Duration::from_secs(10));
     let busy = http_get(daemon.addr, "/debug/pprof/profile?seconds=1").unwrap();
     assert_eq!(busy.status, 409);
@@ -469,7 +475,7 @@ fn whole_run_cpu_profile_is_written_at_exit() {
 fn taken_listen_port_fails_startup_naming_the_address() {
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = holder.local_addr().unwrap().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_xtcp2"))
+    let out = Xtcp2::new()
         .args([
             "--skip-capability-check",
             "--prom-listen",
@@ -479,9 +485,7 @@ fn taken_listen_port_fails_startup_naming_the_address() {
             "--max-loops",
             "1",
         ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run xtcp2");
+        .output();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
     let expected = format!("xtcp2: cannot listen on {addr} (--prom-listen): Address already in use (os error 98)");
@@ -496,7 +500,7 @@ fn taken_listen_port_fails_startup_naming_the_address() {
 #[cfg(feature = "heap-profiling")]
 #[test]
 fn whole_run_mem_profile_is_written_at_exit() {
-    if !require_root("whole_run_mem_profile_is_written_at_exit") {
+    if !require(Need::Root, DAEMON_CAPABILITIES) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -506,7 +510,7 @@ fn whole_run_mem_profile_is_written_at_exit() {
     // One sample per 1 KiB instead of 512 KiB: a daemon stopped right after
     // start holds too little for the default rate to sample reliably
     // (sampling is random; CI saw zero samples once).
-    let mut daemon = Daemon::start_with_env(&args, Stdio::null(), &[("MALLOC_CONF", "lg_prof_sample:10")]);
+    let mut daemon = HttpDaemon::start_with_env(&args, Stdio::null(), &[("MALLOC_CONF", "lg_prof_sample:10")]);
     daemon.wait_ready(Duration::from_secs(10));
     let pid = daemon.child.id();
     daemon.stop_cleanly(Duration::from_secs(30));

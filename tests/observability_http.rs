@@ -4,6 +4,7 @@
 //! held, a real CPU profile, routing and content negotiation.
 
 mod observability_support;
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,30 +5,22 @@
 //! inet_diag (CI runs as root).
 
 mod observability_support;
+mod support;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use observability_support::*;
+use support::{require, Need, DAEMON_CAPABILITIES};
 
 const UPLOAD_PERIOD: Duration = Duration::from_secs(1);
 
 /// Waits for the log line of the push's first profiling period (the first
 /// profiler start loads symbol tables first, seconds in a debug build) and
 /// returns when it was seen.
-fn wait_push_started(daemon: &Daemon) -> Instant {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if daemon.stderr().contains("pushing CPU profiles to Pyroscope") {
-            return Instant::now();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the push never started; stderr:\n{}",
-            daemon.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn wait_push_started(daemon: &mut HttpDaemon) -> Instant {
+    daemon.wait_for_stderr("pushing CPU profiles to Pyroscope", Duration::from_secs(20));
+    Instant::now()
 }
 
 fn daemon_args<'a>(url: &'a str, app: &'a str) -> Vec<&'a str> {
@@ -61,14 +53,14 @@ fn daemon_args<'a>(url: &'a str, app: &'a str) -> Vec<&'a str> {
 /// pprof CPU profile as the body; the upload counter matches.
 #[test]
 fn pyroscope_receives_a_pprof_profile_every_upload_period() {
-    if !require_root("pyroscope_receives_a_pprof_profile_every_upload_period") {
+    if !require(Need::Root, DAEMON_CAPABILITIES) {
         return;
     }
     let server = RecordingServer::start();
     // Credentials in the URL become Basic auth ("tenant#1", percent-encoded).
     let url = format!("http://tenant%231:s3cret@{}", server.addr);
-    let mut daemon = Daemon::start(&daemon_args(&url, "xtcp2-test"), Stdio::null());
-    let started = wait_push_started(&daemon);
+    let mut daemon = HttpDaemon::start(&daemon_args(&url, "xtcp2-test"), Stdio::null());
+    let started = wait_push_started(&mut daemon);
     let window = UPLOAD_PERIOD * 3;
     std::thread::sleep(window.saturating_sub(started.elapsed()));
     let uploads: Vec<_> = server
@@ -141,12 +133,12 @@ fn pyroscope_receives_a_pprof_profile_every_upload_period() {
 /// resumes uploading afterwards.
 #[test]
 fn pyroscope_yields_the_profiler_to_an_on_demand_profile() {
-    if !require_root("pyroscope_yields_the_profiler_to_an_on_demand_profile") {
+    if !require(Need::Root, DAEMON_CAPABILITIES) {
         return;
     }
     let server = RecordingServer::start();
     let url = format!("http://{}", server.addr);
-    let mut daemon = Daemon::start(&daemon_args(&url, "xtcp2-yield"), Stdio::null());
+    let mut daemon = HttpDaemon::start(&daemon_args(&url, "xtcp2-yield"), Stdio::null());
     daemon.wait_healthy(Duration::from_secs(10));
     daemon.wait_metric("xtcp2_pyroscope_uploads_total", 1.0, Duration::from_secs(10));
 
@@ -177,11 +169,11 @@ fn pyroscope_yields_the_profiler_to_an_on_demand_profile() {
 /// and SIGTERM still exits 0.
 #[test]
 fn dead_pyroscope_does_not_hurt_collection() {
-    if !require_root("dead_pyroscope_does_not_hurt_collection") {
+    if !require(Need::Root, DAEMON_CAPABILITIES) {
         return;
     }
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let mut daemon = Daemon::start(&daemon_args(&closed, "xtcp2-dead"), Stdio::null());
+    let mut daemon = HttpDaemon::start(&daemon_args(&closed, "xtcp2-dead"), Stdio::null());
     daemon.wait_healthy(Duration::from_secs(10));
     let cycles_at_start = daemon.wait_metric("xtcp2_poll_cycles_total", 1.0, Duration::from_secs(10));
     daemon.wait_metric(

@@ -4,19 +4,19 @@
 //! and stamps; SIGHUP log rotation; and output flag errors.
 //!
 //! The daemon tests need CAP_NET_ADMIN and CAP_SYS_ADMIN, so they run as
-//! root (CI does) and are skipped, saying why, otherwise. Each run uses a
+//! root (CI does; elsewhere they are skipped, saying why). Each run uses a
 //! private empty namespace directory and no /proc scan, so it collects
 //! only the test's own network namespace.
 
 mod sinks_support;
+mod support;
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sinks_support::*;
+use support::{require, Need, Xtcp2, DAEMON_CAPABILITIES};
 use xtcp2::format::Format;
 
 /// What the daemon says at exit: its `delivery finished` log line.
@@ -46,31 +46,20 @@ fn account(log: &str) -> Account {
 }
 
 /// The daemon with the test's isolation flags and `args`.
-fn daemon(netns_dirs: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtcp2"));
+fn daemon(netns_dirs: &Path, args: &[&str]) -> Xtcp2 {
+    let mut cmd = Xtcp2::new();
     cmd.args(["--prom-listen", "", "--netns-proc-scan=false", "--netlinkers", "1"])
         .arg("--netns-dirs")
         .arg(netns_dirs)
         .args(args)
-        .env("XTCP2_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .env("XTCP2_LOG", "info");
     cmd
 }
 
 /// Runs to completion; returns the exit status and the log.
-fn run(mut cmd: Command) -> (std::process::ExitStatus, String) {
-    let output = cmd.output().unwrap();
+fn run(mut cmd: Xtcp2) -> (std::process::ExitStatus, String) {
+    let output = cmd.output();
     (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
-}
-
-fn root_or_skip() -> bool {
-    if is_root() {
-        true
-    } else {
-        println!("SKIPPED: the daemon needs CAP_NET_ADMIN and CAP_SYS_ADMIN (run as root)");
-        false
-    }
 }
 
 /// Keeps a few sockets of our own open, so the collection is never empty.
@@ -129,7 +118,7 @@ const STAMPS: &[&str] = &[
 /// XTCP_HOSTNAME), -label, -tag and -location.
 #[test]
 fn one_shot_over_tcp_in_every_format() {
-    if !root_or_skip() {
+    if !require(Need::Root, DAEMON_CAPABILITIES) {
         return;
     }
     let _sockets = some_sockets();
@@ -150,7 +139,7 @@ fn one_shot_over_tcp_in_every_format() {
 /// http, file, and udp when root.
 #[test]
 fn one_shot_into_every_destination() {
-    if !root_or_skip() {
+    if !require(Need::Root, DAEMON_CAPABILITIES) {
         return;
     }
     let _sockets = some_sockets();
@@ -204,7 +193,7 @@ fn one_shot_into_every_destination() {
 /// least two periods apart in total, then exit 0.
 #[test]
 fn max_loops_runs_that_many_cycles() {
-    if !root_or_skip() {
+    if !require(Need::Root, DAEMON_CAPABILITIES) {
         return;
     }
     let _sockets = some_sockets();
@@ -236,7 +225,7 @@ fn max_loops_runs_that_many_cycles() {
 /// flushes and exits 0.
 #[test]
 fn sighup_reopens_the_destination_file() {
-    if !root_or_skip() {
+    if !require(Need::Root, DAEMON_CAPABILITIES) {
         return;
     }
     let _sockets = some_sockets();
@@ -249,13 +238,7 @@ fn sighup_reopens_the_destination_file() {
         &["--frequency", "200ms", "--timeout", "100ms", "--marshal", "csv"],
     );
     cmd.arg("--dest").arg(format!("file:{}", path.display()));
-    let mut child = cmd.spawn().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
+    let mut daemon = cmd.spawn();
     let wait_until = |what: &str, cond: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !cond() {
@@ -267,16 +250,14 @@ fn sighup_reopens_the_destination_file() {
         std::fs::metadata(&path).map(|m| m.len() > 0).unwrap_or(false)
     });
     std::fs::rename(&path, &rotated).unwrap();
-    // SAFETY: plain kill(2) of the child we spawned.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGHUP) };
+    daemon.signal(libc::SIGHUP);
     wait_until("a new file has data", &|| {
         std::fs::metadata(&path).map(|m| m.len() > 0).unwrap_or(false)
     });
     std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: as above.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    let log = log.join().unwrap();
+    daemon.terminate();
+    let status = daemon.wait_exit(Duration::from_secs(30));
+    let log = daemon.stderr();
     assert!(status.success(), "{status:?}\n{log}");
     assert!(log.contains("SIGHUP: reopening the destination file"), "{log}");
 
@@ -310,24 +291,16 @@ fn sighup_reopens_the_destination_file() {
 /// SIGTERM during that wait ends the daemon at once with exit 0.
 #[test]
 fn poll_jitter_wait_is_interrupted_by_sigterm() {
-    if !root_or_skip() {
+    if !require(Need::Root, DAEMON_CAPABILITIES) {
         return;
     }
     let dirs = tempfile::tempdir().unwrap();
-    let mut cmd = daemon(dirs.path(), &["--poll-jitter", "1h", "--dest", "null"]);
-    let mut child = cmd.spawn().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
+    let mut daemon = daemon(dirs.path(), &["--poll-jitter", "1h", "--dest", "null"]).spawn();
     std::thread::sleep(Duration::from_millis(500));
     let signalled = Instant::now();
-    // SAFETY: plain kill(2) of the child we spawned.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    let log = log.join().unwrap();
+    daemon.terminate();
+    let status = daemon.wait_exit(Duration::from_secs(30));
+    let log = daemon.stderr();
     assert!(status.success(), "{status:?}\n{log}");
     assert!(
         signalled.elapsed() < Duration::from_secs(5),

@@ -8,6 +8,7 @@
 //! their own SSL_CERT_FILE (or none).
 
 mod sinks_support;
+mod support;
 
 use std::process::Command;
 use std::sync::mpsc;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sinks_support::*;
+use support::{require_tool, run_tool, Daemon, Xtcp2};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use xtcp2::batch::Envelope;
 use xtcp2::format::{Format, StreamFormat};
@@ -99,19 +101,18 @@ fn tls_receiver(cert: &std::path::Path, key: &std::path::Path) -> (std::net::Soc
     (addr, rx)
 }
 
+/// Whether the openssl CLI is here to make the test certificates (see
+/// `support::require`).
+fn openssl_available() -> bool {
+    require_tool("openssl", "the openssl CLI makes the test certificates")
+}
+
 /// A test CA and a server certificate for 127.0.0.1 signed by it, made
-/// with the openssl CLI: (ca.pem, cert.pem, key.pem). `None`, saying why,
-/// without openssl.
-fn make_certificates(dir: &std::path::Path) -> Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
-    let run = |args: &[&str]| -> Option<()> {
-        match Command::new("openssl").args(args).current_dir(dir).output() {
-            Ok(out) if out.status.success() => Some(()),
-            Ok(out) => panic!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr)),
-            Err(e) => {
-                println!("SKIPPED: the openssl CLI is needed to make test certificates ({e})");
-                None
-            }
-        }
+/// with the openssl CLI (the caller checked [`openssl_available`]):
+/// (ca.pem, cert.pem, key.pem).
+fn make_certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        run_tool(Command::new("openssl").args(args).current_dir(dir));
     };
     run(&[
         "req",
@@ -127,7 +128,7 @@ fn make_certificates(dir: &std::path::Path) -> Option<(std::path::PathBuf, std::
         "ca.key",
         "-out",
         "ca.pem",
-    ])?;
+    ]);
     run(&[
         "req",
         "-newkey",
@@ -139,7 +140,7 @@ fn make_certificates(dir: &std::path::Path) -> Option<(std::path::PathBuf, std::
         "key.pem",
         "-out",
         "server.csr",
-    ])?;
+    ]);
     std::fs::write(
         dir.join("server.ext"),
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
@@ -161,8 +162,8 @@ fn make_certificates(dir: &std::path::Path) -> Option<(std::path::PathBuf, std::
         "server.ext",
         "-out",
         "cert.pem",
-    ])?;
-    Some((dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem")))
+    ]);
+    (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"))
 }
 
 /// Sends `records` to `dest`, one envelope per 200 records.
@@ -181,10 +182,11 @@ async fn send(dest: &str, records: &[xtcp2::record::Record]) -> Result<(), SinkE
 #[test]
 fn https_verifies_the_server_and_delivers_every_record() {
     let Some(records) = known_collection() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let Some((ca, cert, key)) = make_certificates(dir.path()) else {
+    if !openssl_available() {
         return;
-    };
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certificates(dir.path());
     let (addr, rx) = tls_receiver(&cert, &key);
     let dest = format!("https://{addr}/ingest");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -220,8 +222,8 @@ fn https_verifies_the_server_and_delivers_every_record() {
 
 /// The daemon pushing CPU profiles to `url` every second, trusting `ca`
 /// (through SSL_CERT_FILE, given to the child only) or nothing extra.
-fn pyroscope_daemon(url: &str, ca: Option<&std::path::Path>) -> std::process::Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtcp2"));
+fn pyroscope_daemon(url: &str, ca: Option<&std::path::Path>) -> Daemon {
+    let mut cmd = Xtcp2::new();
     cmd.args([
         "--frequency",
         "1s",
@@ -240,13 +242,11 @@ fn pyroscope_daemon(url: &str, ca: Option<&std::path::Path>) -> std::process::Ch
         "--pyroscope-upload-sec",
         "1",
     ])
-    .env_remove("SSL_CERT_FILE")
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::piped());
+    .env_remove("SSL_CERT_FILE");
     if let Some(ca) = ca {
         cmd.env("SSL_CERT_FILE", ca);
     }
-    cmd.spawn().expect("start xtcp2")
+    cmd.spawn()
 }
 
 /// `--pyroscope-url https://...` verifies the server like an https://
@@ -254,32 +254,26 @@ fn pyroscope_daemon(url: &str, ca: Option<&std::path::Path>) -> std::process::Ch
 /// failure); once trusted, gzipped pprof profiles arrive over TLS.
 #[test]
 fn pyroscope_push_over_https() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some((ca, cert, key)) = make_certificates(dir.path()) else {
+    if !openssl_available() {
         return;
-    };
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certificates(dir.path());
     let (addr, rx) = tls_receiver(&cert, &key);
     let url = format!("https://{addr}/pyroscope");
 
     let mut untrusted = pyroscope_daemon(&url, None);
     let nothing = rx.recv_timeout(Duration::from_secs(10));
-    let _ = untrusted.kill();
-    let output = untrusted.wait_with_output().expect("reap xtcp2");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    untrusted.kill();
+    let stderr = untrusted.stderr();
     assert!(nothing.is_err(), "a profile reached an untrusted server");
     assert!(stderr.contains("Pyroscope upload failed"), "{stderr}");
 
     let mut trusted = pyroscope_daemon(&url, Some(&ca));
     // The first profiler start loads symbol tables; allow for a slow machine.
     let upload = rx.recv_timeout(Duration::from_secs(30));
-    let _ = trusted.kill();
-    let output = trusted.wait_with_output().expect("reap xtcp2");
-    let upload = upload.unwrap_or_else(|_| {
-        panic!(
-            "no upload over https in 30 s; stderr:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
+    trusted.kill();
+    let upload = upload.unwrap_or_else(|_| panic!("no upload over https in 30 s; stderr:\n{}", trusted.stderr()));
     assert_eq!(upload.content_type.as_deref(), Some("application/octet-stream"));
     assert_eq!(&upload.bytes[..2], &[0x1f, 0x8b], "a gzipped pprof profile");
 }

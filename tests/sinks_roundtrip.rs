@@ -4,12 +4,14 @@
 //! collection must be there exactly once, with every value intact.
 
 mod sinks_support;
+mod support;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sinks_support::*;
+use support::{require, Need};
 use xtcp2::batch::Envelope;
 use xtcp2::format::{Format, StreamFormat};
 use xtcp2::record::Record;
@@ -125,8 +127,10 @@ fn unixgram_delivers_every_record_once_in_every_format() {
 /// checksums are accepted by the kernel.
 #[test]
 fn udp_delivers_every_record_once_in_every_format() {
-    if !is_root() {
-        println!("SKIPPED: the udp destination opens a raw socket, which needs CAP_NET_RAW (run as root)");
+    if !require(
+        Need::Root,
+        "the udp destination opens a raw socket, which needs CAP_NET_RAW",
+    ) {
         return;
     }
     let Some(records) = known_collection() else { return };
@@ -144,8 +148,10 @@ fn udp_delivers_every_record_once_in_every_format() {
 /// whose loopback has MTU 1500, so the host's loopback is untouched.
 #[test]
 fn udp_fragments_datagrams_above_the_path_mtu() {
-    if !is_root() {
-        println!("SKIPPED: needs root (raw socket and a private network namespace)");
+    if !require(
+        Need::Netns,
+        "a raw socket in a private network namespace with a 1500-byte loopback",
+    ) {
         return;
     }
     let Some(records) = known_collection() else { return };
@@ -180,8 +186,10 @@ fn udp_fragments_datagrams_above_the_path_mtu() {
 /// Without CAP_NET_RAW the first udp send fails and says which capability is missing.
 #[test]
 fn udp_without_cap_net_raw_fails_with_a_clear_error() {
-    if !is_root() {
-        println!("SKIPPED: dropping CAP_NET_RAW from one thread needs a root test process");
+    if !require(
+        Need::Root,
+        "the test process drops CAP_NET_RAW from one thread, so it must have it",
+    ) {
         return;
     }
     let message = std::thread::spawn(|| {

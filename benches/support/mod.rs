@@ -1,10 +1,17 @@
 //! Shared by the benchmarks: an allocator that counts allocations, so a
 //! benchmark can report allocations per record (the target is zero), and
-//! where the fixture captures are.
+//! where the fixture captures are: the tests' own lookup, so a benchmark
+//! run by `cargo test --all-targets` under CI fails without them as a
+//! test does.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+#[path = "../../tests/support/prerequisites.rs"]
+#[allow(dead_code)] // the benchmarks use only the fixture lookup
+mod prerequisites;
+
+pub use prerequisites::fixtures_dir;
 
 /// Counts every allocation and reallocation made by this process.
 pub struct CountingAllocator;
@@ -33,22 +40,5 @@ unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: ptr was allocated by System with this layout.
         unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-/// The fixture folder (`../shared/fixtures/inet_diag`, or `XTCP2_FIXTURES`);
-/// `None`, after printing that nothing was measured, when it is absent.
-pub fn fixtures_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("XTCP2_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/inet_diag"));
-    if dir.join("README.md").is_file() {
-        Some(dir)
-    } else {
-        println!(
-            "SKIPPED: fixture folder {} is absent (set XTCP2_FIXTURES); nothing was measured",
-            dir.display()
-        );
-        None
     }
 }

@@ -1,5 +1,7 @@
 //! Test helpers for real network namespaces. Every helper cleans up what it
-//! makes when dropped, even when the test fails.
+//! makes when dropped, even when the test fails. Whether a test may make
+//! namespaces at all is `support::require(Need::Netns, ..)`; a test file
+//! that includes this module includes `mod support;` too.
 #![allow(dead_code)]
 
 use std::fs::File;
@@ -8,36 +10,8 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// True when the test may create namespaces (root with CAP_SYS_ADMIN).
-/// Prints why not otherwise, so a skipped test says so.
-pub fn can_create_namespaces(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        eprintln!("SKIP {test}: needs root to create network namespaces (CI runs as root)");
-        return false;
-    }
-    let ok = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("SKIP {test}: `ip netns` is unavailable (install iproute2)");
-    }
-    ok
-}
-
 fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::support::run_tool(Command::new(cmd).args(args));
 }
 
 /// The nsfs inode of a namespace file.

@@ -1,37 +1,19 @@
 //! Shared by the observability tests: a plain HTTP/1.1 client, the daemon
-//! binary as a child process that is always reaped, exposition parsing,
-//! and pprof decoding. Std only, so the tests exercise the daemon's own
-//! HTTP stack and nothing of ours sits in between.
+//! with its HTTP listener (on `support::Daemon`), exposition parsing, and
+//! pprof decoding. Std only, so the tests exercise the daemon's own HTTP
+//! stack and nothing of ours sits in between. A test file that includes
+//! this module includes `mod support;` too.
 
 #![allow(dead_code)] // each test file uses a different part
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::ops::{Deref, DerefMut};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The effective uid is 0 (netlink dumps of every socket and setns need it).
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
-}
-
-/// True when the test can run; otherwise prints why it is skipped.
-pub fn require_root(test: &str) -> bool {
-    if is_root() {
-        true
-    } else {
-        eprintln!("SKIP {test}: needs root (CAP_NET_ADMIN for inet_diag); CI runs it as root");
-        false
-    }
-}
+use crate::support::{content_length, header, read_head, Daemon, Xtcp2};
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
@@ -51,10 +33,7 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header(&self.headers, name)
     }
 
     pub fn text(&self) -> String {
@@ -85,46 +64,18 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
     http_get_with(addr, path, &[], Duration::from_secs(10))
 }
 
-fn bad(msg: String) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
-}
-
-/// Reads one HTTP/1.1 message head and its body (Content-Length or to EOF).
-pub fn read_head(reader: &mut impl BufRead) -> std::io::Result<(String, Vec<(String, String)>)> {
-    let mut first = String::new();
-    if reader.read_line(&mut first)? == 0 {
-        return Err(bad("connection closed before a message".into()));
-    }
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (k, v) = line
-            .split_once(':')
-            .ok_or_else(|| bad(format!("bad header {line:?}")))?;
-        headers.push((k.trim().to_string(), v.trim().to_string()));
-    }
-    Ok((first.trim_end().to_string(), headers))
-}
-
-fn content_length(headers: &[(String, String)]) -> Option<usize> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-}
-
 fn read_response(reader: &mut impl BufRead) -> std::io::Result<HttpResponse> {
     let (status_line, headers) = read_head(reader)?;
     let status = status_line
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad status line {status_line:?}"),
+            )
+        })?;
     let mut body = Vec::new();
     match content_length(&headers) {
         Some(n) => {
@@ -233,88 +184,55 @@ fn serve_one_connection(stream: TcpStream, keep: Arc<Mutex<Vec<ReceivedRequest>>
     }
 }
 
-/// The daemon binary running as a child. Dropping it kills and reaps the
-/// process, so a failing assertion never leaves a daemon behind.
-pub struct Daemon {
-    pub child: Child,
+/// The daemon with its HTTP listener on a loopback port the kernel picked
+/// (`--prom-listen 127.0.0.1:0`, so no other process can take the port
+/// between choosing and binding it). Everything of the process itself
+/// (stderr, signals, exit, kill on drop) is `support::Daemon`'s.
+pub struct HttpDaemon {
+    daemon: Daemon,
     pub addr: SocketAddr,
-    stderr: Arc<Mutex<String>>,
 }
 
-impl Daemon {
-    /// Starts `xtcp2` with `args`, its listener on a loopback port the
-    /// kernel picks (`--prom-listen 127.0.0.1:0`, so no other process can
-    /// take the port between choosing and binding it), and waits for the
-    /// log line that names the port. Stdout goes where `stdout` says.
-    pub fn start(args: &[&str], stdout: Stdio) -> Daemon {
-        Daemon::start_with_env(args, stdout, &[])
+impl Deref for HttpDaemon {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
+impl DerefMut for HttpDaemon {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
+    }
+}
+
+impl HttpDaemon {
+    /// Starts `xtcp2` with `args` (logging at info) and waits for the log
+    /// line that names its listen address. Stdout goes where `stdout` says.
+    pub fn start(args: &[&str], stdout: Stdio) -> HttpDaemon {
+        HttpDaemon::start_with_env(args, stdout, &[])
     }
 
-    /// [`Daemon::start`] with extra environment variables.
-    pub fn start_with_env(args: &[&str], stdout: Stdio, env: &[(&str, &str)]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xtcp2"))
+    /// [`HttpDaemon::start`] with extra environment variables.
+    pub fn start_with_env(args: &[&str], stdout: Stdio, env: &[(&str, &str)]) -> HttpDaemon {
+        let mut command = Xtcp2::new();
+        command
             .args(["--prom-listen", "127.0.0.1:0"])
             .args(args)
             .env("XTCP2_LOG", "info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn xtcp2");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().expect("stderr pipe");
-        let sink = stderr.clone();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("serving metrics, health and pprof") {
-                    let addr = line
-                        .split("addr=")
-                        .nth(1)
-                        .and_then(|rest| rest.split_whitespace().next())
-                        .and_then(|a| a.parse::<SocketAddr>().ok());
-                    let _ = addr_tx.send(addr);
-                }
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let mut daemon = Daemon {
-            child,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            stderr,
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            match addr_rx.recv_timeout(Duration::from_millis(20)) {
-                Ok(Some(addr)) => {
-                    daemon.addr = addr;
-                    return daemon;
-                }
-                Ok(None) => panic!("unparsable listen address in:\n{}", daemon.stderr()),
-                Err(_) => {}
-            }
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                // Give the reader a moment to collect the last lines.
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "xtcp2 exited with {status} before listening; stderr:\n{}",
-                    daemon.stderr()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "xtcp2 did not log its listen address; stderr:\n{}",
-                daemon.stderr()
-            );
+            .stdout(stdout);
+        for (name, value) in env {
+            command.env(name, value);
         }
-    }
-
-    pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        let mut daemon = command.spawn();
+        let line = daemon.wait_for_stderr("serving metrics, health and pprof", Duration::from_secs(15));
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .unwrap_or_else(|| panic!("unparsable listen address in {line:?}"));
+        HttpDaemon { daemon, addr }
     }
 
     /// Waits until the HTTP server answers /healthz.
@@ -381,45 +299,6 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-
-    /// Sends SIGTERM (via kill(1), so the test needs no unsafe).
-    pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-    }
-
-    /// SIGTERM, then asserts a clean exit (code 0) within `within`,
-    /// showing the daemon's stderr if not.
-    pub fn stop_cleanly(&mut self, within: Duration) {
-        self.terminate();
-        assert_eq!(self.wait_exit(within), Some(0), "stderr:\n{}", self.stderr());
-    }
-
-    /// Waits for the process to exit and returns its code.
-    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.code();
-            }
-            if Instant::now() >= deadline {
-                panic!("xtcp2 did not exit within {within:?}; stderr:\n{}", self.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
 }
 
 /// The value of the sample named exactly `name` (labels included, as
@@ -432,19 +311,10 @@ pub fn sample(exposition: &str, name: &str) -> Option<f64> {
     })
 }
 
-/// Runs `promtool check metrics` on the exposition; `None` (with a printed
-/// reason) when promtool is not installed.
-pub fn promtool_check(exposition: &str) -> Option<(bool, String)> {
-    let promtool = ["promtool", "/usr/bin/promtool"].into_iter().find(|p| {
-        Command::new(p)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    let Some(promtool) = promtool else {
-        eprintln!("SKIP promtool check: promtool not installed (Debian package `prometheus`)");
-        return None;
-    };
+/// Runs `promtool check metrics` on the exposition: whether it passed,
+/// and what promtool said. The caller has `support::require_tool("promtool", ..)`.
+pub fn promtool_check(exposition: &str) -> (bool, String) {
+    let promtool = crate::support::find_tool("promtool").expect("promtool is installed");
     let mut child = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -464,7 +334,7 @@ pub fn promtool_check(exposition: &str) -> Option<(bool, String)> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    Some((out.status.success(), text))
+    (out.status.success(), text)
 }
 
 /// Gunzips and decodes a pprof profile.

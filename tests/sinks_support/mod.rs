@@ -7,14 +7,17 @@
 //! RFC 4180, TabSeparated, the MessagePack spec, the protobuf wire format),
 //! not from xtcp2's encoders, so a test that round-trips through them
 //! checks the encoders against the formats.
+//!
+//! Builds on `support` (the fixture lookup, HTTP heads): a test file that includes
+//! this module includes `mod support;` too.
 
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -54,22 +57,6 @@ pub const COLLECTION: &[&str] = &[
     "7_0_3/7_0_3_ss_tcp_info.pcap",
 ];
 
-/// The capture folder, or `None` (with the reason printed) when absent.
-pub fn fixture_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("XTCP2_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/inet_diag"));
-    if dir.join("README.md").is_file() {
-        Some(dir)
-    } else {
-        println!(
-            "SKIPPED: fixture folder {} is absent (set XTCP2_FIXTURES to its path); nothing was checked",
-            dir.display()
-        );
-        None
-    }
-}
-
 /// Dumps of a capture used: the first `ss` run (IPv4 then IPv6); the later
 /// runs repeat the same sockets and would only slow the tests down.
 const DUMPS_PER_CAPTURE: usize = 2;
@@ -95,11 +82,12 @@ pub fn records_from(dir: &Path, captures: &[&str]) -> Vec<Record> {
     records
 }
 
-/// The known collection: the captures' sockets, each stamped with a unique
+/// The known collection (`None` when the fixtures are absent, see
+/// `support::fixtures_dir`): the captures' sockets, each stamped with a unique
 /// `poll_seq` (its index) so "arrived exactly once" is checkable, and with
 /// context strings that need quoting and escaping in every text format.
 pub fn known_collection() -> Option<Vec<Record>> {
-    let dir = fixture_dir()?;
+    let dir = crate::support::fixtures_dir()?;
     let mut records = records_from(&dir, COLLECTION);
     let hostname: Arc<str> = Arc::from("fixture-host");
     let label: Arc<str> = Arc::from("rack 7, \"blue\"");
@@ -563,34 +551,14 @@ pub fn collect_rows(
     (rows, items)
 }
 
-/// A TCP listener on 127.0.0.1 that hands over each connection's bytes at EOF.
-pub fn tcp_receiver() -> (std::net::SocketAddr, mpsc::Receiver<Received>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+/// Hands over each connection `incoming` yields as its bytes up to EOF,
+/// read on a thread per connection.
+fn receive_streams<S: Read + Send + 'static>(
+    incoming: impl Iterator<Item = std::io::Result<S>> + Send + 'static,
+) -> mpsc::Receiver<Received> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { break };
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut bytes = Vec::new();
-                let _ = stream.read_to_end(&mut bytes);
-                let _ = tx.send(Received {
-                    bytes,
-                    content_type: None,
-                });
-            });
-        }
-    });
-    (addr, rx)
-}
-
-/// A unix stream listener; same contract as [`tcp_receiver`].
-pub fn unix_receiver(path: &Path) -> mpsc::Receiver<Received> {
-    let listener = UnixListener::bind(path).unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
+        for stream in incoming {
             let Ok(mut stream) = stream else { break };
             let tx = tx.clone();
             std::thread::spawn(move || {
@@ -606,29 +574,50 @@ pub fn unix_receiver(path: &Path) -> mpsc::Receiver<Received> {
     rx
 }
 
+/// A TCP listener on 127.0.0.1 that hands over each connection's bytes at EOF.
+pub fn tcp_receiver() -> (std::net::SocketAddr, mpsc::Receiver<Received>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    (
+        addr,
+        receive_streams(std::iter::from_fn(move || Some(listener.accept().map(|(s, _)| s)))),
+    )
+}
+
+/// A unix stream listener; same contract as [`tcp_receiver`].
+pub fn unix_receiver(path: &Path) -> mpsc::Receiver<Received> {
+    let listener = UnixListener::bind(path).unwrap();
+    receive_streams(std::iter::from_fn(move || Some(listener.accept().map(|(s, _)| s))))
+}
+
 /// Largest datagram the receivers accept (the UDP maximum).
 const DATAGRAM_BUFFER: usize = 65_536;
+
+/// Hands over each datagram `recv` (a socket's receive) returns, until it fails.
+fn receive_datagrams(
+    mut recv: impl FnMut(&mut [u8]) -> std::io::Result<usize> + Send + 'static,
+) -> mpsc::Receiver<Received> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; DATAGRAM_BUFFER];
+        while let Ok(n) = recv(&mut buf) {
+            let datagram = Received {
+                bytes: buf[..n].to_vec(),
+                content_type: None,
+            };
+            if tx.send(datagram).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
 
 /// A UDP socket on 127.0.0.1 handing over each datagram.
 pub fn udp_receiver() -> (std::net::SocketAddr, mpsc::Receiver<Received>) {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = socket.local_addr().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; DATAGRAM_BUFFER];
-        while let Ok((n, _)) = socket.recv_from(&mut buf) {
-            if tx
-                .send(Received {
-                    bytes: buf[..n].to_vec(),
-                    content_type: None,
-                })
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
-    (addr, rx)
+    (addr, receive_datagrams(move |buf| socket.recv(buf)))
 }
 
 /// Raises a UDP receive buffer beyond rmem_max (root only), so a burst of
@@ -651,46 +640,16 @@ pub fn force_receive_buffer(socket: &std::net::UdpSocket, bytes: libc::c_int) {
 
 /// A UDP receiver with a 64 MiB buffer (see [`force_receive_buffer`]).
 pub fn big_udp_receiver() -> (std::net::SocketAddr, mpsc::Receiver<Received>) {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     force_receive_buffer(&socket, 64 << 20);
     let addr = socket.local_addr().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 65_536];
-        while let Ok((n, _)) = socket.recv_from(&mut buf) {
-            if tx
-                .send(Received {
-                    bytes: buf[..n].to_vec(),
-                    content_type: None,
-                })
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
-    (addr, rx)
+    (addr, receive_datagrams(move |buf| socket.recv(buf)))
 }
 
 /// A bound unix datagram socket handing over each datagram.
 pub fn unixgram_receiver(path: &Path) -> mpsc::Receiver<Received> {
     let socket = UnixDatagram::bind(path).unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; DATAGRAM_BUFFER];
-        while let Ok(n) = socket.recv(&mut buf) {
-            if tx
-                .send(Received {
-                    bytes: buf[..n].to_vec(),
-                    content_type: None,
-                })
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
-    rx
+    receive_datagrams(move |buf| socket.recv(buf))
 }
 
 /// A minimal HTTP/1.1 server: reads each request (Content-Length bodies,
@@ -712,35 +671,14 @@ pub fn http_receiver(status: u16) -> (std::net::SocketAddr, mpsc::Receiver<Recei
 /// Serves HTTP requests on one connection until EOF.
 pub fn serve_http<S: Read + Write>(stream: S, status: u16, tx: mpsc::Sender<Received>) {
     let mut reader = BufReader::new(stream);
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-            return;
-        }
+    // Keep-alive: the client may send several requests on one connection.
+    while let Ok((request_line, headers)) = crate::support::read_head(&mut reader) {
         assert!(
             request_line.starts_with("POST "),
             "expected a POST, got {request_line:?}"
         );
-        let mut content_length = None;
-        let mut content_type = None;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                match name.to_ascii_lowercase().as_str() {
-                    "content-length" => content_length = value.trim().parse::<usize>().ok(),
-                    "content-type" => content_type = Some(value.trim().to_string()),
-                    _ => {}
-                }
-            }
-        }
-        let mut body = vec![0u8; content_length.expect("requests carry Content-Length")];
+        let length = crate::support::content_length(&headers).expect("requests carry Content-Length");
+        let mut body = vec![0u8; length];
         if reader.read_exact(&mut body).is_err() {
             return;
         }
@@ -758,20 +696,12 @@ pub fn serve_http<S: Read + Write>(stream: S, status: u16, tx: mpsc::Sender<Rece
             return;
         }
         let _ = reader.get_mut().flush();
-        if tx
-            .send(Received {
-                bytes: body,
-                content_type,
-            })
-            .is_err()
-        {
+        let received = Received {
+            bytes: body,
+            content_type: crate::support::header(&headers, "content-type").map(str::to_string),
+        };
+        if tx.send(received).is_err() {
             return;
         }
     }
-}
-
-/// True when the test runs as root (raw sockets, the real daemon).
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
