@@ -2,28 +2,20 @@
 //! Regression tests for the flags that `decode` used to accept and ignore
 //! silently (`--columns`, `--label`, `--tag`, ...: every flag was global).
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod support;
 
-/// A real capture (the fixtures are part of the workplace, never absent).
-fn capture() -> PathBuf {
-    let dir = std::env::var_os("XTCP2_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/inet_diag"));
-    let pcap = dir.join("6_6_44/tcp_100_sockets_dctcp.pcap");
-    assert!(
-        pcap.is_file(),
-        "fixture {} is missing (set XTCP2_FIXTURES)",
-        pcap.display()
-    );
-    pcap
+use std::path::PathBuf;
+use std::process::Output;
+
+/// A real capture; `None` (skipped, or a failure under CI) without fixtures.
+fn capture() -> Option<PathBuf> {
+    let pcap = support::fixtures_dir()?.join("6_6_44/tcp_100_sockets_dctcp.pcap");
+    assert!(pcap.is_file(), "fixture {} is missing", pcap.display());
+    Some(pcap)
 }
 
 fn xtcp2(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtcp2"))
-        .args(args)
-        .output()
-        .expect("run xtcp2")
+    support::Xtcp2::new().args(args).output()
 }
 
 fn stdout(out: &Output) -> String {
@@ -35,7 +27,7 @@ fn stdout(out: &Output) -> String {
 /// order (it printed all 143 before).
 #[test]
 fn decode_columns_select_and_order_csv_columns() {
-    let pcap = capture();
+    let Some(pcap) = capture() else { return };
     let out = xtcp2(&[
         "decode",
         "--pcap",
@@ -62,7 +54,7 @@ fn decode_columns_select_and_order_csv_columns() {
 /// name is invented for a capture that may come from another host.
 #[test]
 fn decode_stamps_label_tag_location_and_hostname() {
-    let pcap = capture();
+    let Some(pcap) = capture() else { return };
     let out = xtcp2(&[
         "decode",
         "--pcap",
@@ -95,7 +87,7 @@ fn decode_stamps_label_tag_location_and_hostname() {
 /// congestion name is printed.
 #[test]
 fn decode_applies_deserializers() {
-    let pcap = capture();
+    let Some(pcap) = capture() else { return };
     let all = stdout(&xtcp2(&["decode", "--pcap", pcap.to_str().unwrap()]));
     assert!(all.contains("\"cong\":"), "the fixture carries the congestion name");
     let info = stdout(&xtcp2(&[
@@ -113,7 +105,7 @@ fn decode_applies_deserializers() {
 /// 2 naming it, not silence.
 #[test]
 fn daemon_flags_are_refused_by_decode() {
-    let pcap = capture();
+    let Some(pcap) = capture() else { return };
     for args in [
         vec!["decode", "--pcap", pcap.to_str().unwrap(), "--dest", "null"],
         vec!["decode", "--pcap", pcap.to_str().unwrap(), "--frequency", "1s"],
@@ -135,7 +127,7 @@ fn daemon_flags_are_refused_by_decode() {
 /// registry's list of valid formats.
 #[test]
 fn decode_output_flag_errors_are_exit_2() {
-    let pcap = capture();
+    let Some(pcap) = capture() else { return };
     let out = xtcp2(&["decode", "--pcap", pcap.to_str().unwrap(), "--marshal", "xml"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);

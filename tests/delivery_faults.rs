@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use support::{require, Need, Xtcp2, DAEMON_CAPABILITIES};
 use xtcp2::batch::{Envelope, EnvelopeQueue};
 use xtcp2::format::StreamFormat;
-use xtcp2::observe::metrics::{KindLabel, Metrics};
+use xtcp2::metrics::{KindLabel, Metrics};
 use xtcp2::record::Record;
 use xtcp2::sink::{deliver, DeliveryPolicy, DeliveryReport, Sink};
 

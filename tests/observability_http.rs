@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use observability_support::*;
-use xtcp2::observe::metrics::Metrics;
+use xtcp2::metrics::Metrics;
 use xtcp2::observe::readiness::Readiness;
 use xtcp2::observe::server::{self, Endpoints};
 use xtcp2::profile::{ProfilerHolder, ProfilerLock};

@@ -17,10 +17,6 @@ pub mod caps;
 pub mod readiness;
 pub mod server;
 
-// Where these lived before; tests and tools may still name them here.
-pub use crate::metrics;
-pub use crate::metrics::{exposition, process};
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
