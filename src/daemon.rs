@@ -9,9 +9,10 @@ use crate::metrics::Metrics;
 use crate::netns::watch::{self, Wake};
 use crate::observe::Observability;
 use crate::poll::Poller;
-use crate::shutdown::Shutdown;
-use crate::sink::{deliver, DeliveryPolicy, Sink};
+use crate::shutdown::{HeldSignals, Shutdown};
+use crate::sink::{deliver, DeliveryPolicy, ReopenHandle, Sink};
 use anyhow::Context;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// Upper bound of the async runtime's blocking-thread pool.
 const MAX_BLOCKING_THREADS: usize = 8;
@@ -22,6 +23,12 @@ const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs until `--max-loops` polls are done or `shutdown` is triggered
 /// (SIGTERM/SIGINT trigger it too), then flushes and returns.
 pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    run_with_held_signals(config, shutdown, None)
+}
+
+/// [`run`], releasing `held` (blocked since the start of `main`) once the
+/// handlers of SIGTERM, SIGINT and SIGHUP are installed.
+pub fn run_with_held_signals(config: Config, shutdown: Shutdown, held: Option<HeldSignals>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         // Blocking work here is file writes and stdout: a few threads are
@@ -31,6 +38,15 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // Handlers first: until they exist, a signal would take its default
+    // action (terminate, nothing flushed).
+    let signals = {
+        let _guard = runtime.enter();
+        Signals::install()
+    };
+    if let Some(held) = held {
+        held.release();
+    }
     let metrics = Arc::new(Metrics::new());
     // Observability first: /healthz answers during startup, and a taken
     // --prom-listen port fails before anything else is opened.
@@ -45,6 +61,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         ))
         .with_context(|| format!("opening destination {}", delivery.dest_text))?;
     observability.destination_opened();
+    let reopen = sink.reopen_handle();
     let produce_timeout = delivery.produce_timeout;
     let delivery = {
         let (shutdown, queue, metrics) = (shutdown.clone(), queue.clone(), metrics.clone());
@@ -64,14 +81,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     };
 
     let (wake_tx, wake_rx) = std::sync::mpsc::channel();
-    {
-        let shutdown = shutdown.clone();
-        runtime.spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown requested: finishing the current poll and flushing");
-            shutdown.trigger();
-        });
-    }
+    runtime.spawn(signals.serve(shutdown.clone(), reopen));
     {
         let shutdown = shutdown.clone();
         let wake_tx = wake_tx.clone();
@@ -113,17 +123,56 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+/// The daemon's signal handlers, installed before anything else starts.
+struct Signals {
+    terminate: Option<Signal>,
+    interrupt: Option<Signal>,
+    hangup: Option<Signal>,
+}
+
+impl Signals {
+    /// Installs the handlers (needs the runtime's context). One that cannot
+    /// be installed is logged; SIGINT then falls back to ctrl_c.
+    fn install() -> Signals {
+        let install = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot handle {name}");
+                None
+            }
+        };
+        Signals {
+            terminate: install(SignalKind::terminate(), "SIGTERM"),
+            interrupt: install(SignalKind::interrupt(), "SIGINT"),
+            hangup: install(SignalKind::hangup(), "SIGHUP"),
+        }
+    }
+
+    /// SIGTERM/SIGINT trigger `shutdown`; SIGHUP never stops the daemon: it
+    /// asks the destination to reopen (a rotated file, a fresh connection).
+    async fn serve(mut self, shutdown: Shutdown, reopen: ReopenHandle) {
+        async fn next(signal: &mut Option<Signal>) {
+            match signal {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
             }
         }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+        loop {
+            tokio::select! {
+                _ = next(&mut self.terminate) => break,
+                _ = next(&mut self.interrupt) => break,
+                _ = next(&mut self.hangup) => {
+                    tracing::info!(
+                        "SIGHUP: the destination is reopened before its next send (a file: is reopened at its \
+                         path, a connection is made anew); the rest of the configuration needs a restart"
+                    );
+                    reopen.request();
+                }
+            }
         }
+        tracing::info!("shutdown requested: finishing the current poll and flushing");
+        shutdown.trigger();
     }
 }

@@ -36,6 +36,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static malloc_conf: &[u8] = b"prof:true,prof_active:true,lg_prof_sample:19\0";
 
 fn main() -> ExitCode {
+    // First, before anything else: a SIGTERM or SIGHUP in the first
+    // milliseconds must not kill the daemon with nothing flushed.
+    let held = xtcp2::shutdown::HeldSignals::hold();
     let cli = match config::parse_args(std::env::args()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -43,6 +46,8 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Some(CliCommand::Decode(args)) => {
+            // decode keeps the default actions: Ctrl-C stops it at once.
+            held.release();
             let output = match OutputConfig::from_args(&args.output) {
                 Ok(o) => o,
                 Err(e) => {
@@ -73,7 +78,7 @@ fn main() -> ExitCode {
                     return code;
                 }
             }
-            match xtcp2::daemon::run(config, xtcp2::shutdown::Shutdown::new()) {
+            match xtcp2::daemon::run_with_held_signals(config, xtcp2::shutdown::Shutdown::new(), Some(held)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("xtcp2: {e:#}");

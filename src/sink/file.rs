@@ -10,14 +10,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 
 use tokio::runtime::{Handle, RuntimeFlavor};
-use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::{DestinationKind, Sent, SinkError, Transport};
 use crate::batch::Envelope;
@@ -62,25 +60,16 @@ pub struct FileSink {
     header: Arc<[u8]>,
     /// The file had no bytes when opened: write the header first.
     needs_header: bool,
-    hangup: Option<Signal>,
 }
 
 impl FileSink {
     /// Opens (creating) the file now, so a bad path fails at start.
     pub async fn open(path: PathBuf, header: Arc<[u8]>) -> Result<FileSink, SinkError> {
-        let hangup = match signal(SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; the file destination will not be reopened on rotation");
-                None
-            }
-        };
         let mut sink = FileSink {
             path,
             file: None,
             header,
             needs_header: false,
-            hangup,
         };
         let dest = format!("file:{}", sink.path.display());
         sink.reopen(&dest).await?;
@@ -109,27 +98,7 @@ impl FileSink {
         Ok(())
     }
 
-    /// True if SIGHUP arrived since the last call (never waits). A noop
-    /// waker is enough: the signal is looked at before every send, nothing
-    /// needs waking in between.
-    fn hangup_received(&mut self) -> bool {
-        let Some(hangup) = &mut self.hangup else {
-            return false;
-        };
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut received = false;
-        // Several signals since the last send mean one reopen.
-        while let Poll::Ready(Some(())) = hangup.poll_recv(&mut cx) {
-            received = true;
-        }
-        received
-    }
-
     async fn write(&mut self, envelope: &Envelope, dest: &str) -> Result<(), SinkError> {
-        if self.hangup_received() {
-            tracing::info!(path = %self.path.display(), "SIGHUP: reopening the destination file");
-            self.reopen(dest).await?;
-        }
         if self.file.is_none() {
             self.reopen(dest).await?;
         }
@@ -160,6 +129,13 @@ impl Transport for FileSink {
     /// Drops the handle after a failure; the next send reopens the path.
     fn reset(&mut self) {
         self.file = None;
+    }
+
+    /// SIGHUP (logrotate moved the file): the next send opens the path anew.
+    fn reopen(&mut self) {
+        if self.file.take().is_some() {
+            tracing::info!(path = %self.path.display(), "SIGHUP: reopening the destination file at its next write");
+        }
     }
 }
 

@@ -176,6 +176,27 @@ pub trait Transport: Send {
     fn classify(&self, error: &SinkError) -> Disposition {
         error.default_disposition()
     }
+
+    /// SIGHUP: start afresh at the next send (reopen a rotated file, make a
+    /// new connection). By default the same as [`Transport::reset`].
+    fn reopen(&mut self) {
+        self.reset()
+    }
+}
+
+/// Asks an open [`Sink`] to reopen its destination before its next send
+/// (SIGHUP). Cheap to clone and to call from a signal task.
+#[derive(Clone, Default)]
+pub struct ReopenHandle(Arc<std::sync::atomic::AtomicBool>);
+
+impl ReopenHandle {
+    pub fn request(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn take(&self) -> bool {
+        self.0.swap(false, std::sync::atomic::Ordering::AcqRel)
+    }
 }
 
 /// One registered destination, for help texts and docs.
@@ -254,6 +275,12 @@ macro_rules! destinations {
                     $(OpenSink::$variant(sink) => sink.classify(error)),+
                 }
             }
+
+            fn reopen(&mut self) {
+                match self {
+                    $(OpenSink::$variant(sink) => sink.reopen()),+
+                }
+            }
         }
     };
 }
@@ -312,6 +339,7 @@ pub struct Sent {
 pub struct Sink {
     name: String,
     open: OpenSink,
+    reopen: ReopenHandle,
 }
 
 impl Sink {
@@ -330,6 +358,7 @@ impl Sink {
         Ok(Sink {
             name: name.to_string(),
             open: destination.open_sink(format).await?,
+            reopen: ReopenHandle::default(),
         })
     }
 
@@ -338,9 +367,18 @@ impl Sink {
         &self.name
     }
 
-    /// Sends one envelope.
+    /// Sends one envelope (after reopening the destination if that was
+    /// requested since the last send).
     pub async fn send(&mut self, envelope: &Envelope) -> Result<Sent, SinkError> {
+        if self.reopen.take() {
+            self.open.reopen();
+        }
         self.open.send(envelope, &self.name).await
+    }
+
+    /// A handle that asks this sink to reopen before its next send.
+    pub fn reopen_handle(&self) -> ReopenHandle {
+        self.reopen.clone()
     }
 
     /// Forgets connection state after a failed or timed-out send.
