@@ -17,8 +17,9 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 /// Upper bound of the async runtime's blocking-thread pool.
 const MAX_BLOCKING_THREADS: usize = 8;
 
-/// How long a shutdown waits for queued envelopes to reach a healthy destination.
-const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much longer than `--shutdown-timeout` the daemon waits for the
+/// delivery task, which ends by itself within its budget: a backstop only.
+const SHUTDOWN_BACKSTOP_MARGIN: Duration = Duration::from_secs(1);
 
 /// Runs until `--max-loops` polls are done or `shutdown` is triggered
 /// (SIGTERM/SIGINT trigger it too), then flushes and returns.
@@ -62,19 +63,17 @@ pub fn run_with_held_signals(config: Config, shutdown: Shutdown, held: Option<He
         .with_context(|| format!("opening destination {}", delivery.dest_text))?;
     observability.destination_opened();
     let reopen = sink.reopen_handle();
-    let produce_timeout = delivery.produce_timeout;
+    let policy = DeliveryPolicy {
+        shutdown_budget: delivery.shutdown_timeout,
+        ..DeliveryPolicy::new(delivery.produce_timeout)
+    };
+    let backstop = delivery.shutdown_timeout + SHUTDOWN_BACKSTOP_MARGIN;
     let delivery = {
         let (shutdown, queue, metrics) = (shutdown.clone(), queue.clone(), metrics.clone());
         // Delivery ends before shutdown only when the destination is gone
         // for good (stdout's reader exited): then the daemon stops too.
         runtime.spawn(async move {
-            let report = deliver(
-                sink,
-                queue.clone(),
-                metrics.clone(),
-                DeliveryPolicy::new(produce_timeout),
-            )
-            .await;
+            let report = deliver(sink, queue.clone(), metrics.clone(), policy).await;
             shutdown.trigger();
             report
         })
@@ -103,14 +102,16 @@ pub fn run_with_held_signals(config: Config, shutdown: Shutdown, held: Option<He
 
     shutdown.trigger();
     queue.close();
-    let flushed = runtime.block_on(async { tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, delivery).await });
+    let flushed = runtime.block_on(async { tokio::time::timeout(backstop, delivery).await });
     if flushed.is_err() {
-        // Backstop only: delivery gives up by itself within sink::SHUTDOWN_BUDGET.
+        // Backstop only: delivery gives up by itself within its budget.
         let dropped = queue.discard_all();
         tracing::warn!(
             envelopes = dropped.envelopes,
             rows = dropped.rows,
-            "destination did not take the remaining envelopes in time; dropped them"
+            rows_queued = metrics.envelope.rows_flushed.get(),
+            rows_dropped = metrics.destination.dropped_rows.get(),
+            "delivery finished: the destination did not take the remaining envelopes in time; dropped them"
         );
     }
     if let Some(w) = watcher {

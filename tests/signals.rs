@@ -149,3 +149,58 @@ fn signals_in_the_first_milliseconds_are_handled() {
         assert!(log.contains("delivery finished"), "signal {signal}: {log}");
     }
 }
+
+/// The numbers of the "delivery finished" summary line.
+fn summary_field(log: &str, field: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains("delivery finished"))
+        .unwrap_or_else(|| panic!("no summary line:\n{log}"));
+    let start = line
+        .find(&format!("{field}="))
+        .unwrap_or_else(|| panic!("no {field} in {line}"))
+        + field.len()
+        + 1;
+    line[start..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{field} in {line}"))
+}
+
+/// SIGTERM with a stalled destination (an HTTP server that accepts and
+/// never answers, with a 60 s produce timeout) exits 0 within the shutdown
+/// budget, not after the produce timeout; the envelope in flight and the
+/// rest are counted as dropped, and the summary adds up.
+#[test]
+fn shutdown_with_a_stalled_destination_keeps_to_its_budget() {
+    if !require(Need::Root, DAEMON_CAPABILITIES) {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut daemon = Xtcp2::new()
+        .args(QUIET)
+        .args(["--dest", &format!("http://{addr}/"), "--produce-timeout", "60s"])
+        .args(["--shutdown-timeout", "1s"])
+        .spawn();
+    // The first POST arrives and is never answered: delivery is stalled.
+    let (_held, _) = listener.accept().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = Instant::now();
+    daemon.terminate();
+    let status = daemon.wait_exit(Duration::from_secs(30));
+    let took = asked.elapsed();
+    let log = daemon.stderr();
+    assert!(status.success(), "{status:?}\n{log}");
+    // The last poll (at most --timeout, 100 ms) plus the 1 s budget, with
+    // room for a loaded machine; the produce timeout is 60 s.
+    assert!(took < Duration::from_secs(4), "shutdown took {took:?}\n{log}");
+    let (queued, sent, dropped) = (
+        summary_field(&log, "rows_queued"),
+        summary_field(&log, "rows_sent"),
+        summary_field(&log, "rows_dropped"),
+    );
+    assert!(dropped > 0, "{log}");
+    assert_eq!(sent + dropped, queued, "{log}");
+}

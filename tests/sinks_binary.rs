@@ -264,7 +264,7 @@ fn sighup_reopens_the_destination_file() {
     let old = std::fs::read(&rotated).unwrap();
     let new = std::fs::read(&path).unwrap();
     let mode = |p: &Path| std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions()) & 0o777;
-    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&path), 0o640);
     // decode_csv checks each file opens with the header and has no other.
     let (old_rows, new_rows) = (decode_csv(&old), decode_csv(&new));
     let seqs = |rows: &[Row]| {

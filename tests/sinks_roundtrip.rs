@@ -267,7 +267,7 @@ fn http_errors_carry_the_status() {
 }
 
 /// file: appended in one file, csv header once even across reopenings of a
-/// non-empty file, created 0600.
+/// non-empty file, created 0640.
 #[test]
 fn file_delivers_every_record_once_in_every_format() {
     use std::os::unix::fs::PermissionsExt;
@@ -284,7 +284,7 @@ fn file_delivers_every_record_once_in_every_format() {
         let expected: Vec<Row> = records.iter().map(row_of).collect();
         assert_exactly_once(&format!("file {format}"), &expected, &decode_output(format, &bytes));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "{}", path.display());
+        assert_eq!(mode, 0o640, "{}", path.display());
     }
 }
 

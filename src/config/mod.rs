@@ -48,6 +48,8 @@ pub mod bounds {
     pub const POLL_JITTER: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(86_400));
     pub const NETNS_PROC_RESCAN: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(86_400));
     pub const PRODUCE_TIMEOUT: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(3_600));
+    /// Long enough for a slow destination, short enough for systemd's stop.
+    pub const SHUTDOWN_TIMEOUT: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(600));
     /// Netlink receive timeout, milliseconds: up to a minute.
     pub const NLTIMEOUT_MS: (u64, u64) = (1, 60_000);
     /// Threads dumping in parallel: one per namespace at most is useful, and
@@ -215,6 +217,15 @@ pub struct DaemonArgs {
         default_value = "5s"
     )]
     pub produce_timeout: String,
+    /// At shutdown, how long delivery may go on once the last poll is
+    /// queued, the send in flight included; what is left is dropped and counted.
+    #[arg(
+        long = "shutdown-timeout",
+        alias = "shutdownTimeout",
+        env = "XTCP2_SHUTDOWN_TIMEOUT",
+        default_value = "2s"
+    )]
+    pub shutdown_timeout: String,
     /// Listener for /metrics, /healthz, /readyz and /debug/pprof; empty disables.
     #[arg(
         long = "prom-listen",
@@ -450,6 +461,8 @@ pub struct DeliveryConfig {
     pub flush: FlushLimits,
     pub queue_envelopes: usize,
     pub produce_timeout: Duration,
+    /// Delivery's budget once the queue closed at shutdown.
+    pub shutdown_timeout: Duration,
 }
 
 /// Validated configuration of the daemon.
@@ -478,6 +491,8 @@ impl Config {
         in_range_duration("netns-proc-rescan", netns_proc_rescan, bounds::NETNS_PROC_RESCAN)?;
         let produce_timeout = parse_duration("produce-timeout", &a.produce_timeout)?;
         in_range_duration("produce-timeout", produce_timeout, bounds::PRODUCE_TIMEOUT)?;
+        let shutdown_timeout = parse_duration("shutdown-timeout", &a.shutdown_timeout)?;
+        in_range_duration("shutdown-timeout", shutdown_timeout, bounds::SHUTDOWN_TIMEOUT)?;
         in_range("nltimeout", a.nltimeout, bounds::NLTIMEOUT_MS)?;
         in_range("netlinkers", a.netlinkers as u64, bounds::NETLINKERS)?;
         in_range(
@@ -599,6 +614,7 @@ impl Config {
                 },
                 queue_envelopes: a.queue_envelopes,
                 produce_timeout,
+                shutdown_timeout,
             },
             observe: ObserveConfig {
                 prom_listen,

@@ -1,6 +1,15 @@
-//! `file:PATH`: append to a file, created `0600` (records name hosts,
-//! addresses and ports, which are not for every local user), reopened after
-//! SIGHUP so logrotate can move it away.
+//! `file:PATH`: append to a file, created `0640` (records name hosts,
+//! addresses and ports: readable by the owner's group, e.g. a log shipper,
+//! not by every local user), reopened after SIGHUP so logrotate can move it
+//! away.
+//!
+//! The daemon runs as root, so the path is opened as an attacker would
+//! wish it were not: never through a symlink (`O_NOFOLLOW`, so a link
+//! planted at the path cannot redirect root's writes, dangling or not),
+//! never anything but a regular file (a FIFO would hang the open, a device
+//! would be written to), and never in a directory another user can write
+//! to unless it is sticky and ours (where another user could swap the file
+//! between two opens). Each refusal says why.
 //!
 //! The reopen happens at the next send after the signal: the rotated file
 //! keeps every whole envelope written before it, the new file starts with
@@ -21,8 +30,8 @@ use super::{DestinationKind, Sent, SinkError, Transport};
 use crate::batch::Envelope;
 use crate::format::StreamFormat;
 
-/// Mode of a file xtcp2 creates: owner read/write only.
-pub(crate) const FILE_MODE: u32 = 0o600;
+/// Mode of a file xtcp2 creates: owner read/write, group read.
+pub(crate) const FILE_MODE: u32 = 0o640;
 
 /// The `file:PATH` destination.
 pub struct File;
@@ -32,7 +41,7 @@ impl DestinationKind for File {
     const TAKES_ADDRESS: bool = true;
     const FORM: &'static str = "file:PATH";
     const SUMMARY: &'static str =
-        "appended to PATH (created 0600); the csv header when the file is empty at (re)open; SIGHUP reopens";
+        "appended to PATH (created 0640, never through a symlink); the csv header when the file is empty at (re)open; SIGHUP reopens";
     type Address = PathBuf;
     type Sink = FileSink;
 
@@ -43,6 +52,39 @@ impl DestinationKind for File {
     async fn open(path: &PathBuf, format: &StreamFormat) -> Result<FileSink, SinkError> {
         FileSink::open(path.clone(), format.header_shared()).await
     }
+}
+
+/// Refuses what root must not open for writing: anything but a regular
+/// file at the path, or a directory another user can write to (unless it
+/// is sticky and ours, as `/tmp` is root's).
+fn check_safe_to_open(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err("the path is a symbolic link; xtcp2 never writes through one (O_NOFOLLOW)".into());
+        }
+        Ok(meta) if !meta.is_file() => return Err("the path exists and is not a regular file".into()),
+        _ => {}
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let dir = std::fs::metadata(parent).map_err(|e| format!("its directory {}: {e}", parent.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let others_can_write = dir.uid() != euid || dir.mode() & 0o022 != 0;
+    let sticky_and_ours = dir.mode() & 0o1000 != 0 && dir.uid() == euid;
+    if others_can_write && !sticky_and_ours {
+        return Err(format!(
+            "its directory {} (owner uid {}, mode {:o}) is writable by another user, who could replace the file; \
+             use a directory only the daemon's user can write to",
+            parent.display(),
+            dir.uid(),
+            dir.mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 /// A path after `scheme:`, which must not be empty.
@@ -83,16 +125,30 @@ impl FileSink {
         };
         self.file = None;
         let path = self.path.clone();
+        check_safe_to_open(&path).map_err(|reason| SinkError::UnsafePath {
+            dest: dest.to_string(),
+            reason,
+        })?;
         let (file, len) = blocking(move || {
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .mode(FILE_MODE)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(&path)?;
-            let len = file.metadata()?.len();
-            Ok((file, len))
+            let meta = file.metadata()?;
+            if !meta.is_file() {
+                return Err(std::io::Error::other("not a regular file"));
+            }
+            Ok((file, meta.len()))
         })
-        .map_err(io)?;
+        .map_err(|source| match source.raw_os_error() {
+            Some(libc::ELOOP) => SinkError::UnsafePath {
+                dest: dest.to_string(),
+                reason: "the path is a symbolic link; xtcp2 never writes through one (O_NOFOLLOW)".into(),
+            },
+            _ => io(source),
+        })?;
         self.needs_header = len == 0 && !self.header.is_empty();
         self.file = Some(file);
         Ok(())

@@ -43,10 +43,10 @@ pub(crate) const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Failed sends allowed after shutdown began before the rest is dropped: a
 /// dead destination must not hold the exit hostage.
 pub(crate) const SHUTDOWN_SEND_ATTEMPTS: u32 = 3;
-/// Longest delivery may go on after shutdown began; shorter than the
-/// daemon's `SHUTDOWN_FLUSH_TIMEOUT` (10 s) so delivery ends by itself and
-/// counts what it drops.
-pub(crate) const SHUTDOWN_BUDGET: Duration = Duration::from_secs(8);
+/// Longest delivery may go on after the queue closed at shutdown
+/// (`--shutdown-timeout`'s default), the send in flight included: what is
+/// not delivered by then is dropped and counted.
+pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(2);
 /// Retry delay once shutdown began.
 pub(crate) const SHUTDOWN_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// Largest datagram payload sent to udp and unixgram destinations: the
@@ -98,6 +98,8 @@ pub enum SinkError {
     HttpStatus { dest: String, status: u16, body: String },
     #[error("{dest}: TLS setup: {reason}")]
     Tls { dest: String, reason: String },
+    #[error("{dest}: refusing to open: {reason}")]
+    UnsafePath { dest: String, reason: String },
 }
 
 impl SinkError {
@@ -112,6 +114,7 @@ impl SinkError {
             SinkError::Http { .. } => "http",
             SinkError::HttpStatus { .. } => "http_status",
             SinkError::Tls { .. } => "tls",
+            SinkError::UnsafePath { .. } => "unsafe_path",
         }
     }
 
@@ -444,19 +447,33 @@ pub async fn deliver(
         if queue.is_closed() && shutdown.is_none() {
             shutdown = Some((Instant::now() + policy.shutdown_budget, 0));
         }
-        let timeout = match shutdown {
-            Some((deadline, _)) => policy
-                .produce_timeout
-                .min(deadline.saturating_duration_since(Instant::now())),
-            None => policy.produce_timeout,
+        let started = Instant::now();
+        // The send races its own deadline and, until shutdown began, the
+        // queue's closing: a send stalled when shutdown begins gets only
+        // what is left of the shutdown budget, not a whole produce timeout.
+        let finished = {
+            let send = sink.send(&envelope);
+            tokio::pin!(send);
+            loop {
+                let deadline = match shutdown {
+                    Some((budget_end, _)) => (started + policy.produce_timeout).min(budget_end),
+                    None => started + policy.produce_timeout,
+                };
+                tokio::select! {
+                    result = &mut send => break Some(result),
+                    _ = tokio::time::sleep_until(deadline.into()) => break None,
+                    _ = queue.wait_closed(), if shutdown.is_none() => {
+                        shutdown = Some((Instant::now() + policy.shutdown_budget, 0));
+                    }
+                }
+            }
         };
-        let result = match tokio::time::timeout(timeout, sink.send(&envelope)).await {
-            Ok(r) => r,
-            Err(_) => Err(SinkError::Timeout {
+        let result = finished.unwrap_or_else(|| {
+            Err(SinkError::Timeout {
                 dest: sink.name().to_string(),
-                timeout,
-            }),
-        };
+                timeout: started.elapsed(),
+            })
+        });
         match result {
             Ok(sent) => {
                 metrics.destination.sends.inc();
