@@ -7,10 +7,10 @@ use crate::batch::EnvelopeQueue;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::netns::watch::{self, Wake};
-use crate::observe::Observability;
+use crate::observe::{caps, Observability};
 use crate::poll::Poller;
 use crate::shutdown::Shutdown;
-use crate::sink::{deliver, DeliveryPolicy, Sink};
+use crate::sink::{deliver, DeliveryPolicy, Destination, Sink};
 use anyhow::Context;
 
 /// Upper bound of the async runtime's blocking-thread pool.
@@ -22,6 +22,11 @@ const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs until `--max-loops` polls are done or `shutdown` is triggered
 /// (SIGTERM/SIGINT trigger it too), then flushes and returns.
 pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    // First, while this is the only thread: capabilities are per thread and
+    // every thread started from now on copies this one's (observe::caps).
+    // What still needs privilege after this line (binding --prom-listen,
+    // setns, the /proc scan, the udp: raw socket) is in the kept set.
+    let privileges = drop_capabilities(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         // Blocking work here is file writes and stdout: a few threads are
@@ -32,6 +37,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let metrics = Arc::new(Metrics::new());
+    privileges.report_to(&metrics);
     // Observability first: /healthz answers during startup, and a taken
     // --prom-listen port fails before anything else is opened.
     let observability = Observability::start(&runtime, &config.observe, metrics.clone(), shutdown.clone())?;
@@ -111,6 +117,52 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     finished?;
     Ok(())
+}
+
+/// What `config` will ask of the kernel once started (`docs/security.md`).
+pub fn capability_needs(config: &Config) -> caps::Needs {
+    caps::Needs {
+        enter_namespaces: config.netns.proc_scan || !config.netns.dirs.is_empty(),
+        proc_scan: config.netns.proc_scan,
+        raw_socket: matches!(config.delivery.destination, Destination::Udp(_)),
+        privileged_port: config
+            .observe
+            .prom_listen
+            .is_some_and(|addr| addr.port() != 0 && addr.port() < unprivileged_port_start()),
+    }
+}
+
+/// The lowest port anyone may bind (`net.ipv4.ip_unprivileged_port_start`,
+/// 1024 unless changed). The sysctl is read from the daemon's own network
+/// namespace, where the listener is bound.
+fn unprivileged_port_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024)
+}
+
+/// Keeps the capabilities `config` needs, drops the rest and logs the kept set.
+fn drop_capabilities(config: &Config) -> anyhow::Result<caps::Privileges> {
+    let dropped = caps::keep_only(&capability_needs(config)).context("dropping capabilities")?;
+    let kept = caps::CapabilityMask::of(dropped.kept.iter().map(|k| k.capability));
+    let why: Vec<String> = dropped
+        .kept
+        .iter()
+        .map(|k| format!("{}: {}", caps::capability_name(k.capability), k.reason))
+        .collect();
+    tracing::info!(
+        kept = %kept,
+        why = %why.join("; "),
+        "kept the capabilities this configuration needs; dropped every other capability, set no_new_privs"
+    );
+    if dropped.bounding_unchanged {
+        tracing::info!(
+            bounding = %dropped.privileges.bounding,
+            "bounding set left as it is (no CAP_SETPCAP to shrink it); no_new_privs keeps exec from using it"
+        );
+    }
+    Ok(dropped.privileges)
 }
 
 async fn wait_for_signal() {
