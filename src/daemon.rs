@@ -120,7 +120,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 }
 
 /// What `config` will ask of the kernel once started (`docs/security.md`).
-pub fn capability_needs(config: &Config) -> caps::Needs {
+pub(crate) fn capability_needs(config: &Config) -> caps::Needs {
     caps::Needs {
         enter_namespaces: config.netns.proc_scan || !config.netns.dirs.is_empty(),
         proc_scan: config.netns.proc_scan,
@@ -177,5 +177,56 @@ async fn wait_for_signal() {
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn needs(args: &[&str]) -> caps::Needs {
+        let argv = std::iter::once("xtcp2").chain(args.iter().copied()).map(String::from);
+        let cli = crate::config::parse_args(argv).unwrap();
+        capability_needs(&Config::from_args(&cli.daemon).unwrap())
+    }
+
+    /// The defaults enter namespaces (bind mounts and the /proc scan) and
+    /// listen on an unprivileged port with no raw socket.
+    #[test]
+    fn default_configuration_needs_setns_and_the_proc_scan() {
+        let expected = caps::Needs {
+            enter_namespaces: true,
+            proc_scan: true,
+            raw_socket: false,
+            privileged_port: false,
+        };
+        assert_eq!(needs(&[]), expected);
+    }
+
+    /// Host namespace only, no listener, a udp: destination: only the raw
+    /// socket is needed (CAP_NET_ADMIN is always kept).
+    #[test]
+    fn host_only_udp_configuration_needs_only_the_raw_socket() {
+        let expected = caps::Needs {
+            raw_socket: true,
+            ..caps::Needs::default()
+        };
+        let args = ["--netns-dirs", "", "--netns-proc-scan=false", "--prom-listen", ""];
+        assert_eq!(needs(&[&args[..], &["--dest", "udp:127.0.0.1:9"]].concat()), expected);
+        // Bind-mount directories alone still need setns, not the /proc scan.
+        let dirs = needs(&[
+            "--netns-dirs",
+            "/run/netns",
+            "--netns-proc-scan=false",
+            "--prom-listen",
+            "",
+        ]);
+        assert!(dirs.enter_namespaces && !dirs.proc_scan && !dirs.raw_socket);
+    }
+
+    /// Port 0 (the kernel picks one) is never privileged.
+    #[test]
+    fn listening_on_port_zero_is_not_privileged() {
+        assert!(!needs(&["--prom-listen", "127.0.0.1:0"]).privileged_port);
     }
 }

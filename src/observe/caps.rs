@@ -138,7 +138,7 @@ pub fn fatal_message(report: &CapabilityReport) -> String {
 /// What the daemon will ask of the kernel after start-up, each field
 /// keeping one capability. The daemon builds it from its configuration.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Needs {
+pub(crate) struct Needs {
     /// Namespaces other than the daemon's own are collected (bind-mount
     /// directories or the /proc scan): `setns(CLONE_NEWNET)` into them.
     pub enter_namespaces: bool,
@@ -155,7 +155,7 @@ pub struct Needs {
 
 /// A capability kept after start-up, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Kept {
+pub(crate) struct Kept {
     pub capability: Capability,
     pub reason: &'static str,
 }
@@ -272,13 +272,13 @@ const CAPABILITY_NAMES: [&str; 64] = [
 ];
 
 /// The lower-case kernel name of a capability (`cap_net_admin`).
-pub fn capability_name(capability: Capability) -> &'static str {
+pub(crate) fn capability_name(capability: Capability) -> &'static str {
     CAPABILITY_NAMES[usize::from(capability.index())]
 }
 
 /// A capability set as the kernel keeps it: bit N is capability N.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CapabilityMask(pub u64);
+pub(crate) struct CapabilityMask(pub u64);
 
 impl CapabilityMask {
     pub fn of(capabilities: impl IntoIterator<Item = Capability>) -> Self {
@@ -310,7 +310,7 @@ impl std::fmt::Display for CapabilityMask {
 
 /// One thread's capability sets and `no_new_privs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Privileges {
+pub(crate) struct Privileges {
     pub effective: CapabilityMask,
     pub permitted: CapabilityMask,
     pub inheritable: CapabilityMask,
@@ -368,7 +368,7 @@ impl Privileges {
 /// Why the capabilities could not be dropped, or were not dropped as asked.
 /// Any of them stops the daemon: it does not run with more than it says.
 #[derive(Debug, thiserror::Error)]
-pub enum DropError {
+pub(crate) enum DropError {
     #[error("reading the {set} capability set: {source}")]
     Read {
         set: &'static str,
@@ -405,7 +405,7 @@ pub enum DropError {
 
 /// What [`keep_only`] did.
 #[derive(Debug)]
-pub struct Dropped {
+pub(crate) struct Dropped {
     /// The capabilities kept: those asked for that the process had.
     pub kept: Vec<Kept>,
     /// The sets afterwards, read back from the kernel.
@@ -419,7 +419,7 @@ pub struct Dropped {
 /// Keeps only what `needs` lists (of what the process has), on the calling
 /// thread, and sets `no_new_privs`. Call it while the calling thread is the
 /// only one: threads already running keep their sets.
-pub fn keep_only(needs: &Needs) -> Result<Dropped, DropError> {
+pub(crate) fn keep_only(needs: &Needs) -> Result<Dropped, DropError> {
     let before = Privileges::of_this_thread()?;
     let kept: Vec<Kept> = needs
         .kept()
