@@ -21,6 +21,10 @@ const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs until `--max-loops` polls are done or `shutdown` is triggered
 /// (SIGTERM/SIGINT trigger it too), then flushes and returns.
+///
+/// First it drops the calling thread's capabilities to what `config` needs
+/// (`observe::caps::keep_only`); threads the caller started before keep theirs,
+/// so call it while the calling thread is the process's only one.
 pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     // First, while this is the only thread: capabilities are per thread and
     // every thread started from now on copies this one's (observe::caps).

@@ -6,12 +6,12 @@
 //! vague EPERM from the first dump. Hard requirements stop the process with
 //! [`EXIT_MISSING_CAPABILITIES`]; soft ones only degrade it and are logged.
 //!
-//! The drop ([`keep_only`]) runs once, before the daemon starts its first
+//! The drop (`keep_only`) runs once, before the daemon starts its first
 //! thread. Capabilities belong to a thread on Linux, and a new thread copies
 //! its creator's: dropping them on the only thread there is drops them for
 //! every thread the daemon will ever have (the async runtime, netlinkers,
 //! setns helpers), while a drop after the runtime started would leave its
-//! threads with everything. It keeps what [`Needs`] lists (the daemon
+//! threads with everything. It keeps what `Needs` lists (the daemon
 //! derives it from its configuration), removes every other capability from
 //! every set (effective, permitted, inheritable, bounding, ambient), sets
 //! `no_new_privs`, then reads the sets back and refuses to go on if they
