@@ -7,10 +7,10 @@ use crate::batch::EnvelopeQueue;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::netns::watch::{self, Wake};
-use crate::observe::Observability;
+use crate::observe::{caps, Observability};
 use crate::poll::Poller;
 use crate::shutdown::{HeldSignals, Shutdown};
-use crate::sink::{deliver, DeliveryPolicy, ReopenHandle, Sink};
+use crate::sink::{deliver, DeliveryPolicy, Destination, ReopenHandle, Sink};
 use anyhow::Context;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -23,6 +23,10 @@ const SHUTDOWN_BACKSTOP_MARGIN: Duration = Duration::from_secs(1);
 
 /// Runs until `--max-loops` polls are done or `shutdown` is triggered
 /// (SIGTERM/SIGINT trigger it too), then flushes and returns.
+///
+/// First it drops the calling thread's capabilities to what `config` needs
+/// (`observe::caps::keep_only`); threads the caller started before keep theirs,
+/// so call it while the calling thread is the process's only one.
 pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     run_with_held_signals(config, shutdown, None)
 }
@@ -30,6 +34,11 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 /// [`run`], releasing `held` (blocked since the start of `main`) once the
 /// handlers of SIGTERM, SIGINT and SIGHUP are installed.
 pub fn run_with_held_signals(config: Config, shutdown: Shutdown, held: Option<HeldSignals>) -> anyhow::Result<()> {
+    // First, while this is the only thread: capabilities are per thread and
+    // every thread started from now on copies this one's (observe::caps).
+    // What still needs privilege after this line (binding --prom-listen,
+    // setns, the /proc scan, the udp: raw socket) is in the kept set.
+    let privileges = drop_capabilities(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         // Blocking work here is file writes and stdout: a few threads are
@@ -49,6 +58,7 @@ pub fn run_with_held_signals(config: Config, shutdown: Shutdown, held: Option<He
         held.release();
     }
     let metrics = Arc::new(Metrics::new());
+    privileges.report_to(&metrics);
     // Observability first: /healthz answers during startup, and a taken
     // --prom-listen port fails before anything else is opened.
     let observability = Observability::start(&runtime, &config.observe, metrics.clone(), shutdown.clone())?;
@@ -124,6 +134,52 @@ pub fn run_with_held_signals(config: Config, shutdown: Shutdown, held: Option<He
     Ok(())
 }
 
+/// What `config` will ask of the kernel once started (`docs/security.md`).
+pub(crate) fn capability_needs(config: &Config) -> caps::Needs {
+    caps::Needs {
+        enter_namespaces: config.netns.proc_scan || !config.netns.dirs.is_empty(),
+        proc_scan: config.netns.proc_scan,
+        raw_socket: matches!(config.delivery.destination, Destination::Udp(_)),
+        privileged_port: config
+            .observe
+            .prom_listen
+            .is_some_and(|addr| addr.port() != 0 && addr.port() < unprivileged_port_start()),
+    }
+}
+
+/// The lowest port anyone may bind (`net.ipv4.ip_unprivileged_port_start`,
+/// 1024 unless changed). The sysctl is read from the daemon's own network
+/// namespace, where the listener is bound.
+fn unprivileged_port_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024)
+}
+
+/// Keeps the capabilities `config` needs, drops the rest and logs the kept set.
+fn drop_capabilities(config: &Config) -> anyhow::Result<caps::Privileges> {
+    let dropped = caps::keep_only(&capability_needs(config)).context("dropping capabilities")?;
+    let kept = caps::CapabilityMask::of(dropped.kept.iter().map(|k| k.capability));
+    let why: Vec<String> = dropped
+        .kept
+        .iter()
+        .map(|k| format!("{}: {}", caps::capability_name(k.capability), k.reason))
+        .collect();
+    tracing::info!(
+        kept = %kept,
+        why = %why.join("; "),
+        "kept the capabilities this configuration needs; dropped every other capability, set no_new_privs"
+    );
+    if dropped.bounding_unchanged {
+        tracing::info!(
+            bounding = %dropped.privileges.bounding,
+            "bounding set left as it is (no CAP_SETPCAP to shrink it); no_new_privs keeps exec from using it"
+        );
+    }
+    Ok(dropped.privileges)
+}
+
 /// The daemon's signal handlers, installed before anything else starts.
 struct Signals {
     terminate: Option<Signal>,
@@ -175,5 +231,56 @@ impl Signals {
         }
         tracing::info!("shutdown requested: finishing the current poll and flushing");
         shutdown.trigger();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn needs(args: &[&str]) -> caps::Needs {
+        let argv = std::iter::once("xtcp2").chain(args.iter().copied()).map(String::from);
+        let cli = crate::config::parse_args(argv).unwrap();
+        capability_needs(&Config::from_args(&cli.daemon).unwrap())
+    }
+
+    /// The defaults enter namespaces (bind mounts and the /proc scan) and
+    /// listen on an unprivileged port with no raw socket.
+    #[test]
+    fn default_configuration_needs_setns_and_the_proc_scan() {
+        let expected = caps::Needs {
+            enter_namespaces: true,
+            proc_scan: true,
+            raw_socket: false,
+            privileged_port: false,
+        };
+        assert_eq!(needs(&[]), expected);
+    }
+
+    /// Host namespace only, no listener, a udp: destination: only the raw
+    /// socket is needed (CAP_NET_ADMIN is always kept).
+    #[test]
+    fn host_only_udp_configuration_needs_only_the_raw_socket() {
+        let expected = caps::Needs {
+            raw_socket: true,
+            ..caps::Needs::default()
+        };
+        let args = ["--netns-dirs", "", "--netns-proc-scan=false", "--prom-listen", ""];
+        assert_eq!(needs(&[&args[..], &["--dest", "udp:127.0.0.1:9"]].concat()), expected);
+        // Bind-mount directories alone still need setns, not the /proc scan.
+        let dirs = needs(&[
+            "--netns-dirs",
+            "/run/netns",
+            "--netns-proc-scan=false",
+            "--prom-listen",
+            "",
+        ]);
+        assert!(dirs.enter_namespaces && !dirs.proc_scan && !dirs.raw_socket);
+    }
+
+    /// Port 0 (the kernel picks one) is never privileged.
+    #[test]
+    fn listening_on_port_zero_is_not_privileged() {
+        assert!(!needs(&["--prom-listen", "127.0.0.1:0"]).privileged_port);
     }
 }

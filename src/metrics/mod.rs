@@ -67,6 +67,10 @@ define_labels! {
     /// `flamegraph`, `heap`) and what became of it (`ok`, `busy`, `error`,
     /// `unsupported`).
     ProfileRequestLabel { kind, outcome }
+    /// A capability in one of a thread's capability sets: the set
+    /// (`effective`, `permitted`, `inheritable`, `bounding`, `ambient`) and
+    /// the kernel's lower-case name (`cap_net_admin`).
+    CapabilityLabel { set, capability }
     /// The build's identity, as labels of `xtcp2_build_info`.
     BuildLabel {
         version,
@@ -385,6 +389,13 @@ define_metrics! {
             pyroscope_failures: counter<KindLabel> = "pyroscope_upload_failures";
             /// Pyroscope periods cut short to let an on-demand profile run.
             pyroscope_yields: counter = "pyroscope_yields";
+        }
+        /// The privileges kept after start-up (`observe::caps`).
+        privileges: PrivilegeMetrics {
+            /// Capabilities held after start-up, by set and capability (1: held; no sample: not held).
+            capabilities: gauge<CapabilityLabel> = "capabilities";
+            /// 1 when no_new_privs is set, so no exec can gain privileges.
+            no_new_privs: gauge = "no_new_privs";
         }
         /// What is running.
         build: BuildMetrics {

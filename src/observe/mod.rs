@@ -8,7 +8,7 @@
 //! |---|---|
 //! | [`readiness`] | what `/readyz` answers |
 //! | [`server`] | the `--prom-listen` HTTP server and its routes |
-//! | [`caps`] | the startup capability check (exit 77) |
+//! | [`caps`] | the startup capability check (exit 77), the drop to the kept set |
 //!
 //! [`Observability`] is what the daemon starts before the data path and
 //! finishes after it.
