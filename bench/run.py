@@ -202,16 +202,22 @@ def measured(argv, stdout=subprocess.DEVNULL, env=None):
     }
 
 
-# The summary line xtcp2 logs when --max-loops is reached; key=value fields.
+# The summary lines xtcp2 logs when --max-loops is reached (collection)
+# and when delivery has finished (what was sent and dropped); key=value.
 SUMMARY_RE = re.compile(r"max-loops reached.*")
+DELIVERY_RE = re.compile(r"delivery finished.*")
 
 
 def xtcp2_counters(stderr):
-    """The counters from xtcp2's --max-loops summary log line."""
+    """The counters of xtcp2's --max-loops and delivery summary lines;
+    records_dropped is the delivery line's rows_dropped (the final count)."""
+    counters = {}
     for line in stderr.splitlines():
-        if SUMMARY_RE.search(line):
-            return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
-    return {}
+        if SUMMARY_RE.search(line) or DELIVERY_RE.search(line):
+            counters.update({k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)})
+    if "rows_dropped" in counters:
+        counters["records_dropped"] = counters["rows_dropped"]
+    return counters
 
 
 def count_output_records(path, marshal):

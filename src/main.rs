@@ -58,7 +58,7 @@ fn main() -> ExitCode {
             match run_decode(&args, &output) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("xtcp2 decode: {e:#}");
+                    eprintln!("xtcp2 decode: {}", error_chain(&e));
                     ExitCode::FAILURE
                 }
             }
@@ -81,7 +81,7 @@ fn main() -> ExitCode {
             match xtcp2::daemon::run_with_held_signals(config, xtcp2::shutdown::Shutdown::new(), Some(held)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("xtcp2: {e:#}");
+                    eprintln!("xtcp2: {}", error_chain(&e));
                     ExitCode::FAILURE
                 }
             }
@@ -180,4 +180,22 @@ fn run_decode(args: &DecodeArgs, output: &OutputConfig) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The error and its causes joined by ": ", each said once: our typed
+/// errors already show their source's text (so logs carry it), and anyhow's
+/// `{:#}` would print the OS error a second time.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let message = cause.to_string();
+        if text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
 }
