@@ -326,7 +326,9 @@ check_eq "no rows from the deleted namespace" 0 \
 # What logrotate does: move the file away, signal, expect a new file.
 mv "$XTCP2_ROWS" "$XTCP2_ROWS.rotated" 2>/dev/null
 if [ "$XTCP2_START" = systemd ]; then
-	systemctl kill -s HUP "$XTCP2_UNIT"
+	# What an operator or logrotate's postrotate does: the unit's
+	# ExecReload sends SIGHUP, which must never stop the daemon.
+	systemctl reload "$XTCP2_UNIT"
 else
 	kill -HUP "$DAEMON_PID"
 fi
