@@ -329,7 +329,9 @@ fn cpu_profile_flamegraph_conflict_and_heap() {
     if !require_root("cpu_profile_flamegraph_conflict_and_heap") {
         return;
     }
-    let mut daemon = Daemon::start(&BASE, Stdio::null());
+    let mut args = BASE.to_vec();
+    args.push("--pprof");
+    let mut daemon = Daemon::start(&args, Stdio::null());
     daemon.wait_healthy(Duration::from_secs(10));
     let load = ScrapeLoad::start(daemon.addr);
 
@@ -434,7 +436,7 @@ fn whole_run_cpu_profile_is_written_at_exit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir_arg = dir.path().to_str().unwrap().to_string();
     let mut args = BASE.to_vec();
-    args.extend(["--profile-mode", "cpu", "--profile-path", &dir_arg]);
+    args.extend(["--profile-mode", "cpu", "--profile-path", &dir_arg, "--pprof"]);
     let mut daemon = Daemon::start(&args, Stdio::null());
     daemon.wait_healthy(Duration::from_secs(10));
     let busy = http_get(daemon.addr, "/debug/pprof/profile?seconds=1").unwrap();

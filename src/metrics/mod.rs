@@ -386,6 +386,11 @@ define_metrics! {
             /// Pyroscope periods cut short to let an on-demand profile run.
             pyroscope_yields: counter = "pyroscope_yields";
         }
+        /// The HTTP listeners (`observe::server`).
+        http: HttpMetrics {
+            /// HTTP connections the listener cut short, by kind (peer_limit, total_limit, all_busy, header_timeout).
+            connections_dropped: counter<KindLabel> = "http_connections_dropped";
+        }
         /// What is running.
         build: BuildMetrics {
             /// The running build: version and optional features.

@@ -269,7 +269,7 @@ impl Daemon {
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
-                if line.contains("serving metrics, health and pprof") {
+                if line.contains("serving metrics and health") {
                     let addr = line
                         .split("addr=")
                         .nth(1)
