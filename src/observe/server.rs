@@ -46,8 +46,8 @@ use crate::metrics::exposition::ExpositionFormat;
 use crate::metrics::{KindLabel, Metrics, ProfileRequestLabel};
 use crate::profile::MAX_PROFILE_SECONDS;
 use crate::profile::{
-    encode_flamegraph, encode_pprof_gz, heap_pprof_gz, CpuRecording, ProfileError, ProfilerLock, CPU_PROFILE_HZ,
-    DEFAULT_PROFILE_SECONDS, PYROSCOPE_YIELD_WAIT,
+    encode_flamegraph, encode_pprof_gz, heap_pprof_gz, return_memory, CpuRecording, ProfileError, ProfilerLock,
+    CPU_PROFILE_HZ, DEFAULT_PROFILE_SECONDS, PYROSCOPE_YIELD_WAIT,
 };
 use crate::shutdown::Shutdown;
 
@@ -457,11 +457,12 @@ async fn cpu_profile(query: Option<&str>, e: &Endpoints, output: CpuOutput) -> A
     let encoded = tokio::task::spawn_blocking(move || {
         let report = recording.finish();
         drop(lease);
-        let report = report?;
-        match output {
+        let encoded = report.and_then(|report| match output {
             CpuOutput::Pprof => encode_pprof_gz(&report),
             CpuOutput::Flamegraph => encode_flamegraph(&report),
-        }
+        });
+        return_memory();
+        encoded
     })
     .await
     .unwrap_or_else(|join| Err(ProfileError::Task(join.to_string())));
