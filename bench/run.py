@@ -474,6 +474,10 @@ def run_daemon(tools, ws, connections, seconds, output=("--dest", "null"), profi
     err = open(ws.dir / "daemon.stderr", "w+")
     # Counts the polls from the log when the build has no /metrics yet.
     env = dict(tools.env, XTCP2_LOG="info,xtcp2::poll=debug")
+    if profile_to:
+        # pprof is off by default since issue 22; the variable (not --pprof)
+        # so that builds from before it, which lack the flag, still run.
+        env["XTCP2_PPROF"] = "true"
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
     profile = {}
     try:

@@ -34,6 +34,7 @@ let
 
   # ":9088", "0.0.0.0:9088" and "[::]:9088" all end in the port.
   promPort = lib.toInt (lib.last (lib.splitString ":" cfg.promListen));
+  promLoopback = lib.any (prefix: lib.hasPrefix prefix cfg.promListen) [ "127." "[::1]:" "localhost:" ];
 
   nonEmptyFlag = flag: value: lib.optional (value != "") "--${flag}=${value}";
 
@@ -47,6 +48,7 @@ let
     "--prom-listen=${cfg.promListen}"
     "--prom-path=${cfg.promPath}"
   ]
+  ++ nonEmptyFlag "pprof-listen" cfg.pprofListen
   ++ nonEmptyFlag "label" cfg.labels.label
   ++ nonEmptyFlag "tag" cfg.labels.tag
   ++ nonEmptyFlag "location" cfg.labels.location
@@ -135,11 +137,31 @@ in
 
     promListen = lib.mkOption {
       type = lib.types.str;
-      default = ":9088";
-      example = "127.0.0.1:9088";
+      default = "127.0.0.1:9088";
+      example = "10.0.0.5:9088";
       description = ''
-        Listen address for `/metrics`, `/healthz`, `/readyz` and the pprof
-        endpoints (`--prom-listen`). The empty string disables the listener.
+        Listen address for `/metrics`, `/healthz` and `/readyz`
+        (`--prom-listen`). The empty string disables the listener.
+
+        The default is loopback: only local agents can scrape it. To let a
+        Prometheus on another host scrape, give the address it reaches
+        (`10.0.0.5:9088`) and set {option}`services.xtcp2.openFirewall`.
+        `:9088` (the daemon's own default and the Go xtcp2's spelling) binds
+        every address of the host: anyone who can reach the host then reads
+        the metrics (host name, labels, namespace counts, version).
+      '';
+    };
+
+    pprofListen = lib.mkOption {
+      type = lib.types.str;
+      default = "";
+      example = "127.0.0.1:6060";
+      description = ''
+        Serve the CPU and heap profiles (`/debug/pprof/*`) on a listener of
+        their own at this address (`--pprof-listen`); the empty string
+        serves them nowhere. Keep it on loopback: a profile costs about
+        110 MB while it runs and 20 MB that stay, and anyone who reaches the
+        port can take one. The firewall is never opened for it.
       '';
     };
 
@@ -217,7 +239,9 @@ in
       default = false;
       description = ''
         Open the TCP port of {option}`services.xtcp2.promListen` in the
-        firewall.
+        firewall, for a Prometheus on another host. Useful only with a
+        non-loopback {option}`services.xtcp2.promListen`; with `:9088` it
+        exposes the metrics to every network the host is on.
       '';
     };
   };
@@ -237,6 +261,9 @@ in
         message = "services.xtcp2.openFirewall needs services.xtcp2.promListen to be set.";
       }
     ];
+
+    warnings = lib.optional (cfg.openFirewall && promLoopback)
+      "services.xtcp2.openFirewall opens port ${toString promPort}, but services.xtcp2.promListen (`${cfg.promListen}`) is a loopback address: nothing outside the host can reach it.";
 
     # The promListen test keeps promPort unevaluated when the listener is
     # off, so the assertion above reports the mistake instead of toInt.

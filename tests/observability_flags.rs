@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use xtcp2::config::{parse_args, Config, ConfigError};
+use xtcp2::observe::PprofServing;
 use xtcp2::profile::ProfileMode;
 
 fn parse(args: &[&str]) -> Config {
@@ -90,13 +91,15 @@ fn go_and_idiomatic_observability_flags_are_equivalent() {
     }
 }
 
-/// Defaults: listen on :9088 (every address), /metrics, no profile, no Pyroscope.
+/// Defaults: listen on :9088 (every address), /metrics, no pprof, no
+/// profile, no Pyroscope.
 #[test]
 fn observability_defaults() {
     let c = parse(&["xtcp2", "--pyroscope-url", ""]);
     assert_eq!(c.observe.prom_listen.map(|a| a.port()), Some(9088));
     assert!(c.observe.prom_listen.unwrap().ip().is_unspecified());
     assert_eq!(c.observe.prom_path, "/metrics");
+    assert_eq!(c.observe.pprof, PprofServing::Off);
     assert_eq!(c.observe.profile_mode, None);
     assert!(c.observe.pyroscope.is_none());
     assert_eq!(parse(&["xtcp2", "--prom-listen", ""]).observe.prom_listen, None);
@@ -149,4 +152,68 @@ fn bad_prom_path_and_listen_are_refused() {
         refuse(&["xtcp2", "--prom-listen", "nowhere"]),
         ConfigError::PromListen(_)
     ));
+}
+
+/// `--pprof` (also `-pprof`, `--pprof=true`) serves pprof on the metrics
+/// listener; `--pprof-listen` (`-pprofListen`) on a listener of its own,
+/// with or without `--pprof`.
+#[test]
+fn pprof_flags() {
+    for args in [
+        &["xtcp2", "--pprof"][..],
+        &["xtcp2", "-pprof"],
+        &["xtcp2", "--pprof=true"],
+    ] {
+        assert_eq!(parse(args).observe.pprof, PprofServing::WithMetrics, "{args:?}");
+    }
+    assert_eq!(parse(&["xtcp2", "--pprof=false"]).observe.pprof, PprofServing::Off);
+    let own = PprofServing::Own("127.0.0.1:6060".parse().unwrap());
+    for args in [
+        &["xtcp2", "--pprof-listen", "127.0.0.1:6060"][..],
+        &["xtcp2", "-pprofListen", "127.0.0.1:6060"],
+        &["xtcp2", "--pprof", "--pprof-listen=127.0.0.1:6060"],
+        &["xtcp2", "--prom-listen", "", "--pprof-listen", "127.0.0.1:6060"],
+    ] {
+        assert_eq!(parse(args).observe.pprof, own, "{args:?}");
+    }
+}
+
+/// `--pprof` with no metrics listener to serve it on, and an unparsable
+/// `--pprof-listen`, are refused naming the flag.
+#[test]
+fn pprof_without_a_listener_is_refused() {
+    let err = refuse(&["xtcp2", "--pprof", "--prom-listen", ""]);
+    assert_eq!(
+        err.to_string(),
+        "--pprof serves the profiles on --prom-listen, which is empty; give --pprof-listen ADDR instead"
+    );
+    let err = refuse(&["xtcp2", "--pprof-listen", "localhost"]);
+    assert_eq!(
+        err.to_string(),
+        "--pprof-listen \"localhost\" is not HOST:PORT or :PORT"
+    );
+}
+
+/// Regression (issue 22 point 10): `--prom-path /healthz` was accepted and
+/// the metrics shadowed the liveness route. Every built-in route, and
+/// anything under /debug/pprof, is refused, naming the flag.
+#[test]
+fn prom_path_cannot_hide_a_builtin_route() {
+    for (path, hidden) in [
+        ("/healthz", "the liveness endpoint /healthz"),
+        ("/readyz", "the readiness endpoint /readyz"),
+        ("/debug/pprof", "the profiling endpoints under /debug/pprof"),
+        ("/debug/pprof/heap", "the profiling endpoints under /debug/pprof"),
+    ] {
+        let err = refuse(&["xtcp2", "--prom-path", path]);
+        assert!(matches!(err, ConfigError::PromPathReserved { .. }), "{path}: {err}");
+        assert_eq!(
+            err.to_string(),
+            format!("--prom-path {path:?} would hide {hidden}; choose another path (the default is /metrics)")
+        );
+    }
+    assert_eq!(
+        parse(&["xtcp2", "--prom-path", "/healthz/metrics"]).observe.prom_path,
+        "/healthz/metrics"
+    );
 }

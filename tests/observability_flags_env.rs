@@ -1,5 +1,5 @@
 //! Every observability flag falls back to its environment variable
-//! (`XTCP2_PROM_LISTEN`, ..., and Pyroscope's own `PYROSCOPE_URL` and
+//! (`XTCP2_PROM_LISTEN`, `XTCP2_PPROF`, ..., and Pyroscope's own `PYROSCOPE_URL` and
 //! friends), and a flag on the command line beats the variable. One test
 //! in its own binary: environment variables are process-global.
 
@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use xtcp2::config::{parse_args, Config};
+use xtcp2::observe::PprofServing;
 use xtcp2::profile::ProfileMode;
 
 fn config(args: &[&str]) -> Config {
@@ -66,4 +67,15 @@ fn observability_environment_variables() {
         std::env::remove_var(k);
     }
     std::env::remove_var("XTCP2_PROFILE_MODE");
+
+    std::env::set_var("XTCP2_PPROF", "true");
+    assert_eq!(config(&["xtcp2"]).observe.pprof, PprofServing::WithMetrics);
+    assert_eq!(config(&["xtcp2", "--pprof=false"]).observe.pprof, PprofServing::Off);
+    std::env::set_var("XTCP2_PPROF_LISTEN", "127.0.0.1:6061");
+    assert_eq!(
+        config(&["xtcp2"]).observe.pprof,
+        PprofServing::Own("127.0.0.1:6061".parse().unwrap())
+    );
+    std::env::remove_var("XTCP2_PPROF");
+    std::env::remove_var("XTCP2_PPROF_LISTEN");
 }

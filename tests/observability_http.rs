@@ -1,7 +1,9 @@
 //! The HTTP server in-process, driven step by step (no root needed):
 //! readiness through each lifecycle state, serving on through the
 //! shutdown flush and stopping once drained, 409 while the profiler is
-//! held, a real CPU profile, routing and content negotiation.
+//! held, a real CPU profile, routing and content negotiation, and where
+//! pprof is served (off, here, on its own listener). Behaviour under load
+//! is observability_listener.rs.
 
 mod observability_support;
 mod support;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use observability_support::*;
 use xtcp2::metrics::Metrics;
 use xtcp2::observe::readiness::Readiness;
-use xtcp2::observe::server::{self, Endpoints};
+use xtcp2::observe::server::{self, Endpoints, Listener, PprofHere};
 use xtcp2::profile::{ProfilerHolder, ProfilerLock};
 use xtcp2::shutdown::Shutdown;
 
@@ -28,7 +30,17 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The metrics listener with pprof served on it, as `--pprof` does.
 fn start(prom_path: &str) -> Running {
+    start_listener(
+        prom_path,
+        Listener::Metrics {
+            pprof: PprofHere::Served,
+        },
+    )
+}
+
+fn start_listener(prom_path: &str, serves: Listener) -> Running {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -39,13 +51,14 @@ fn start(prom_path: &str) -> Running {
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::new(Duration::from_secs(10), shutdown.clone()));
     let profiler = ProfilerLock::new();
-    let std_listener = server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let std_listener = server::bind("prom-listen", "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = std_listener.local_addr().unwrap();
     let listener = {
         let _guard = runtime.enter();
         tokio::net::TcpListener::from_std(std_listener).unwrap()
     };
     let endpoints = Arc::new(Endpoints {
+        listener: serves,
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         profiler: profiler.clone(),
@@ -196,4 +209,76 @@ fn cpu_profile_in_process_has_samples() {
     assert!(!p.sample.is_empty());
     assert!(p.string_table.len() > 1);
     assert_eq!(s.profiler.holder(), None);
+}
+
+/// With pprof off, every /debug/pprof path is 404 saying how to turn it
+/// on, no profile is attempted or counted, and the index lists none;
+/// metrics, health and readiness are unaffected.
+#[test]
+fn pprof_off_is_404_with_how_to_turn_it_on() {
+    let s = start_listener("/metrics", Listener::Metrics { pprof: PprofHere::Off });
+    for path in [
+        "/debug/pprof",
+        "/debug/pprof/",
+        "/debug/pprof/profile?seconds=1",
+        "/debug/pprof/flamegraph?seconds=1",
+        "/debug/pprof/heap",
+        "/debug/pprof/goroutine",
+    ] {
+        let r = http_get(s.addr, path).unwrap();
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(
+            r.text(),
+            "pprof is off: start xtcp2 with --pprof to serve it here, or with --pprof-listen 127.0.0.1:6060 to serve it on a listener of its own\n",
+            "{path}"
+        );
+    }
+    assert_eq!(s.profiler.holder(), None);
+    let index = http_get(s.addr, "/").unwrap().text();
+    assert!(index.contains("/healthz") && index.contains("/metrics"), "{index}");
+    assert!(!index.contains("/debug/pprof/profile"), "{index}");
+    assert!(!s.metrics.encode_text().contains("xtcp2_profile_requests_total{"));
+    assert_eq!(http_get(s.addr, "/healthz").unwrap().status, 200);
+    assert_eq!(http_get(s.addr, "/metrics").unwrap().status, 200);
+}
+
+/// With pprof on a listener of its own, the metrics listener answers 404
+/// naming where the profiles are, and the pprof listener serves only them.
+#[test]
+fn pprof_on_its_own_listener() {
+    let elsewhere: SocketAddr = "127.0.0.1:6060".parse().unwrap();
+    let metrics = start_listener(
+        "/metrics",
+        Listener::Metrics {
+            pprof: PprofHere::Elsewhere(elsewhere),
+        },
+    );
+    let r = http_get(metrics.addr, "/debug/pprof/profile?seconds=1").unwrap();
+    assert_eq!(
+        (r.status, r.text()),
+        (
+            404,
+            "pprof is served on the --pprof-listen listener, 127.0.0.1:6060, not here\n".to_string()
+        )
+    );
+
+    let pprof = start_listener("/metrics", Listener::Pprof);
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        assert_eq!(http_get(pprof.addr, path).unwrap().status, 404, "{path}");
+    }
+    let index = http_get(pprof.addr, "/debug/pprof/").unwrap();
+    assert_eq!(index.status, 200);
+    assert!(
+        index.text().contains("/debug/pprof/profile?seconds=N"),
+        "{}",
+        index.text()
+    );
+    assert!(!index.text().contains("/healthz"), "{}", index.text());
+    let lease = pprof.profiler.try_acquire(ProfilerHolder::Request).unwrap();
+    assert_eq!(
+        http_get(pprof.addr, "/debug/pprof/profile?seconds=1").unwrap().status,
+        409,
+        "the profile route is served (the profiler is busy)"
+    );
+    drop(lease);
 }

@@ -138,7 +138,9 @@ fn pyroscope_yields_the_profiler_to_an_on_demand_profile() {
     }
     let server = RecordingServer::start();
     let url = format!("http://{}", server.addr);
-    let mut daemon = HttpDaemon::start(&daemon_args(&url, "xtcp2-yield"), Stdio::null());
+    let mut args = daemon_args(&url, "xtcp2-yield");
+    args.push("--pprof");
+    let mut daemon = HttpDaemon::start(&args, Stdio::null());
     daemon.wait_healthy(Duration::from_secs(10));
     daemon.wait_metric("xtcp2_pyroscope_uploads_total", 1.0, Duration::from_secs(10));
 

@@ -23,7 +23,7 @@ use crate::batch::FlushLimits;
 use crate::decode::Deserializers;
 use crate::format::{Format, StreamFormat};
 use crate::kernel::parse_states;
-use crate::observe::ObserveConfig;
+use crate::observe::{ObserveConfig, PprofServing};
 use crate::profile::pyroscope::PyroscopeConfig;
 use crate::profile::ProfileMode;
 use crate::record::Stamps;
@@ -226,7 +226,7 @@ pub struct DaemonArgs {
         default_value = "2s"
     )]
     pub shutdown_timeout: String,
-    /// Listener for /metrics, /healthz, /readyz and /debug/pprof; empty disables.
+    /// Listener for /metrics, /healthz and /readyz (:PORT = every address); empty disables.
     #[arg(
         long = "prom-listen",
         alias = "promListen",
@@ -234,7 +234,7 @@ pub struct DaemonArgs {
         default_value = ":9088"
     )]
     pub prom_listen: String,
-    /// Path of the Prometheus exposition.
+    /// Path of the Prometheus exposition (not /healthz, /readyz or /debug/pprof).
     #[arg(
         long = "prom-path",
         alias = "promPath",
@@ -242,6 +242,18 @@ pub struct DaemonArgs {
         default_value = "/metrics"
     )]
     pub prom_path: String,
+    /// Serve /debug/pprof/* (CPU and heap profiles) on --prom-listen too.
+    #[arg(long = "pprof", env = "XTCP2_PPROF", default_value = "false",
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub pprof: bool,
+    /// Serve /debug/pprof/* only on this listener of its own (e.g. 127.0.0.1:6060); empty: see --pprof.
+    #[arg(
+        long = "pprof-listen",
+        alias = "pprofListen",
+        env = "XTCP2_PPROF_LISTEN",
+        default_value = ""
+    )]
+    pub pprof_listen: String,
     /// One-shot profile of the whole run, written at exit: cpu or mem.
     #[arg(
         long = "profile-mode",
@@ -368,8 +380,14 @@ pub enum ConfigError {
     UnknownProfile(String),
     #[error("--prom-path must start with '/', got {0:?}")]
     PromPath(String),
+    #[error("--prom-path {path:?} would hide {hidden}; choose another path (the default is /metrics)")]
+    PromPathReserved { path: String, hidden: &'static str },
     #[error("--prom-listen {0:?} is not HOST:PORT or :PORT")]
     PromListen(String),
+    #[error("--pprof-listen {0:?} is not HOST:PORT or :PORT")]
+    PprofListen(String),
+    #[error("--pprof serves the profiles on --prom-listen, which is empty; give --pprof-listen ADDR instead")]
+    PprofWithoutListener,
     #[error("--envelope-flush-rows and --envelope-flush-bytes must be above zero")]
     ZeroFlush,
     #[error("--queue-envelopes must be at least 1")]
@@ -542,7 +560,23 @@ impl Config {
         if !a.prom_path.starts_with('/') {
             return Err(ConfigError::PromPath(a.prom_path.clone()));
         }
+        if let Some(hidden) = crate::observe::server::reserved_path(&a.prom_path) {
+            return Err(ConfigError::PromPathReserved {
+                path: a.prom_path.clone(),
+                hidden,
+            });
+        }
         let prom_listen = parse_listen(&a.prom_listen)?;
+        let pprof_listen =
+            parse_listen(&a.pprof_listen).map_err(|_| ConfigError::PprofListen(a.pprof_listen.trim().to_string()))?;
+        // A listener of its own wins: the point of it is keeping the
+        // profiles off the metrics port.
+        let pprof = match (pprof_listen, a.pprof) {
+            (Some(addr), _) => PprofServing::Own(addr),
+            (None, true) if prom_listen.is_none() => return Err(ConfigError::PprofWithoutListener),
+            (None, true) => PprofServing::WithMetrics,
+            (None, false) => PprofServing::Off,
+        };
         let pyroscope = if a.pyroscope_url.trim().is_empty() {
             None
         } else {
@@ -619,6 +653,7 @@ impl Config {
             observe: ObserveConfig {
                 prom_listen,
                 prom_path: a.prom_path.clone(),
+                pprof,
                 profile_mode,
                 profile_path: a.profile_path.clone(),
                 pyroscope,

@@ -397,6 +397,11 @@ define_metrics! {
             /// 1 when no_new_privs is set, so no exec can gain privileges.
             no_new_privs: gauge = "no_new_privs";
         }
+        /// The HTTP listeners (`observe::server`).
+        http: HttpMetrics {
+            /// HTTP connections the listener cut short, by kind (peer_limit, total_limit, all_busy, header_timeout).
+            connections_dropped: counter<KindLabel> = "http_connections_dropped";
+        }
         /// What is running.
         build: BuildMetrics {
             /// The running build: version and optional features.

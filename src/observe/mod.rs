@@ -7,13 +7,15 @@
 //! | module | owns |
 //! |---|---|
 //! | [`readiness`] | what `/readyz` answers |
-//! | [`server`] | the `--prom-listen` HTTP server and its routes |
+//! | [`server`] | the `--prom-listen` and `--pprof-listen` HTTP servers and their routes |
+//! | `connections` | which connections a listener keeps under load (caps, eviction) |
 //! | [`caps`] | the startup capability check (exit 77), the drop to the kept set |
 //!
 //! [`Observability`] is what the daemon starts before the data path and
 //! finishes after it.
 
 pub mod caps;
+pub(crate) mod connections;
 pub mod readiness;
 pub mod server;
 
@@ -28,13 +30,25 @@ use crate::profile::{ProfileError, ProfileMode, ProfilerLock, WholeRunProfile};
 use crate::shutdown::Shutdown;
 use readiness::Readiness;
 
-/// The observability side's settings (`--prom-*`, `--profile-*`,
-/// `--pyroscope-*`).
+/// Where `/debug/pprof/*` is served (`--pprof`, `--pprof-listen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PprofServing {
+    /// Nowhere (the default): the paths answer 404 saying how to turn them on.
+    Off,
+    /// On the `--prom-listen` listener, beside the metrics (`--pprof`).
+    WithMetrics,
+    /// Only on a listener of its own (`--pprof-listen ADDR`).
+    Own(SocketAddr),
+}
+
+/// The observability side's settings (`--prom-*`, `--pprof*`,
+/// `--profile-*`, `--pyroscope-*`).
 #[derive(Debug, Clone)]
 pub struct ObserveConfig {
     /// `None`: no HTTP server.
     pub prom_listen: Option<SocketAddr>,
     pub prom_path: String,
+    pub pprof: PprofServing,
     pub profile_mode: Option<ProfileMode>,
     pub profile_path: PathBuf,
     pub pyroscope: Option<PyroscopeConfig>,
@@ -60,7 +74,10 @@ pub struct Observability {
     pub profiler: Arc<ProfilerLock>,
     /// Where the HTTP server listens (the real port when `:0` was asked).
     pub listen_addr: Option<SocketAddr>,
+    /// Where the `--pprof-listen` server listens.
+    pub pprof_addr: Option<SocketAddr>,
     server: Option<tokio::task::JoinHandle<()>>,
+    pprof_server: Option<tokio::task::JoinHandle<()>>,
     pyroscope: Option<tokio::task::JoinHandle<()>>,
     drained: Shutdown,
     whole_run: Option<WholeRunProfile>,
@@ -83,26 +100,50 @@ impl Observability {
             .map(|mode| WholeRunProfile::start(mode, &config.profile_path, &profiler))
             .transpose()?;
         let drained = Shutdown::new();
+        // Bound first, so the metrics listener can say where pprof is.
+        let pprof_listener = match config.pprof {
+            PprofServing::Own(addr) => Some(listen(runtime, "pprof-listen", addr)?),
+            PprofServing::Off | PprofServing::WithMetrics => None,
+        };
+        let pprof_addr = pprof_listener.as_ref().map(|(_, addr)| *addr);
+        let endpoints = |listener| {
+            Arc::new(server::Endpoints {
+                listener,
+                metrics: metrics.clone(),
+                readiness: readiness.clone(),
+                profiler: profiler.clone(),
+                prom_path: config.prom_path.clone(),
+                shutdown: shutdown.clone(),
+            })
+        };
         let (server, listen_addr) = match config.prom_listen {
             None => (None, None),
             Some(addr) => {
-                let std_listener = server::bind(addr)?;
-                let _guard = runtime.enter();
-                let listener = tokio::net::TcpListener::from_std(std_listener)
-                    .map_err(|cause| server::BindError { addr, cause })?;
-                let local = listener.local_addr().ok();
-                let endpoints = Arc::new(server::Endpoints {
-                    metrics: metrics.clone(),
-                    readiness: readiness.clone(),
-                    profiler: profiler.clone(),
-                    prom_path: config.prom_path.clone(),
-                    shutdown: shutdown.clone(),
-                });
-                tracing::info!(addr = %local.unwrap_or(addr), path = %config.prom_path, "serving metrics, health and pprof");
+                let (listener, local) = listen(runtime, "prom-listen", addr)?;
+                let pprof = match (config.pprof, pprof_addr) {
+                    (PprofServing::WithMetrics, _) => server::PprofHere::Served,
+                    (_, Some(elsewhere)) => server::PprofHere::Elsewhere(elsewhere),
+                    _ => server::PprofHere::Off,
+                };
+                if pprof == server::PprofHere::Served && local.ip().is_unspecified() {
+                    tracing::warn!(addr = %local, "pprof is served on every address: anyone who reaches the port can take profiles; prefer --pprof-listen 127.0.0.1:6060");
+                }
+                let pprof_log = match pprof {
+                    server::PprofHere::Served => "here".to_string(),
+                    server::PprofHere::Off => "off".to_string(),
+                    server::PprofHere::Elsewhere(a) => a.to_string(),
+                };
+                tracing::info!(addr = %local, path = %config.prom_path, pprof = %pprof_log, "serving metrics and health");
+                let endpoints = endpoints(server::Listener::Metrics { pprof });
                 let task = runtime.spawn(server::serve(listener, endpoints, shutdown.clone(), drained.clone()));
-                (Some(task), local)
+                (Some(task), Some(local))
             }
         };
+        let pprof_server = pprof_listener.map(|(listener, local)| {
+            tracing::info!(addr = %local, "serving pprof");
+            let endpoints = endpoints(server::Listener::Pprof);
+            runtime.spawn(server::serve(listener, endpoints, shutdown.clone(), drained.clone()))
+        });
         let pyroscope = match &config.pyroscope {
             None => None,
             Some(p) => {
@@ -120,7 +161,9 @@ impl Observability {
             readiness,
             profiler,
             listen_addr,
+            pprof_addr,
             server,
+            pprof_server,
             pyroscope,
             drained,
             whole_run,
@@ -154,7 +197,7 @@ impl Observability {
                 if let Some(t) = self.pyroscope {
                     let _ = t.await;
                 }
-                if let Some(t) = self.server {
+                for t in [self.server, self.pprof_server].into_iter().flatten() {
                     let _ = t.await;
                 }
             };
@@ -164,4 +207,19 @@ impl Observability {
         });
         Ok(written)
     }
+}
+
+/// Binds `addr` (named by `--flag` in errors) as a tokio listener, and
+/// returns it with the address it got (the real port when `:0` was asked).
+fn listen(
+    runtime: &tokio::runtime::Runtime,
+    flag: &'static str,
+    addr: SocketAddr,
+) -> Result<(tokio::net::TcpListener, SocketAddr), server::BindError> {
+    let std_listener = server::bind(flag, addr)?;
+    let _guard = runtime.enter();
+    let listener =
+        tokio::net::TcpListener::from_std(std_listener).map_err(|cause| server::BindError { flag, addr, cause })?;
+    let local = listener.local_addr().unwrap_or(addr);
+    Ok((listener, local))
 }

@@ -225,7 +225,7 @@ impl HttpDaemon {
             command.env(name, value);
         }
         let mut daemon = command.spawn();
-        let line = daemon.wait_for_stderr("serving metrics, health and pprof", Duration::from_secs(15));
+        let line = daemon.wait_for_stderr("serving metrics and health", Duration::from_secs(15));
         let addr = line
             .split("addr=")
             .nth(1)
