@@ -40,7 +40,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static malloc_conf: &[u8] = b"prof:true,prof_active:true,lg_prof_sample:19\0";
 
 fn main() -> ExitCode {
-    let cli = match config::parse_args(std::env::args()) {
+    // args_os, not args: args() panics on a non-UTF-8 argument (exit 101);
+    // the parser makes that a usage error naming it (exit 2).
+    let cli = match config::parse_args_os(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
