@@ -2,7 +2,8 @@
 //! the collector daemon or the offline `decode` command.
 //!
 //! Exit codes (documented in README.md):
-//! - 0: finished (`--max-loops` reached, or SIGTERM/SIGINT after a flush);
+//! - 0: finished (`--max-loops` reached, or SIGTERM/SIGINT after a flush,
+//!   or the reader of stdout closed it: `xtcp2 decode ... | head`);
 //! - 1: a runtime error (destination cannot be opened, corrupt capture, ...);
 //! - 2: bad flags or configuration (clap's convention);
 //! - 77: a required capability is missing (sysexits EX_NOPERM). Restarting
@@ -17,6 +18,9 @@ use xtcp2::observe::caps;
 
 /// Envelope size of `xtcp2 decode` output, as the daemon's default flush size.
 const DECODE_ENVELOPE_BYTES: usize = 768 * 1024;
+/// Read buffer of `xtcp2 decode`'s input: the reader asks for 16- and
+/// 24-byte headers, which must not each cost a system call.
+const DECODE_READ_BUFFER_BYTES: usize = 64 * 1024;
 
 // With `--features heap-profiling`, jemalloc is the allocator and samples
 // allocations for /debug/pprof/heap and `--profile-mode mem`. These two
@@ -39,7 +43,9 @@ fn main() -> ExitCode {
     // First, before anything else: a SIGTERM or SIGHUP in the first
     // milliseconds must not kill the daemon with nothing flushed.
     let held = xtcp2::shutdown::HeldSignals::hold();
-    let cli = match config::parse_args(std::env::args()) {
+    // args_os, not args: args() panics on a non-UTF-8 argument (exit 101);
+    // the parser makes that a usage error naming it (exit 2).
+    let cli = match config::parse_args_os(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
@@ -129,8 +135,18 @@ fn check_capabilities() -> Option<ExitCode> {
 
 /// `xtcp2 decode --pcap FILE | --raw FILE`: the same records as a live
 /// dump, with every output flag applied (format, columns, decoders, stamps).
+///
+/// The input is streamed, one packet at a time, so memory does not grow
+/// with it: `--pcap /dev/stdin` may be an endless pipe, and `/dev/zero` is
+/// refused after its first bytes instead of filling memory.
+///
+/// When the reader of stdout leaves (`xtcp2 decode ... | head`), the write
+/// fails with EPIPE (Rust ignores SIGPIPE). That is the reader's way of
+/// saying it has enough, not a failure: decode stops reading and exits 0,
+/// as the daemon does with its stdout destination.
 fn run_decode(args: &DecodeArgs, output: &OutputConfig) -> anyhow::Result<()> {
-    use xtcp2::decode::capture::{for_each_pcap_reply, for_each_raw_reply};
+    use std::ops::ControlFlow;
+    use xtcp2::decode::capture::{read_pcap_replies, read_raw_replies, ReplyOrigin};
     use xtcp2::decode::SocketDecoder;
 
     let (path, is_pcap) = match (&args.input.pcap, &args.input.raw) {
@@ -138,7 +154,8 @@ fn run_decode(args: &DecodeArgs, output: &OutputConfig) -> anyhow::Result<()> {
         (None, Some(p)) => (p, false),
         (None, None) => anyhow::bail!("give --pcap FILE or --raw FILE"),
     };
-    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let input = std::io::BufReader::with_capacity(DECODE_READ_BUFFER_BYTES, file);
     let mut decoder = SocketDecoder::new(output.deserializers);
     let stamps = &output.stamps;
     // Framed exactly as a file: destination would be (csv header once,
@@ -146,27 +163,39 @@ fn run_decode(args: &DecodeArgs, output: &OutputConfig) -> anyhow::Result<()> {
     let mut writer = StreamWriter::new(&output.format, std::io::stdout().lock(), DECODE_ENVELOPE_BYTES);
     let mut write_error = None;
     let mut first_error = None;
-    let on_socket = |origin: xtcp2::decode::capture::ReplyOrigin, payload: &[u8]| {
+    let on_socket = |origin: ReplyOrigin, payload: &[u8]| {
         let (record, error) = decoder.decode(payload);
         if let Some(e) = error {
             first_error.get_or_insert(e);
         }
-        if let (Some(record), None) = (record, &write_error) {
+        if let Some(record) = record {
             record.timestamp_ns = origin.timestamp_ns;
             stamps.apply(record);
-            write_error = writer.write(record).err();
+            if let Err(e) = writer.write(record) {
+                write_error = Some(e);
+                return ControlFlow::Break(());
+            }
         }
+        ControlFlow::Continue(())
     };
     let dumps = if is_pcap {
-        for_each_pcap_reply(&data, on_socket)
+        read_pcap_replies(input, on_socket)
     } else {
-        for_each_raw_reply(&data, on_socket)
+        read_raw_replies(input, on_socket)
     }
     .with_context(|| format!("decoding {}", path.display()))?;
-    if let Some(e) = write_error {
-        return Err(e).context("writing stdout");
+    let written = match write_error {
+        None => writer.finish().map(drop),
+        Some(e) => Err(e),
+    };
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            tracing::info!("the reader of the output closed it; stopping");
+            return Ok(());
+        }
+        Err(e) => return Err(e).context("writing stdout"),
     }
-    let _stdout = writer.finish().context("writing stdout")?;
     let stats = &decoder.stats;
     if let Some(e) = first_error {
         tracing::warn!(errors = stats.errors, first = %e, "some messages did not decode");

@@ -1,10 +1,11 @@
 //! No input makes the decoder panic, and every failure is a typed error
-//! whose fields describe the bytes truthfully. This is the CI fuzzer
-//! (cargo-fuzz needs nightly): proptest feeds random bytes, and real
-//! captures with bit flips, truncations and corrupted length fields, to
-//! every entry point that reads untrusted bytes: `NetlinkMessages`,
-//! `decode_socket`/`SocketDecoder`, `for_each_pcap_reply`,
-//! `for_each_raw_reply` and the dump receive step `absorb_datagram`.
+//! whose fields describe the bytes truthfully. Proptest feeds random
+//! bytes, and real captures with bit flips, truncations and corrupted
+//! length fields, to every entry point that reads untrusted bytes:
+//! `NetlinkMessages`, `decode_socket`/`SocketDecoder`, the capture readers
+//! (in memory, and streamed in small chunks: both must agree) and the dump
+//! receive step `absorb_datagram`. The coverage-guided fuzzers in `fuzz/`
+//! (cargo-fuzz) hunt the same entry points for longer.
 //!
 //! Case counts are bounded so the whole file runs in seconds; raise them
 //! with `PROPTEST_CASES=100000` for a longer hunt.
@@ -13,7 +14,11 @@ mod support;
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-use xtcp2::decode::capture::{for_each_pcap_reply, for_each_raw_reply, CaptureError};
+use std::ops::ControlFlow;
+
+use xtcp2::decode::capture::{
+    for_each_pcap_reply, for_each_raw_reply, read_pcap_replies, read_raw_replies, CaptureError, MAX_RECORD_BYTES,
+};
 use xtcp2::decode::inet_diag::INET_DIAG_MSG_LEN;
 use xtcp2::decode::netlink::NLMSG_HDRLEN;
 use xtcp2::decode::{decode_socket, DecodeError, DecodeStats, Deserializers, NetlinkMessages, SocketDecoder};
@@ -392,6 +397,45 @@ fn check_socket(payload: &[u8]) {
     }
 }
 
+/// A reader that hands out at most `chunk` bytes per read, as a pipe may:
+/// the streaming readers must not depend on how the bytes arrive.
+struct Trickle<'a> {
+    bytes: &'a [u8],
+    chunk: usize,
+}
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.chunk).min(self.bytes.len());
+        buf[..n].copy_from_slice(&self.bytes[..n]);
+        self.bytes = &self.bytes[n..];
+        Ok(n)
+    }
+}
+
+type OnSocket<'f> = &'f mut dyn FnMut(xtcp2::decode::capture::ReplyOrigin, &[u8]) -> ControlFlow<()>;
+
+/// Sockets seen and the outcome of a streaming reader over `bytes`, fed 1
+/// to 7 bytes at a time; every chunk size must give the same answer.
+fn streamed(
+    bytes: &[u8],
+    read: impl Fn(Trickle<'_>, OnSocket<'_>) -> Result<usize, CaptureError>,
+) -> (usize, Result<usize, CaptureError>) {
+    let mut outcomes = (1..8).map(|chunk| {
+        let mut sockets = 0;
+        let result = read(Trickle { bytes, chunk }, &mut |_, _| {
+            sockets += 1;
+            ControlFlow::Continue(())
+        });
+        (sockets, result)
+    });
+    let first = outcomes.next().expect("seven chunk sizes");
+    for other in outcomes {
+        assert_eq!(other, first);
+    }
+    first
+}
+
 /// Runs a pcap through the capture reader and decodes every reply.
 fn check_pcap(bytes: &[u8]) -> Result<usize, CaptureError> {
     let mut sockets = 0;
@@ -399,6 +443,10 @@ fn check_pcap(bytes: &[u8]) -> Result<usize, CaptureError> {
         sockets += 1;
         check_socket(payload);
     });
+    assert_eq!(
+        streamed(bytes, |input, on_socket| read_pcap_replies(input, on_socket)),
+        (sockets, result.clone())
+    );
     if let Err(e) = &result {
         assert!(!e.to_string().is_empty());
         if let CaptureError::CorruptNetlink { source, .. } = e {
@@ -421,11 +469,27 @@ fn check_raw(bytes: &[u8]) -> Result<usize, CaptureError> {
         sockets += 1;
         check_socket(payload);
     });
+    assert_eq!(
+        streamed(bytes, |input, on_socket| read_raw_replies(input, on_socket)),
+        (sockets, result.clone())
+    );
+    // The stream reader makes of the bytes what the in-memory walker does,
+    // but for lengths above its limit, which it refuses unread.
+    let walked = NetlinkMessages::new(bytes).find_map(Result::err);
     match &result {
         Err(CaptureError::Empty) => assert!(bytes.is_empty()),
-        Err(CaptureError::CorruptRaw(e)) => check_decode_error(e, bytes.len()),
+        Err(CaptureError::CorruptRaw(e)) => {
+            check_decode_error(e, bytes.len());
+            assert_eq!(walked.as_ref(), Some(e));
+        }
+        Err(CaptureError::RawMessageTooLarge { offset, len }) => {
+            assert!(*len > MAX_RECORD_BYTES && *offset < bytes.len());
+            assert!(
+                matches!(walked, Some(DecodeError::MessageOverrun { offset: o, len: l, .. }) if (o, l) == (*offset, *len))
+            );
+        }
         Err(other) => panic!("a raw stream cannot fail with {other}"),
-        Ok(_) => {}
+        Ok(_) => assert_eq!(walked, None),
     }
     let seq = bytes
         .get(8..12)

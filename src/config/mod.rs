@@ -345,9 +345,21 @@ pub fn command() -> clap::Command {
 
 /// Parses process arguments, accepting Go spellings.
 pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cli, clap::Error> {
-    let command = command();
+    parse_args_os(args.into_iter().map(std::ffi::OsString::from))
+}
+
+/// Parses the OS's arguments (`std::env::args_os()`), which need not be
+/// UTF-8: a file path may be any bytes, and any other non-UTF-8 argument is
+/// a usage error naming it, where `std::env::args()` would panic.
+pub fn parse_args_os(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, clap::Error> {
+    let mut command = command();
     let normalised = argv::normalise(args, &command);
-    let mut matches = command.try_get_matches_from(normalised)?;
+    let mut matches = match command.try_get_matches_from_mut(&normalised) {
+        Err(e) if e.kind() == clap::error::ErrorKind::InvalidUtf8 => {
+            return Err(argv::not_utf8(&normalised, &mut command))
+        }
+        other => other?,
+    };
     Cli::from_arg_matches_mut(&mut matches)
 }
 
