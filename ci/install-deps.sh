@@ -49,3 +49,13 @@ if ! "$venv/bin/python" -c 'import chdb' >/dev/null 2>&1; then
 else
     log "chdb present in $venv"
 fi
+
+# cargo-fuzz for the bounded fuzzing step (fuzz/run), installed once into
+# the cache and reused.
+fuzz_root=/var/cache/xtcp2-ci/cargo-fuzz
+if [ ! -x "$fuzz_root/bin/cargo-fuzz" ]; then
+    log "cargo install cargo-fuzz into $fuzz_root"
+    cargo install --quiet --locked --root "$fuzz_root" cargo-fuzz
+else
+    log "cargo-fuzz present in $fuzz_root"
+fi

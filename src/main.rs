@@ -88,7 +88,17 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("xtcp2: {}", error_chain(&e));
-                    ExitCode::FAILURE
+                    // A flag whose value proves bad only when used (an
+                    // unwritable --profile-path) is a usage error too.
+                    let usage = e
+                        .chain()
+                        .filter_map(|cause| cause.downcast_ref::<xtcp2::observe::ObserveError>())
+                        .any(|o| o.is_usage_error());
+                    if usage {
+                        ExitCode::from(2)
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
             }
         }

@@ -475,8 +475,8 @@ fn cpu_profile_memory_is_given_back() {
 }
 
 /// --profile-mode cpu records the whole run: on-demand profiles get 409
-/// naming it, and at exit xtcp2-cpu-<pid>.pb.gz in --profile-path is a
-/// pprof with samples.
+/// naming it, and at exit xtcp2-cpu-<pid>-<random>.pb.gz in --profile-path
+/// (mode 0600) is a pprof with samples.
 #[test]
 fn whole_run_cpu_profile_is_written_at_exit() {
     if !require(Need::Root, DAEMON_CAPABILITIES) {
@@ -500,17 +500,80 @@ fn whole_run_cpu_profile_is_written_at_exit() {
     }
     let pid = daemon.child.id();
     daemon.stop_cleanly(Duration::from_secs(30));
-    let file = dir.path().join(format!("xtcp2-cpu-{pid}.pb.gz"));
+    let file = only_profile_file(dir.path(), "cpu", pid, &daemon);
     let bytes =
         std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}; stderr:\n{}", file.display(), daemon.stderr()));
     let p = decode_pprof(&bytes);
     assert!(!p.sample.is_empty(), "whole-run profile has no samples");
     assert_eq!(sample_types(&p)[1], ("cpu".to_string(), "nanoseconds".to_string()));
+}
+
+/// The one file in `dir`, which must be `xtcp2-<kind>-<pid>-<8 hex>.pb.gz`,
+/// a regular file of mode 0600.
+fn only_profile_file(dir: &std::path::Path, kind: &str, pid: u32, daemon: &HttpDaemon) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
+        files.len(),
         1,
-        "exactly one profile file"
+        "exactly one profile file: {files:?}; stderr:\n{}",
+        daemon.stderr()
     );
+    let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
+    let random = name
+        .strip_prefix(&format!("xtcp2-{kind}-{pid}-"))
+        .and_then(|rest| rest.strip_suffix(".pb.gz"))
+        .unwrap_or_else(|| panic!("unexpected profile name {name}"));
+    assert!(
+        random.len() == 8 && random.chars().all(|c| c.is_ascii_hexdigit()),
+        "{name}"
+    );
+    let meta = std::fs::symlink_metadata(&files[0]).unwrap();
+    assert!(meta.is_file());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+    files[0].clone()
+}
+
+/// Issue 22: a --profile-path the daemon cannot write to is exit 2 at
+/// startup with the reason (not a message after the run), for a missing
+/// directory, a file, and a directory that refuses new files (/proc, even
+/// to root). No root needed.
+#[test]
+fn unusable_profile_path_is_exit_2_at_startup() {
+    let not_a_dir = tempfile::NamedTempFile::new().unwrap();
+    let not_a_dir = not_a_dir.path().to_str().unwrap().to_string();
+    for (path, reason) in [
+        (
+            "/nonexistent/xtcp2-profiles",
+            "--profile-path /nonexistent/xtcp2-profiles: No such file or directory".to_string(),
+        ),
+        (
+            not_a_dir.as_str(),
+            format!("--profile-path {not_a_dir}: not a directory"),
+        ),
+        ("/proc", "--profile-path: cannot create /proc/xtcp2-cpu-".to_string()),
+    ] {
+        let started = Instant::now();
+        let out = Xtcp2::new()
+            .args([
+                "--skip-capability-check",
+                "--prom-listen",
+                "",
+                "--dest",
+                "null",
+                "--frequency",
+                "1h",
+                "--profile-mode",
+                "cpu",
+                "--profile-path",
+                path,
+            ])
+            .output();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--profile-path {path}; stderr:\n{stderr}");
+        assert!(stderr.contains(&reason), "expected {reason:?} in:\n{stderr}");
+        assert!(started.elapsed() < Duration::from_secs(60), "refused only after a run");
+    }
 }
 
 /// A --prom-listen port already taken fails startup with exit code 1 and
@@ -540,7 +603,7 @@ fn taken_listen_port_fails_startup_naming_the_address() {
     );
 }
 
-/// With heap-profiling, --profile-mode mem writes xtcp2-mem-<pid>.pb.gz at
+/// With heap-profiling, --profile-mode mem writes xtcp2-mem-<pid>-<random>.pb.gz at
 /// exit: a pprof heap profile (jemalloc's sampled live allocations).
 #[cfg(feature = "heap-profiling")]
 #[test]
@@ -559,7 +622,7 @@ fn whole_run_mem_profile_is_written_at_exit() {
     daemon.wait_ready(Duration::from_secs(10));
     let pid = daemon.child.id();
     daemon.stop_cleanly(Duration::from_secs(30));
-    let file = dir.path().join(format!("xtcp2-mem-{pid}.pb.gz"));
+    let file = only_profile_file(dir.path(), "mem", pid, &daemon);
     let bytes =
         std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}; stderr:\n{}", file.display(), daemon.stderr()));
     let p = decode_pprof(&bytes);

@@ -68,6 +68,18 @@ pub enum ObserveError {
     Pyroscope(#[from] pyroscope::PyroscopeUrlError),
 }
 
+impl ObserveError {
+    /// Whether a flag's value is at fault (the caller exits 2, as for any
+    /// bad flag), not the environment (a taken port: exit 1).
+    pub fn is_usage_error(&self) -> bool {
+        match self {
+            ObserveError::Bind(_) => false,
+            ObserveError::Profile(e) => matches!(e, ProfileError::Directory { .. } | ProfileError::Create { .. }),
+            ObserveError::Pyroscope(_) => true,
+        }
+    }
+}
+
 /// The running observability side of the daemon.
 pub struct Observability {
     pub readiness: Arc<Readiness>,

@@ -236,6 +236,8 @@ pub enum ProfileError {
     Heap(String),
     #[error("--profile-path {path}: {reason}")]
     Directory { path: PathBuf, reason: String },
+    #[error("--profile-path: cannot create {path}: {cause}")]
+    Create { path: PathBuf, cause: std::io::Error },
     #[error("writing the profile to {path}: {cause}")]
     Write { path: PathBuf, cause: std::io::Error },
 }
@@ -359,25 +361,58 @@ pub(crate) async fn heap_pprof_gz() -> Result<Vec<u8>, ProfileError> {
     Err(ProfileError::HeapNotBuilt)
 }
 
-/// The file a whole-run profile is written to: `xtcp2-cpu-<pid>.pb.gz` or
-/// `xtcp2-mem-<pid>.pb.gz` in `dir`.
-pub(crate) fn whole_run_file(dir: &Path, mode: ProfileMode, pid: u32) -> PathBuf {
+/// The file a whole-run profile is written to:
+/// `xtcp2-cpu-<pid>-<random>.pb.gz` or `xtcp2-mem-<pid>-<random>.pb.gz` in
+/// `dir`. The random part keeps another user from planting a file or a link
+/// at the name in advance (creation refuses what exists, so the most such a
+/// plant could do with a predictable name is stop the profile).
+pub(crate) fn whole_run_file(dir: &Path, mode: ProfileMode, pid: u32, random: u32) -> PathBuf {
     let kind = match mode {
         ProfileMode::Cpu => "cpu",
         ProfileMode::Mem => "mem",
     };
-    dir.join(format!("xtcp2-{kind}-{pid}.pb.gz"))
+    dir.join(format!("xtcp2-{kind}-{pid}-{random:08x}.pb.gz"))
+}
+
+/// 32 unpredictable bits from the standard library's per-process random
+/// hash keys (seeded from the OS), without a random-number crate.
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(u64::from(std::process::id()));
+    hasher.finish() as u32
+}
+
+/// Creates the profile file new (`O_EXCL`: never an existing file, never
+/// through a symlink; `O_NOFOLLOW` says so twice), mode 0600: a profile
+/// shows the daemon's memory layout and call paths.
+pub(crate) fn create_profile_file(path: &Path) -> Result<std::fs::File, ProfileError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|cause| ProfileError::Create {
+            path: path.to_path_buf(),
+            cause,
+        })
 }
 
 /// `--profile-mode`: a profile of the whole run, written when the daemon exits.
 pub(crate) struct WholeRunProfile {
-    file: PathBuf,
+    path: PathBuf,
+    /// Created at start, so an unwritable `--profile-path` is a startup
+    /// error, not a message after a long run.
+    file: std::fs::File,
     cpu: Option<(CpuRecording, ProfilerLease)>,
 }
 
 impl WholeRunProfile {
-    /// Checks the directory now (so a typo fails at startup, not after a
-    /// long run) and, for `cpu`, starts the profiler.
+    /// Checks the directory and creates the file now (so a typo or an
+    /// unwritable directory fails at startup, not after a long run) and,
+    /// for `cpu`, starts the profiler.
     pub fn start(mode: ProfileMode, dir: &Path, lock: &Arc<ProfilerLock>) -> Result<Self, ProfileError> {
         let directory = |reason: String| ProfileError::Directory {
             path: dir.to_path_buf(),
@@ -391,37 +426,56 @@ impl WholeRunProfile {
         if mode == ProfileMode::Mem && !cfg!(feature = "heap-profiling") {
             return Err(ProfileError::HeapNotBuilt);
         }
+        let path = whole_run_file(dir, mode, std::process::id(), random_u32());
+        let file = create_profile_file(&path)?;
         let cpu = match mode {
             ProfileMode::Cpu => {
-                let lease = lock
+                let started = lock
                     .try_acquire(ProfilerHolder::WholeRun)
-                    .ok_or(ProfilerBusy::Request)?;
-                let recording = CpuRecording::start(&lease, CPU_PROFILE_HZ)?;
-                Some((recording, lease))
+                    .ok_or(ProfilerBusy::Request.into())
+                    .and_then(|lease| CpuRecording::start(&lease, CPU_PROFILE_HZ).map(|r| (r, lease)));
+                match started {
+                    Ok(recording) => Some(recording),
+                    Err(e) => {
+                        // Nothing will be written: leave no empty file.
+                        let _ = std::fs::remove_file(&path);
+                        return Err(e);
+                    }
+                }
             }
             ProfileMode::Mem => None,
         };
-        Ok(WholeRunProfile {
-            file: whole_run_file(dir, mode, std::process::id()),
-            cpu,
-        })
+        tracing::info!(path = %path.display(), ?mode, "the whole-run profile will be written here at exit");
+        Ok(WholeRunProfile { path, file, cpu })
     }
 
-    /// Stops profiling and writes the file; returns its path.
+    /// Stops profiling and writes the file; returns its path. On failure
+    /// the empty file made at start is removed.
     pub fn finish(self, runtime: &tokio::runtime::Runtime) -> Result<PathBuf, ProfileError> {
-        let bytes = match self.cpu {
-            Some((recording, lease)) => {
-                let report = recording.finish();
-                drop(lease);
-                encode_pprof_gz(&report?)?
+        let WholeRunProfile { path, mut file, cpu } = self;
+        let written = (|| {
+            let bytes = match cpu {
+                Some((recording, lease)) => {
+                    let report = recording.finish();
+                    drop(lease);
+                    encode_pprof_gz(&report?)?
+                }
+                None => runtime.block_on(heap_pprof_gz())?,
+            };
+            file.write_all(&bytes)
+                .and_then(|()| file.sync_all())
+                .map_err(|cause| ProfileError::Write {
+                    path: path.clone(),
+                    cause,
+                })
+        })();
+        match written {
+            Ok(()) => Ok(path),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
             }
-            None => runtime.block_on(heap_pprof_gz())?,
-        };
-        std::fs::write(&self.file, bytes).map_err(|cause| ProfileError::Write {
-            path: self.file.clone(),
-            cause,
-        })?;
-        Ok(self.file)
+        }
     }
 }
 
@@ -505,17 +559,93 @@ mod tests {
         assert_eq!(lock.holder(), Some(ProfilerHolder::Pyroscope));
     }
 
-    /// Whole-run profile names carry the kind and the pid.
+    /// Whole-run profile names carry the kind, the pid and a random part.
     #[test]
     fn whole_run_file_name() {
         assert_eq!(
-            whole_run_file(Path::new("/var/tmp"), ProfileMode::Cpu, 4242),
-            PathBuf::from("/var/tmp/xtcp2-cpu-4242.pb.gz")
+            whole_run_file(Path::new("/var/tmp"), ProfileMode::Cpu, 4242, 0xbeef),
+            PathBuf::from("/var/tmp/xtcp2-cpu-4242-0000beef.pb.gz")
         );
         assert_eq!(
-            whole_run_file(Path::new("."), ProfileMode::Mem, 7),
-            PathBuf::from("./xtcp2-mem-7.pb.gz")
+            whole_run_file(Path::new("."), ProfileMode::Mem, 7, u32::MAX),
+            PathBuf::from("./xtcp2-mem-7-ffffffff.pb.gz")
         );
+        assert_ne!(random_u32(), random_u32(), "two draws of 32 random bits agree");
+    }
+
+    /// The profile file is created new, mode 0600, never over an existing
+    /// file and never through a symlink (dangling or not), whose target is
+    /// left as it was.
+    #[test]
+    fn profile_file_is_created_new_0600_never_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh.pb.gz");
+        drop(create_profile_file(&fresh).unwrap());
+        let meta = std::fs::symlink_metadata(&fresh).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+        let existing = dir.path().join("existing");
+        std::fs::write(&existing, b"keep me").unwrap();
+        let err = create_profile_file(&existing).unwrap_err();
+        assert!(err.to_string().contains("exists"), "{err}");
+        assert_eq!(std::fs::read(&existing).unwrap(), b"keep me");
+
+        let link = dir.path().join("link.pb.gz");
+        std::os::unix::fs::symlink(&existing, &link).unwrap();
+        assert!(create_profile_file(&link).is_err());
+        assert_eq!(std::fs::read(&existing).unwrap(), b"keep me");
+
+        let dangling = dir.path().join("dangling.pb.gz");
+        let target = dir.path().join("made-through-the-link");
+        std::os::unix::fs::symlink(&target, &dangling).unwrap();
+        assert!(create_profile_file(&dangling).is_err());
+        assert!(!target.exists(), "a file was created through a dangling link");
+    }
+
+    /// The file exists from start (an unwritable directory fails then),
+    /// and a start that fails later leaves no file behind.
+    #[test]
+    fn whole_run_file_is_created_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = ProfilerLock::new();
+        // The profiler is taken, so the cpu start fails after the file was made.
+        let _held = lock.try_acquire(ProfilerHolder::Pyroscope).unwrap();
+        assert!(WholeRunProfile::start(ProfileMode::Cpu, dir.path(), &lock).is_err());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "a failed start left a file"
+        );
+        drop(_held);
+        if cfg!(feature = "heap-profiling") {
+            return;
+        }
+        let profile = WholeRunProfile::start(ProfileMode::Cpu, dir.path(), &lock).unwrap();
+        let made: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(made, vec![profile.path.clone()]);
+        let path = profile.finish(&runtime()).unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() > 0);
+    }
+
+    /// A directory the daemon cannot create files in is refused at start.
+    #[test]
+    fn unwritable_profile_directory_is_refused_at_start() {
+        let lock = ProfilerLock::new();
+        // /proc refuses file creation even to root.
+        let err = WholeRunProfile::start(ProfileMode::Cpu, Path::new("/proc"), &lock)
+            .err()
+            .expect("refused");
+        assert!(
+            err.to_string()
+                .starts_with("--profile-path: cannot create /proc/xtcp2-cpu-"),
+            "{err}"
+        );
+        assert_eq!(lock.holder(), None);
     }
 
     /// A missing profile directory is refused at startup, naming it.

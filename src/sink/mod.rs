@@ -185,6 +185,16 @@ pub trait Transport: Send {
     fn reopen(&mut self) {
         self.reset()
     }
+
+    /// Whether a send cut short by its deadline may still complete (a
+    /// write already handed to another thread). Then [`deliver`] never
+    /// gives the envelope back to the queue (where it could be dropped
+    /// while it is being written) nor to another destination attempt: it
+    /// sends the same envelope again, and the transport waits for its
+    /// write in flight instead of writing it twice.
+    fn send_outlives_timeout(&self) -> bool {
+        false
+    }
 }
 
 /// Asks an open [`Sink`] to reopen its destination before its next send
@@ -282,6 +292,12 @@ macro_rules! destinations {
             fn reopen(&mut self) {
                 match self {
                     $(OpenSink::$variant(sink) => sink.reopen()),+
+                }
+            }
+
+            fn send_outlives_timeout(&self) -> bool {
+                match self {
+                    $(OpenSink::$variant(sink) => sink.send_outlives_timeout()),+
                 }
             }
         }
@@ -393,6 +409,11 @@ impl Sink {
     pub fn classify(&self, error: &SinkError) -> Disposition {
         self.open.classify(error)
     }
+
+    /// See [`Transport::send_outlives_timeout`].
+    pub(crate) fn send_outlives_timeout(&self) -> bool {
+        self.open.send_outlives_timeout()
+    }
 }
 
 /// How [`deliver`] retries.
@@ -443,7 +464,18 @@ pub async fn deliver(
     let mut report = DeliveryReport::default();
     let mut shutdown: Option<(Instant, u32)> = None;
     let mut failure_log = FailureLog::default();
-    while let Some(envelope) = queue.pop().await {
+    // An envelope whose write may still be in flight (see
+    // Transport::send_outlives_timeout): sent again before anything else,
+    // never put back in the queue, where it could be dropped as the oldest.
+    let mut held: Option<Envelope> = None;
+    loop {
+        let envelope = match held.take() {
+            Some(envelope) => envelope,
+            None => match queue.pop().await {
+                Some(envelope) => envelope,
+                None => break,
+            },
+        };
         if queue.is_closed() && shutdown.is_none() {
             shutdown = Some((Instant::now() + policy.shutdown_budget, 0));
         }
@@ -524,8 +556,13 @@ pub async fn deliver(
                 if queue.is_closed() && shutdown.is_none() {
                     shutdown = Some((Instant::now() + policy.shutdown_budget, 0));
                 }
+                // A write that goes on is waited for until the budget ends,
+                // however many deadlines pass meanwhile.
+                let write_goes_on = matches!(e, SinkError::Timeout { .. }) && sink.send_outlives_timeout();
                 if let Some((deadline, attempts)) = &mut shutdown {
-                    *attempts += 1;
+                    if !write_goes_on {
+                        *attempts += 1;
+                    }
                     if *attempts >= policy.shutdown_attempts || Instant::now() >= *deadline {
                         queue.count_dropped(1, envelope.rows as u64);
                         let rest = queue.discard_all();
@@ -534,6 +571,20 @@ pub async fn deliver(
                         tracing::warn!(error = %e, rows, envelopes = rest.envelopes + 1, "shutting down with the destination failing: dropped what was left");
                         break;
                     }
+                }
+                if write_goes_on {
+                    // The write goes on: wait for it (the next send does),
+                    // neither writing it again nor dropping it.
+                    if let Some(suppressed) = SLOW_WRITE_LOG.admit() {
+                        tracing::warn!(
+                            destination = sink.name(),
+                            waited = ?started.elapsed(),
+                            suppressed,
+                            "the destination is slow: a write has taken longer than --produce-timeout and goes on (it cannot be taken back, so it is neither repeated nor dropped); the queue drops the oldest waiting envelopes if it fills"
+                        );
+                    }
+                    held = Some(envelope);
+                    continue;
                 }
                 failure_log.failed(&e, backoff);
                 metrics.destination.retries.inc();
@@ -562,6 +613,10 @@ pub async fn deliver(
     );
     report
 }
+
+/// A slow reader of stdout times out write after write: say so once a minute.
+static SLOW_WRITE_LOG: crate::log_throttle::LogThrottle =
+    crate::log_throttle::LogThrottle::new(Duration::from_secs(60));
 
 /// Rate limit of the "send failed" warning.
 #[derive(Default)]

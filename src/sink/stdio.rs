@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
 
 use super::{DestinationKind, Disposition, Sent, SinkError, Transport};
 use crate::batch::Envelope;
@@ -22,14 +22,14 @@ impl DestinationKind for Stdout {
     const SUMMARY: &'static str =
         "standard output; the csv header once per process; exits when the reader closes the pipe";
     type Address = ();
-    type Sink = StdioSink<tokio::io::Stdout>;
+    type Sink = StdioSink<std::io::Stdout>;
 
     fn parse(_scheme: &str, _rest: &str) -> Result<(), String> {
         Ok(())
     }
 
     async fn open(_address: &(), format: &StreamFormat) -> Result<Self::Sink, SinkError> {
-        Ok(StdioSink::new(tokio::io::stdout(), format))
+        Ok(StdioSink::new(std::io::stdout, format))
     }
 }
 
@@ -39,46 +39,122 @@ impl DestinationKind for Stderr {
     const FORM: &'static str = "stderr";
     const SUMMARY: &'static str = "standard error (shared with the logs); the csv header once per process";
     type Address = ();
-    type Sink = StdioSink<tokio::io::Stderr>;
+    type Sink = StdioSink<std::io::Stderr>;
 
     fn parse(_scheme: &str, _rest: &str) -> Result<(), String> {
         Ok(())
     }
 
     async fn open(_address: &(), format: &StreamFormat) -> Result<Self::Sink, SinkError> {
-        Ok(StdioSink::new(tokio::io::stderr(), format))
+        Ok(StdioSink::new(std::io::stderr, format))
     }
 }
 
 /// stdout/stderr: the header once per process.
+///
+/// A write to stdout cannot be taken back: once handed to the kernel it
+/// completes whenever the reader reads, however long that takes. So the
+/// writes run on a thread of their own, and a send whose deadline passes
+/// leaves its write in flight here; the retry of the same envelope waits
+/// for that write instead of writing it again
+/// ([`Transport::send_outlives_timeout`]), so an envelope is written once
+/// or, if the daemon gives up on it at shutdown, counted as dropped.
 pub struct StdioSink<W> {
-    out: W,
+    stream: fn() -> W,
+    writer: Option<std::sync::mpsc::Sender<Write>>,
+    in_flight: Option<InFlight>,
     header: Arc<[u8]>,
     header_written: bool,
 }
 
-impl<W> StdioSink<W> {
-    fn new(out: W, format: &StreamFormat) -> Self {
+/// One write for the writer thread: the bytes and where to say how it went.
+struct Write {
+    bytes: Vec<u8>,
+    done: oneshot::Sender<std::io::Result<()>>,
+}
+
+/// The write of envelope `id`, handed to the writer thread and not yet
+/// known to be finished.
+struct InFlight {
+    id: u64,
+    done: oneshot::Receiver<std::io::Result<()>>,
+}
+
+impl<W: std::io::Write + 'static> StdioSink<W> {
+    fn new(stream: fn() -> W, format: &StreamFormat) -> Self {
         StdioSink {
-            out,
+            stream,
+            writer: None,
+            in_flight: None,
             header: format.header_shared(),
             header_written: false,
         }
     }
-}
 
-impl<W: AsyncWrite + Unpin + Send> StdioSink<W> {
+    /// The writer thread, started at the first write.
+    fn writer(&mut self) -> std::io::Result<&std::sync::mpsc::Sender<Write>> {
+        if self.writer.is_none() {
+            let (jobs, queue) = std::sync::mpsc::channel::<Write>();
+            let stream = self.stream;
+            std::thread::Builder::new().name("xtcp2-stdout".into()).spawn(move || {
+                let mut out = stream();
+                // Ends when the sink (the only sender) is dropped.
+                for job in queue {
+                    let result = out.write_all(&job.bytes).and_then(|()| out.flush());
+                    // The sink may have stopped waiting (shutdown): nothing to tell.
+                    let _ = job.done.send(result);
+                }
+            })?;
+            self.writer = Some(jobs);
+        }
+        self.writer
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("the stdout writer did not start"))
+    }
+
     async fn write(&mut self, envelope: &Envelope) -> std::io::Result<()> {
+        if let Some(in_flight) = &mut self.in_flight {
+            // Cancel-safe: if this future is dropped, the receiver stays
+            // in `self` for the next send.
+            let result = (&mut in_flight.done)
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::other("the stdout writer thread ended")));
+            let id = in_flight.id;
+            self.in_flight = None;
+            if id == envelope.id {
+                // This envelope's own earlier write: it is done now.
+                return result;
+            }
+            // Another envelope's write finished; go on with this one.
+            result?;
+        }
+        let mut bytes = Vec::with_capacity(self.header.len() + envelope.payload().len());
         if !self.header_written {
-            self.out.write_all(&self.header).await?;
+            bytes.extend_from_slice(&self.header);
             self.header_written = true;
         }
-        self.out.write_all(envelope.payload()).await?;
-        self.out.flush().await
+        bytes.extend_from_slice(envelope.payload());
+        let (done, receiver) = oneshot::channel();
+        self.writer()?
+            .send(Write { bytes, done })
+            .map_err(|_| std::io::Error::other("the stdout writer thread ended"))?;
+        self.in_flight = Some(InFlight {
+            id: envelope.id,
+            done: receiver,
+        });
+        let in_flight = self.in_flight.as_mut().map(|f| &mut f.done);
+        let result = match in_flight {
+            Some(done) => done
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::other("the stdout writer thread ended"))),
+            None => Ok(()),
+        };
+        self.in_flight = None;
+        result
     }
 }
 
-impl<W: AsyncWrite + Unpin + Send> Transport for StdioSink<W> {
+impl<W: std::io::Write + 'static> Transport for StdioSink<W> {
     async fn send(&mut self, envelope: &Envelope, dest: &str) -> Result<Sent, SinkError> {
         self.write(envelope)
             .await
@@ -96,5 +172,9 @@ impl<W: AsyncWrite + Unpin + Send> Transport for StdioSink<W> {
             SinkError::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe => Disposition::Stop,
             other => other.default_disposition(),
         }
+    }
+
+    fn send_outlives_timeout(&self) -> bool {
+        true
     }
 }
