@@ -33,6 +33,13 @@ Mode `namespaces` (issue 3) times `netns::discover` with the /proc scan over
 1,000 namespaces held only by processes, and over 10,000 processes in the
 host namespace, then runs the 100 namespaces x 100 connections collection.
 
+Mode `stalled` (issue 22) measures the daemon's peak memory (VmHWM) while
+its destination takes nothing: N=2,500 connections (5,000 sockets), 200 ms
+polls in jsonl to a TCP listener that accepts and never reads, for
+`--stalled-seconds`, once with the default queue bounds and once with the
+old ones (64 envelopes, no byte bound); it reports VmHWM, the queue's bytes
+and the rows dropped.
+
 Results go to a table on stdout and a JSON file (`--out`, Markdown tables
 next to it) for comparing commits. Timings are never judged; the exit code
 is 3 when an xtcp2 run lost records (or they could not be counted).
@@ -746,6 +753,70 @@ def mode_profile(args, tools, ws, report):
             print(f"\nperf record failed: {d['perf']['error']}")
 
 
+def run_stalled(tools, ws, seconds, label, extra):
+    """The daemon writing jsonl every 200 ms to a listener that never reads."""
+    sink = socket.socket()
+    sink.bind(("127.0.0.1", 0))
+    sink.listen(1)
+    held = []
+    accepter = threading.Thread(target=lambda: held.append(sink.accept()), daemon=True)
+    accepter.start()
+    port = free_port()
+    argv = [
+        str(tools.xtcp2), "--frequency", "200ms", "--timeout", "150ms",
+        "--prom-listen", f"127.0.0.1:{port}", "--netns-dirs", str(ws.netns_dir),
+        "--netns-proc-scan=false", "--marshal", "jsonl", "--states", "established",
+        "--dest", f"tcp:127.0.0.1:{sink.getsockname()[1]}",
+    ] + extra
+    log(f"stalled destination, {label}: {' '.join(argv[1:])}")
+    err = open(ws.dir / "stalled.stderr", "w+")
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=tools.env)
+    try:
+        peak_queue = 0
+        for _ in range(seconds * 2):
+            time.sleep(0.5)
+            if proc.poll() is not None:
+                err.seek(0)
+                raise RuntimeError(f"daemon exited {proc.returncode}: {err.read()[-2000:]}")
+            peak_queue = max(peak_queue, metric_value(scrape(port), "xtcp2_destination_queue_bytes") or 0)
+        metrics = scrape(port)
+        result = {
+            "label": label,
+            "args": " ".join(extra),
+            "seconds": seconds,
+            "hwm_mb": proc_status_kb(proc.pid, "VmHWM") / 1024,
+            "rss_mb": proc_status_kb(proc.pid, "VmRSS") / 1024,
+            "peak_queue_mb": peak_queue / 2**20,
+            "rows_queued": metric_value(metrics, "xtcp2_envelope_rows_flushed_total"),
+            "rows_dropped": metric_value(metrics, "xtcp2_destination_dropped_rows_total"),
+        }
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        err.close()
+        for conn, _ in held:
+            conn.close()
+        sink.close()
+    print(f"  {label:<40} VmHWM {result['hwm_mb']:6.1f} MB  RSS {result['rss_mb']:6.1f} MB  "
+          f"queue peak {result['peak_queue_mb']:5.1f} MiB  rows queued {result['rows_queued']:.0f}, "
+          f"dropped {result['rows_dropped']:.0f}", flush=True)
+    return result
+
+
+def mode_stalled(args, tools, ws, report):
+    """Peak memory with a destination that takes nothing (see the module doc)."""
+    load_connections(ws, args.stalled_connections, 0)
+    report["stalled"] = [
+        run_stalled(tools, ws, args.stalled_seconds, "defaults", []),
+        run_stalled(tools, ws, args.stalled_seconds, "old bounds: 64 envelopes, no byte bound",
+                    ["--queue-envelopes", "64", "--queue-bytes", str(1 << 36)]),
+    ]
+
+
 def mode_load(args, tools, ws, report):
     """Holds the load of the first --connections/--namespaces pair for
     --hold-seconds (or until Ctrl-C), for profiling by hand."""
@@ -763,12 +834,14 @@ def mode_load(args, tools, ws, report):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", choices=["collect", "namespaces", "profile", "all", "load"], default="collect",
+    p.add_argument("--mode", choices=["collect", "namespaces", "profile", "all", "load", "stalled"], default="collect",
                    help="all = collect, then namespaces, then profile (what CI runs with --smoke)")
     p.add_argument("--profile-connections", type=int, default=50_000)
     p.add_argument("--profile-seconds", type=int, default=20)
     p.add_argument("--profile-rows", type=int, default=25)
     p.add_argument("--hold-seconds", type=int, default=600, help="--mode load: how long to hold the load")
+    p.add_argument("--stalled-connections", type=int, default=2_500)
+    p.add_argument("--stalled-seconds", type=int, default=30)
     p.add_argument("--smoke", action="store_true", help="CI size: N=1,000, K=2, 1 repetition, 5 s daemon")
     p.add_argument("--connections", type=lambda s: [int(x) for x in s.split(",")], default=FULL_CONNECTIONS)
     p.add_argument("--namespaces", type=lambda s: [int(x) for x in s.split(",")], default=FULL_NAMESPACES)
@@ -823,6 +896,8 @@ def main():
             mode_collect(args, tools, ws, report)
         elif args.mode == "load":
             mode_load(args, tools, ws, report)
+        elif args.mode == "stalled":
+            mode_stalled(args, tools, ws, report)
         elif args.mode == "profile":
             mode_profile(args, tools, ws, report)
         else:

@@ -63,7 +63,11 @@ pub fn run_with_held_signals(config: Config, shutdown: Shutdown, held: Option<He
     // --prom-listen port fails before anything else is opened.
     let observability = Observability::start(&runtime, &config.observe, metrics.clone(), shutdown.clone())?;
     let delivery = &config.delivery;
-    let queue = Arc::new(EnvelopeQueue::new(delivery.queue_envelopes, metrics.clone()));
+    let queue = Arc::new(EnvelopeQueue::with_byte_limit(
+        delivery.queue_envelopes,
+        delivery.queue_bytes,
+        metrics.clone(),
+    ));
     let sink = runtime
         .block_on(Sink::open_destination(
             &delivery.dest_text,

@@ -69,6 +69,11 @@ impl Envelope {
     /// The framed envelope: what a stream destination writes and what one
     /// HTTP request carries (ClickHouse's ProtobufList reads exactly one of
     /// these per stream).
+    /// The heap memory this envelope holds (what `--queue-bytes` bounds).
+    pub fn memory_bytes(&self) -> usize {
+        self.buf.capacity() + self.record_ends.capacity() * std::mem::size_of::<u32>()
+    }
+
     pub fn payload(&self) -> &[u8] {
         &self.buf[self.frame_start..]
     }

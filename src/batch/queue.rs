@@ -41,6 +41,9 @@ static QUEUE_FULL_LOG: LogThrottle = LogThrottle::new(Duration::from_secs(60));
 pub struct EnvelopeQueue {
     inner: Mutex<Inner>,
     capacity: usize,
+    /// Memory the waiting envelopes may hold (`--queue-bytes`); the queue
+    /// always keeps at least the newest envelope.
+    byte_limit: usize,
     ready: Notify,
     /// Signalled whenever the destination takes an envelope.
     taken: Condvar,
@@ -50,6 +53,8 @@ pub struct EnvelopeQueue {
 
 struct Inner {
     envelopes: VecDeque<Envelope>,
+    /// Sum of the waiting envelopes' [`Envelope::memory_bytes`].
+    bytes: usize,
     closed: bool,
     /// Highest depth ever reached (tests and the bound's proof).
     peak: usize,
@@ -69,11 +74,22 @@ pub(crate) struct Discarded {
 }
 
 impl EnvelopeQueue {
+    /// A queue of at most `capacity` envelopes, whatever their size.
     pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
+        EnvelopeQueue::with_byte_limit(capacity, usize::MAX, metrics)
+    }
+
+    /// A queue of at most `capacity` envelopes holding at most
+    /// `byte_limit` bytes of memory between them.
+    pub fn with_byte_limit(capacity: usize, byte_limit: usize, metrics: Arc<Metrics>) -> Self {
         let capacity = capacity.max(1);
         EnvelopeQueue {
+            byte_limit,
             inner: Mutex::new(Inner {
-                envelopes: VecDeque::with_capacity(capacity),
+                bytes: 0,
+                // Grown as needed: the count cap may be far above what
+                // the byte limit lets in.
+                envelopes: VecDeque::with_capacity(capacity.min(64)),
                 closed: false,
                 peak: 0,
                 failing: false,
@@ -119,22 +135,29 @@ impl EnvelopeQueue {
                     inner.stalled = true;
                 }
             }
-            if inner.envelopes.len() >= self.capacity {
-                if let Some(dropped) = inner.envelopes.pop_front() {
-                    self.count_dropped(1, dropped.rows as u64);
-                    if let Some(suppressed) = QUEUE_FULL_LOG.admit() {
-                        tracing::warn!(
-                            rows = dropped.rows,
-                            poll_seq = dropped.poll_seq,
-                            suppressed,
-                            "destination queue full: dropped the oldest envelope (xtcp2_destination_dropped_rows_total counts every drop)"
-                        );
-                    }
+            let size = envelope.memory_bytes();
+            while !inner.envelopes.is_empty()
+                && (inner.envelopes.len() >= self.capacity || inner.bytes.saturating_add(size) > self.byte_limit)
+            {
+                let Some(dropped) = inner.envelopes.pop_front() else {
+                    break;
+                };
+                inner.bytes -= dropped.memory_bytes();
+                self.count_dropped(1, dropped.rows as u64);
+                if let Some(suppressed) = QUEUE_FULL_LOG.admit() {
+                    tracing::warn!(
+                        rows = dropped.rows,
+                        poll_seq = dropped.poll_seq,
+                        suppressed,
+                        "destination queue full: dropped the oldest envelope (xtcp2_destination_dropped_rows_total counts every drop)"
+                    );
                 }
             }
+            inner.bytes += size;
             inner.envelopes.push_back(envelope);
             inner.peak = inner.peak.max(inner.envelopes.len());
             self.metrics.destination.queue_depth.set(inner.envelopes.len() as i64);
+            self.metrics.destination.queue_bytes.set(inner.bytes as i64);
         }
         self.metrics.envelope.rows_flushed.inc_by(rows);
         self.metrics.envelope.envelopes_flushed.inc();
@@ -153,7 +176,9 @@ impl EnvelopeQueue {
             {
                 let mut inner = self.lock();
                 if let Some(e) = inner.envelopes.pop_front() {
+                    inner.bytes -= e.memory_bytes();
                     self.metrics.destination.queue_depth.set(inner.envelopes.len() as i64);
+                    self.metrics.destination.queue_bytes.set(inner.bytes as i64);
                     // The previous envelope did not come back: it was sent.
                     if !inner.requeued_since_pop {
                         inner.failing = false;
@@ -179,7 +204,9 @@ impl EnvelopeQueue {
         let mut inner = self.lock();
         inner.failing = true;
         inner.requeued_since_pop = true;
-        if inner.envelopes.len() >= self.capacity {
+        let size = envelope.memory_bytes();
+        let over_bytes = !inner.envelopes.is_empty() && inner.bytes.saturating_add(size) > self.byte_limit;
+        if inner.envelopes.len() >= self.capacity || over_bytes {
             self.count_dropped(1, envelope.rows as u64);
             if let Some(suppressed) = QUEUE_FULL_LOG.admit() {
                 tracing::warn!(
@@ -191,8 +218,10 @@ impl EnvelopeQueue {
             return;
         }
         inner.envelopes.push_front(envelope);
+        inner.bytes += size;
         inner.peak = inner.peak.max(inner.envelopes.len());
         self.metrics.destination.queue_depth.set(inner.envelopes.len() as i64);
+        self.metrics.destination.queue_bytes.set(inner.bytes as i64);
     }
 
     /// No more envelopes will come; `pop` drains what is left then ends.
@@ -224,7 +253,9 @@ impl EnvelopeQueue {
             d.envelopes += 1;
             d.rows += e.rows as u64;
         }
+        inner.bytes = 0;
         self.metrics.destination.queue_depth.set(0);
+        self.metrics.destination.queue_bytes.set(0);
         drop(inner);
         self.count_dropped(d.envelopes, d.rows);
         d
@@ -280,6 +311,43 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let left: Vec<u64> = rt.block_on(async { vec![q.pop().await.unwrap().id, q.pop().await.unwrap().id] });
         assert_eq!(left, ids[2..]);
+    }
+
+    /// The byte limit drops the oldest envelopes as the count cap does, the
+    /// memory held never passes it (one envelope alone may), and the gauge
+    /// follows pushes, pops and drops.
+    #[test]
+    fn byte_limit_drops_oldest_and_bounds_memory() {
+        let metrics = Arc::new(Metrics::new());
+        let size = envelope(10).memory_bytes();
+        let q = EnvelopeQueue::with_byte_limit(1000, size * 5 / 2, metrics.clone());
+        let ids: Vec<u64> = (0..5)
+            .map(|_| {
+                let e = envelope(10);
+                let id = e.id;
+                q.push(e);
+                id
+            })
+            .collect();
+        assert_eq!(q.len(), 2);
+        assert_eq!(metrics.destination.dropped_envelopes.get(), 3);
+        assert_eq!(metrics.destination.dropped_rows.get(), 30);
+        assert_eq!(metrics.destination.queue_bytes.get(), 2 * size as i64);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let first = rt.block_on(q.pop()).unwrap();
+        assert_eq!(first.id, ids[3]);
+        assert_eq!(metrics.destination.queue_bytes.get(), size as i64);
+
+        // Alone, an envelope above the limit is kept, pushed or requeued.
+        let tiny = EnvelopeQueue::with_byte_limit(1000, 1, metrics.clone());
+        tiny.push(envelope(10));
+        assert_eq!(tiny.len(), 1);
+        let e = rt.block_on(tiny.pop()).unwrap();
+        tiny.requeue_front(e);
+        assert_eq!(tiny.len(), 1);
+        // A second one replaces it.
+        tiny.push(envelope(10));
+        assert_eq!(tiny.len(), 1);
     }
 
     /// A destination slower than collection but working loses nothing: the

@@ -58,9 +58,11 @@ pub mod bounds {
     pub const ENVELOPE_FLUSH_ROWS: (u64, u64) = (1, 10_000_000);
     /// The envelope's hard cap is 1 GiB.
     pub const ENVELOPE_FLUSH_BYTES: (u64, u64) = (1, 1 << 30);
-    /// Envelopes waiting for the destination: the ring's slots are
-    /// reserved up front.
+    /// Envelopes waiting for the destination.
     pub const QUEUE_ENVELOPES: (u64, u64) = (1, 65_536);
+    /// Memory of the waiting envelopes: from 1 MiB (about one envelope)
+    /// to 64 GiB.
+    pub const QUEUE_BYTES: (u64, u64) = (1 << 20, 1 << 36);
     pub const PYROSCOPE_SAMPLE_HZ: (u64, u64) = (1, 10_000);
     pub const PYROSCOPE_UPLOAD_SEC: (u64, u64) = (1, 3_600);
     pub const IO_URING_BATCH: (u64, u64) = (1, 4_096);
@@ -201,14 +203,25 @@ pub struct DaemonArgs {
     /// Flush an envelope when its encoded size reaches this many bytes.
     #[arg(long = "envelope-flush-bytes", alias = "envelopeFlushBytes", env = "XTCP2_ENVELOPE_FLUSH_BYTES", default_value_t = 768 * 1024)]
     pub envelope_flush_bytes: usize,
-    /// Envelopes that may wait for a slow destination before the oldest is dropped.
+    /// Envelopes that may wait for a slow destination before the oldest is
+    /// dropped (a cap on their number; --queue-bytes bounds their memory).
     #[arg(
         long = "queue-envelopes",
         alias = "queueEnvelopes",
         env = "XTCP2_QUEUE_ENVELOPES",
-        default_value_t = 64
+        default_value_t = 1024
     )]
     pub queue_envelopes: usize,
+    /// Memory the envelopes waiting for a slow destination may hold before
+    /// the oldest is dropped (64 MiB: a whole poll of 150,000 sockets in
+    /// protobufList, or of 30,000 in jsonl).
+    #[arg(
+        long = "queue-bytes",
+        alias = "queueBytes",
+        env = "XTCP2_QUEUE_BYTES",
+        default_value_t = 64 << 20
+    )]
+    pub queue_bytes: usize,
     /// Timeout of one write or POST to the destination.
     #[arg(
         long = "produce-timeout",
@@ -490,6 +503,7 @@ pub struct DeliveryConfig {
     pub dest_text: String,
     pub flush: FlushLimits,
     pub queue_envelopes: usize,
+    pub queue_bytes: usize,
     pub produce_timeout: Duration,
     /// Delivery's budget once the queue closed at shutdown.
     pub shutdown_timeout: Duration,
@@ -536,6 +550,7 @@ impl Config {
             bounds::ENVELOPE_FLUSH_BYTES,
         )?;
         in_range("queue-envelopes", a.queue_envelopes as u64, bounds::QUEUE_ENVELOPES)?;
+        in_range("queue-bytes", a.queue_bytes as u64, bounds::QUEUE_BYTES)?;
         in_range(
             "io-uring-recv-batch",
             a.io_uring_recv_batch.into(),
@@ -659,6 +674,7 @@ impl Config {
                     bytes: a.envelope_flush_bytes,
                 },
                 queue_envelopes: a.queue_envelopes,
+                queue_bytes: a.queue_bytes,
                 produce_timeout,
                 shutdown_timeout,
             },
@@ -882,6 +898,8 @@ mod tests {
             (&["--poll-jitter", "100000000h"][..], "--poll-jitter"),
             (&["--queue-envelopes", "18446744073709551615"][..], "--queue-envelopes"),
             (&["--queue-envelopes", "100000000"][..], "--queue-envelopes"),
+            (&["--queue-bytes", "1000"][..], "--queue-bytes"),
+            (&["--queue-bytes", "18446744073709551615"][..], "--queue-bytes"),
             (&["--netlinkers", "100000"][..], "--netlinkers"),
             (&["--nltimeout", "0"][..], "--nltimeout"),
             (&["--nltimeout", "999999999"][..], "--nltimeout"),
@@ -911,6 +929,8 @@ mod tests {
             "256",
             "--queue-envelopes",
             "65536",
+            "--queue-bytes",
+            "1048576",
             "--nltimeout",
             "60000",
         ])

@@ -351,6 +351,8 @@ define_metrics! {
             retries: counter = "destination_retries";
             /// Envelopes waiting for the destination.
             queue_depth: gauge = "destination_queue_depth";
+            /// Memory held by the envelopes waiting for the destination (bounded by --queue-bytes).
+            queue_bytes: gauge = "destination_queue_bytes";
             /// Envelopes dropped because the queue was full.
             dropped_envelopes: counter = "destination_dropped_envelopes";
             /// Records dropped because the queue was full.
