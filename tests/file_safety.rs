@@ -60,6 +60,30 @@ fn only_regular_files_are_opened() {
     let sub = dir.path().join("sub");
     std::fs::create_dir(&sub).unwrap();
     assert!(refusal(&sub).contains("not a regular file"));
+    // Devices are refused, except the null device (dry runs, benchmarks).
+    assert!(refusal(std::path::Path::new("/dev/zero")).contains("not a regular file"));
+}
+
+/// `file:/dev/null` opens and takes writes.
+#[test]
+fn the_null_device_is_allowed() {
+    let format = StreamFormat::new("jsonl", &[]).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut sink = Sink::open("file:/dev/null", &format)
+            .await
+            .expect("file:/dev/null opens");
+        let envelope = xtcp2::batch::Envelope::from_records(
+            &mut *format.encoder(),
+            &[xtcp2::record::Record::default()],
+            std::sync::Arc::from("h"),
+            1,
+        );
+        sink.send(&envelope).await.expect("a write to /dev/null");
+    });
 }
 
 /// A directory others can write to is refused unless it is sticky and

@@ -7,7 +7,7 @@
 //! wish it were not: never through a symlink (`O_NOFOLLOW`, so a link
 //! planted at the path cannot redirect root's writes, dangling or not),
 //! never anything but a regular file (a FIFO would hang the open, a device
-//! would be written to), and never in a directory another user can write
+//! would be written to; `/dev/null` alone is allowed, for dry runs), and never in a directory another user can write
 //! to unless it is sticky and ours (where another user could swap the file
 //! between two opens). Each refusal says why.
 //!
@@ -63,7 +63,9 @@ fn check_safe_to_open(path: &std::path::Path) -> Result<(), String> {
         Ok(meta) if meta.file_type().is_symlink() => {
             return Err("the path is a symbolic link; xtcp2 never writes through one (O_NOFOLLOW)".into());
         }
-        Ok(meta) if !meta.is_file() => return Err("the path exists and is not a regular file".into()),
+        Ok(meta) if !meta.is_file() && !is_null_device(&meta) => {
+            return Err("the path exists and is not a regular file".into())
+        }
         _ => {}
     }
     let parent = match path.parent() {
@@ -85,6 +87,13 @@ fn check_safe_to_open(path: &std::path::Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The null device (character device 1:3, `/dev/null` on Linux): writes go
+/// nowhere, so `file:/dev/null` is a safe dry run.
+fn is_null_device(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    meta.file_type().is_char_device() && libc::major(meta.rdev()) == 1 && libc::minor(meta.rdev()) == 3
 }
 
 /// A path after `scheme:`, which must not be empty.
@@ -137,7 +146,7 @@ impl FileSink {
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(&path)?;
             let meta = file.metadata()?;
-            if !meta.is_file() {
+            if !meta.is_file() && !is_null_device(&meta) {
                 return Err(std::io::Error::other("not a regular file"));
             }
             Ok((file, meta.len()))
