@@ -50,6 +50,14 @@ fn private_copy(stamps: &Stamps) -> Stamps {
     }
 }
 
+/// A namespace's dump that did not finish: why, and the records it had
+/// produced before (kept).
+#[derive(Debug)]
+pub(crate) struct CutShort {
+    pub error: DumpError,
+    pub records: u64,
+}
+
 pub(crate) struct Collector {
     plan: DumpPlan,
     decoder: SocketDecoder,
@@ -90,14 +98,16 @@ impl Collector {
     }
 
     /// Dumps both families of one namespace into the envelope builder.
-    /// Returns the number of records produced.
+    /// Returns the number of records produced; a dump that fails midway
+    /// says how many it had produced (they are kept and delivered: the poll
+    /// is then incomplete, not empty).
     pub fn collect(
         &mut self,
         socket: &mut DiagSocket,
         namespace: &NamespaceStamp,
         poll_seq: u64,
         deadline: Instant,
-    ) -> Result<u64, DumpError> {
+    ) -> Result<u64, CutShort> {
         self.builder.start_poll(poll_seq);
         let mut produced = 0u64;
         for request in self.plan.requests() {
@@ -138,7 +148,10 @@ impl Collector {
                     // Reads before the failure were real work: count them.
                     socket.failed_dump().report_reads_to(&metrics.netlink);
                     e.report_to(&metrics.netlink);
-                    return Err(e);
+                    return Err(CutShort {
+                        error: e,
+                        records: produced,
+                    });
                 }
             }
         }

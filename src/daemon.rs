@@ -27,13 +27,31 @@ const SHUTDOWN_BACKSTOP_MARGIN: Duration = Duration::from_secs(1);
 /// First it drops the calling thread's capabilities to what `config` needs
 /// (`observe::caps::keep_only`); threads the caller started before keep theirs,
 /// so call it while the calling thread is the process's only one.
-pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<RunOutcome> {
     run_with_held_signals(config, shutdown, None)
+}
+
+/// How a run that ended without an error went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub polls: u64,
+    /// Polls in which some namespace's dump was cut short.
+    pub incomplete_polls: u64,
+}
+
+impl RunOutcome {
+    /// The exit status of a `--max-loops` run whose polls were not all
+    /// complete: what it wrote is true but not the whole host.
+    pub const EXIT_INCOMPLETE: u8 = 3;
 }
 
 /// [`run`], releasing `held` (blocked since the start of `main`) once the
 /// handlers of SIGTERM, SIGINT and SIGHUP are installed.
-pub fn run_with_held_signals(config: Config, shutdown: Shutdown, held: Option<HeldSignals>) -> anyhow::Result<()> {
+pub fn run_with_held_signals(
+    config: Config,
+    shutdown: Shutdown,
+    held: Option<HeldSignals>,
+) -> anyhow::Result<RunOutcome> {
     // First, while this is the only thread: capabilities are per thread and
     // every thread started from now on copies this one's (observe::caps).
     // What still needs privilege after this line (binding --prom-listen,
@@ -135,7 +153,10 @@ pub fn run_with_held_signals(config: Config, shutdown: Shutdown, held: Option<He
     let finished = observability.finish(&runtime);
     runtime.shutdown_timeout(Duration::from_secs(1));
     finished?;
-    Ok(())
+    Ok(RunOutcome {
+        polls: metrics.poll.cycles.get(),
+        incomplete_polls: metrics.poll.partial.get(),
+    })
 }
 
 /// What `config` will ask of the kernel once started (`docs/security.md`).

@@ -84,8 +84,18 @@ fn main() -> ExitCode {
                     return code;
                 }
             }
+            let counted_loops = config.poll.max_loops > 0;
             match xtcp2::daemon::run_with_held_signals(config, xtcp2::shutdown::Shutdown::new(), Some(held)) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(outcome) if counted_loops && outcome.incomplete_polls > 0 => {
+                    // A one-shot's caller (a script, a cron job) must not
+                    // take a partial host for the whole one.
+                    eprintln!(
+                        "xtcp2: {} of {} polls were incomplete (dumps cut short; see the error lines above); what was collected was delivered",
+                        outcome.incomplete_polls, outcome.polls
+                    );
+                    ExitCode::from(xtcp2::daemon::RunOutcome::EXIT_INCOMPLETE)
+                }
+                Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("xtcp2: {}", error_chain(&e));
                     // A flag whose value proves bad only when used (an

@@ -22,10 +22,82 @@ use crate::netns::{Discovery, DiscoveryConfig, NetnsEntry, NetnsRegistry};
 pub struct PollReport {
     pub seq: u64,
     pub namespaces: usize,
+    /// Namespaces not collected whole: not entered, or cut short.
     pub namespaces_failed: usize,
+    /// Namespaces entered whose dump did not finish (their records so far
+    /// were kept): the poll is incomplete.
+    pub namespaces_cut_short: usize,
+    /// Sockets the cut-short dumps are estimated to have missed (0 when
+    /// none was cut short or nothing is known of them).
+    pub sockets_missed: u64,
     pub records: u64,
     pub duration: Duration,
 }
+
+impl PollReport {
+    /// Whether some namespace's dump was cut short.
+    pub fn is_incomplete(&self) -> bool {
+        self.namespaces_cut_short > 0
+    }
+}
+
+/// One namespace in one poll.
+enum NamespaceOutcome {
+    Whole(u64),
+    /// Entered, but its dump did not finish.
+    CutShort {
+        records: u64,
+        /// Estimated sockets the dump missed.
+        missed: Option<u64>,
+        /// What happened, for the poll's error line.
+        what: String,
+    },
+    /// Not entered (gone since discovery, or refused): counted and logged
+    /// by the entry; not a cut-short dump.
+    Unreachable,
+}
+
+/// What one netlinker thread did in one poll.
+#[derive(Default)]
+struct WorkerTally {
+    records: u64,
+    failed: usize,
+    cut_short: usize,
+    missed: u64,
+    first_cut: Option<String>,
+}
+
+impl WorkerTally {
+    fn add(&mut self, outcome: NamespaceOutcome) {
+        match outcome {
+            NamespaceOutcome::Whole(n) => self.records += n,
+            NamespaceOutcome::CutShort { records, missed, what } => {
+                self.records += records;
+                self.failed += 1;
+                self.cut_short += 1;
+                self.missed += missed.unwrap_or(0);
+                self.first_cut.get_or_insert(what);
+            }
+            NamespaceOutcome::Unreachable => self.failed += 1,
+        }
+    }
+
+    fn merge(&mut self, other: WorkerTally) {
+        self.records += other.records;
+        self.failed += other.failed;
+        self.cut_short += other.cut_short;
+        self.missed += other.missed;
+        if self.first_cut.is_none() {
+            self.first_cut = other.first_cut;
+        }
+    }
+}
+
+/// An incomplete poll is an error worth a page, but one per poll on a host
+/// that is always too big for its deadline would flood the log: once a
+/// minute, with the count of the suppressed (the metric counts all).
+static INCOMPLETE_POLL_LOG: crate::log_throttle::LogThrottle =
+    crate::log_throttle::LogThrottle::new(Duration::from_secs(60));
 
 pub struct Poller {
     config: Config,
@@ -111,7 +183,8 @@ impl Poller {
         let timeout = self.config.poll.timeout;
         let nl_timeout = self.config.poll.netlink_timeout;
         let metrics = &self.metrics;
-        let (records, failed) = std::thread::scope(|scope| {
+        let all_states = self.config.poll.states == crate::kernel::ALL_TCP_STATES;
+        let tally = std::thread::scope(|scope| {
             let handles: Vec<_> = self
                 .collectors
                 .iter_mut()
@@ -121,30 +194,24 @@ impl Poller {
                     std::thread::Builder::new()
                         .name("xtcp2-netlinker".into())
                         .spawn_scoped(scope, move || {
-                            let mut records = 0u64;
-                            let mut failed = 0usize;
+                            let mut tally = WorkerTally::default();
                             loop {
                                 let next = jobs.lock().unwrap_or_else(|p| p.into_inner()).next();
                                 let Some(entry) = next else { break };
-                                match poll_namespace(entry, collector, seq, timeout, nl_timeout, metrics) {
-                                    Some(n) => records += n,
-                                    None => failed += 1,
-                                }
+                                tally.add(poll_namespace(
+                                    entry, collector, seq, timeout, nl_timeout, all_states, metrics,
+                                ));
                             }
                             collector.builder.flush();
-                            (records, failed)
+                            tally
                         })
                 })
                 .collect();
-            let mut records = 0;
-            let mut failed = 0;
+            let mut tally = WorkerTally::default();
             for handle in handles {
                 match handle {
                     Ok(h) => match h.join() {
-                        Ok((r, f)) => {
-                            records += r;
-                            failed += f;
-                        }
+                        Ok(t) => tally.merge(t),
                         Err(_) => {
                             tracing::error!("a netlinker thread panicked; its namespaces are missing from this poll")
                         }
@@ -152,7 +219,7 @@ impl Poller {
                     Err(e) => tracing::error!(error = %e, "cannot start a netlinker thread"),
                 }
             }
-            (records, failed)
+            tally
         });
         // Jobs nobody took (thread spawn failures) still must be flushed.
         for c in &mut self.collectors {
@@ -165,14 +232,34 @@ impl Poller {
         m.last_timestamp_seconds.set(crate::clock::now_ns() as f64 / 1e9);
         m.duration_ratio
             .set(duration.as_secs_f64() / self.config.poll.frequency.as_secs_f64());
-        m.sockets_last_poll.set(records as i64);
-        PollReport {
+        m.sockets_last_poll.set(tally.records as i64);
+        m.sockets_missed.set(tally.missed as i64);
+        let report = PollReport {
             seq,
             namespaces,
-            namespaces_failed: failed,
-            records,
+            namespaces_failed: tally.failed,
+            namespaces_cut_short: tally.cut_short,
+            sockets_missed: tally.missed,
+            records: tally.records,
             duration,
+        };
+        if report.is_incomplete() {
+            m.partial.inc();
+            if let Some(suppressed) = INCOMPLETE_POLL_LOG.admit() {
+                tracing::error!(
+                    poll = seq,
+                    namespaces_cut_short = report.namespaces_cut_short,
+                    namespaces,
+                    records_kept = report.records,
+                    sockets_missed_estimate = report.sockets_missed,
+                    first = tally.first_cut.as_deref().unwrap_or(""),
+                    ?timeout,
+                    suppressed,
+                    "poll incomplete: dumps were cut short and their sockets are missing from this poll (xtcp2_poll_partial_total); if the deadline cut them, raise --timeout"
+                );
+            }
         }
+        report
     }
 
     /// Polls every `-frequency` until `-maxLoops` or shutdown. `on_poll` is
@@ -198,6 +285,7 @@ impl Poller {
                     polls = report.seq,
                     sockets_decoded = m.decode.sockets.get(),
                     records_flushed = m.envelope.rows_flushed.get(),
+                    polls_incomplete = m.poll.partial.get(),
                     "max-loops reached"
                 );
                 return;
@@ -224,24 +312,29 @@ fn poll_namespace(
     seq: u64,
     timeout: Duration,
     nl_timeout: Duration,
+    all_states: bool,
     metrics: &Metrics,
-) -> Option<u64> {
-    entry.ensure_socket(nl_timeout, metrics)?;
+) -> NamespaceOutcome {
+    if entry.ensure_socket(nl_timeout, metrics).is_none() {
+        return NamespaceOutcome::Unreachable;
+    }
     let NetnsEntry {
         socket: Some(socket),
         stamp,
         ..
     } = entry
     else {
-        return None;
+        return NamespaceOutcome::Unreachable;
     };
     let deadline = Instant::now() + timeout;
     match collector.collect(socket, stamp, seq, deadline) {
         Ok(n) => {
             entry.note_success();
-            Some(n)
+            entry.last_whole_sockets = Some(n);
+            NamespaceOutcome::Whole(n)
         }
-        Err(e) => {
+        Err(cut) => {
+            let e = &cut.error;
             metrics
                 .netns
                 .dump_failures
@@ -250,8 +343,27 @@ fn poll_namespace(
             if e.poisons_socket() {
                 entry.socket = None;
             }
-            entry.note_failure(&e);
-            None
+            entry.note_failure(e);
+            // The kernel's count covers every state; with --states it would
+            // overstate the miss, so the last whole poll's count comes first.
+            let held = if all_states {
+                entry.estimated_sockets()
+            } else {
+                entry.last_whole_sockets.or_else(|| entry.estimated_sockets())
+            };
+            let missed = held.map(|held| held.saturating_sub(cut.records));
+            let what = format!(
+                "netns {} (inode {}): {e}; {} records kept; the namespace held about {} sockets",
+                entry.found.path.display(),
+                entry.found.id.ino,
+                cut.records,
+                held.map_or_else(|| "an unknown number of".to_string(), |n| n.to_string()),
+            );
+            NamespaceOutcome::CutShort {
+                records: cut.records,
+                missed,
+                what,
+            }
         }
     }
 }

@@ -143,8 +143,10 @@ pub struct DaemonArgs {
     /// Poll period (e.g. 500ms, 10s, 1m; a bare number is seconds).
     #[arg(long, alias = "frequency", env = "XTCP2_FREQUENCY", default_value = DEFAULT_FREQUENCY)]
     pub frequency: String,
-    /// Per-namespace dump deadline; must be shorter than --frequency.
-    #[arg(long, env = "XTCP2_TIMEOUT", default_value = "5s")]
+    /// Per-namespace dump deadline, shorter than --frequency; auto = 90 % of
+    /// --frequency, or 60s for a one-shot (--max-loops 1). A dump cut short
+    /// makes the poll incomplete: counted, logged as an error, exit 3 for --max-loops runs.
+    #[arg(long, env = "XTCP2_TIMEOUT", default_value = "auto")]
     pub timeout: String,
     /// Collections to run before exiting; 0 = forever, 1 = one-shot.
     #[arg(long = "max-loops", alias = "maxLoops", env = "XTCP2_MAX_LOOPS", default_value_t = 0)]
@@ -527,8 +529,19 @@ impl Config {
             return Err(ConfigError::ZeroFrequency);
         }
         in_range_duration("frequency", frequency, bounds::FREQUENCY)?;
-        let timeout = parse_duration("timeout", &a.timeout)?;
-        in_range_duration("timeout", timeout, bounds::TIMEOUT)?;
+        let one_shot = a.max_loops == 1;
+        let timeout = match a.timeout.trim() {
+            "auto" => auto_timeout(frequency, one_shot),
+            text => {
+                let timeout = parse_duration("timeout", text)?;
+                in_range_duration("timeout", timeout, bounds::TIMEOUT)?;
+                // A one-shot has no next poll to overlap.
+                if timeout >= frequency && !one_shot {
+                    return Err(ConfigError::TimeoutNotBelowFrequency { timeout, frequency });
+                }
+                timeout
+            }
+        };
         let poll_jitter = parse_duration("poll-jitter", &a.poll_jitter)?;
         in_range_duration("poll-jitter", poll_jitter, bounds::POLL_JITTER)?;
         let netns_proc_rescan = parse_duration("netns-proc-rescan", &a.netns_proc_rescan)?;
@@ -561,9 +574,6 @@ impl Config {
             a.io_uring_cqe_batch.into(),
             bounds::IO_URING_BATCH,
         )?;
-        if timeout >= frequency {
-            return Err(ConfigError::TimeoutNotBelowFrequency { timeout, frequency });
-        }
         if a.netlinkers == 0 {
             return Err(ConfigError::ZeroNetlinkers);
         }
@@ -694,6 +704,23 @@ impl Config {
 }
 
 /// Checks a numeric flag against its documented range.
+/// `--timeout auto`. The deadline exists to end a dump that stopped making
+/// progress, not to cut one that is making it: a big host (200,000 sockets
+/// on a busy machine) was cut at the old fixed 5 s and lost half its sockets.
+/// So a poll's dumps may use 90 % of the period (the rest is left for the
+/// namespaces behind them), and a one-shot, which has no next poll to
+/// protect, a minute. A silent kernel is still caught within `--nltimeout`.
+pub fn auto_timeout(frequency: Duration, one_shot: bool) -> Duration {
+    if one_shot {
+        ONE_SHOT_TIMEOUT
+    } else {
+        frequency.mul_f64(0.9).max(bounds::TIMEOUT.0)
+    }
+}
+
+/// `--timeout auto` of a one-shot (`--max-loops 1`).
+pub const ONE_SHOT_TIMEOUT: Duration = Duration::from_secs(60);
+
 fn in_range(flag: &'static str, value: u64, (min, max): (u64, u64)) -> Result<(), ConfigError> {
     if (min..=max).contains(&value) {
         return Ok(());
@@ -889,6 +916,26 @@ mod tests {
     /// Every numeric flag has a range, checked at validation: values that
     /// used to overflow a deadline, abort on an allocation or spawn
     /// thousands of threads are refused, naming the flag and the range.
+    #[test]
+    fn timeout_auto_follows_the_period_and_a_one_shot_gets_a_minute() {
+        let config = |args: &[&str]| {
+            let mut argv = vec!["xtcp2"];
+            argv.extend_from_slice(args);
+            Config::from_args(&parse(&argv).unwrap().daemon).map(|c| c.poll.timeout)
+        };
+        assert_eq!(config(&[]).unwrap(), Duration::from_secs(9));
+        assert_eq!(config(&["--frequency", "1s"]).unwrap(), Duration::from_millis(900));
+        assert_eq!(config(&["--max-loops", "1"]).unwrap(), ONE_SHOT_TIMEOUT);
+        assert_eq!(config(&["--max-loops", "2"]).unwrap(), Duration::from_secs(9));
+        // Given: as given, below the period unless one-shot.
+        assert_eq!(config(&["--timeout", "5s"]).unwrap(), Duration::from_secs(5));
+        assert!(config(&["--timeout", "10s"]).is_err());
+        assert_eq!(
+            config(&["--timeout", "30s", "--max-loops", "1"]).unwrap(),
+            Duration::from_secs(30)
+        );
+    }
+
     #[test]
     fn numeric_flags_out_of_range_are_refused() {
         for (args, flag) in [

@@ -329,6 +329,10 @@ define_metrics! {
             duration_ratio: float_gauge = "poll_duration_ratio";
             /// Sockets seen in the last poll cycle.
             sockets_last_poll: gauge = "poll_sockets";
+            /// Polls that did not collect every namespace whole: a dump cut short by --timeout or failed midway.
+            partial: counter = "poll_partial";
+            /// Sockets the last poll is estimated to have missed in its cut-short dumps (from the namespace's previous whole poll, or /proc/PID/net/sockstat).
+            sockets_missed: gauge = "poll_sockets_missed";
         }
         /// Records batched into envelopes and encoded (`batch`, `format`).
         envelope: EnvelopeMetrics {

@@ -16,6 +16,7 @@
 
 pub mod discover;
 pub mod enter;
+pub mod sockstat;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -85,6 +86,9 @@ pub(crate) struct NetnsEntry {
     pub socket: Option<DiagSocket>,
     /// Consecutive failed polls; the first failure of a streak is logged.
     pub failure_streak: u32,
+    /// Sockets of the last poll that collected this namespace whole: the
+    /// estimate of what a dump cut short missed.
+    pub last_whole_sockets: Option<u64>,
 }
 
 impl NetnsEntry {
@@ -115,6 +119,18 @@ impl NetnsEntry {
                 error = %error, "namespace failed; will retry every poll (further failures not logged until it recovers)");
         }
         self.failure_streak += 1;
+    }
+
+    /// About how many TCP sockets the namespace holds now, for a dump cut
+    /// short: what the kernel says for a namespace whose process is known
+    /// (or the daemon's own), else the last whole poll's count.
+    pub(crate) fn estimated_sockets(&self) -> Option<u64> {
+        let from_kernel = match &self.found.origin {
+            NetnsOrigin::Host => sockstat::tcp_sockets(None),
+            NetnsOrigin::Process { pid } => sockstat::tcp_sockets(Some(*pid)),
+            NetnsOrigin::BindMount { .. } => None,
+        };
+        from_kernel.or(self.last_whole_sockets)
     }
 
     pub(crate) fn note_success(&mut self) {
@@ -167,6 +183,7 @@ impl NetnsRegistry {
                     found,
                     socket: None,
                     failure_streak: 0,
+                    last_whole_sockets: None,
                 },
             );
         }

@@ -29,7 +29,10 @@ impl DestinationKind for Stdout {
     }
 
     async fn open(_address: &(), format: &StreamFormat) -> Result<Self::Sink, SinkError> {
-        Ok(StdioSink::new(std::io::stdout, format))
+        StdioSink::new(std::io::stdout, format).map_err(|source| SinkError::Io {
+            dest: "stdout".into(),
+            source,
+        })
     }
 }
 
@@ -46,7 +49,10 @@ impl DestinationKind for Stderr {
     }
 
     async fn open(_address: &(), format: &StreamFormat) -> Result<Self::Sink, SinkError> {
-        Ok(StdioSink::new(std::io::stderr, format))
+        StdioSink::new(std::io::stderr, format).map_err(|source| SinkError::Io {
+            dest: "stderr".into(),
+            source,
+        })
     }
 }
 
@@ -60,8 +66,8 @@ impl DestinationKind for Stderr {
 /// ([`Transport::send_outlives_timeout`]), so an envelope is written once
 /// or, if the daemon gives up on it at shutdown, counted as dropped.
 pub struct StdioSink<W> {
-    stream: fn() -> W,
-    writer: Option<std::sync::mpsc::Sender<Write>>,
+    writer: std::sync::mpsc::Sender<Write>,
+    stream: std::marker::PhantomData<fn() -> W>,
     in_flight: Option<InFlight>,
     header: Arc<[u8]>,
     header_written: bool,
@@ -81,35 +87,26 @@ struct InFlight {
 }
 
 impl<W: std::io::Write + 'static> StdioSink<W> {
-    fn new(stream: fn() -> W, format: &StreamFormat) -> Self {
-        StdioSink {
-            stream,
-            writer: None,
+    /// Starts the writer thread now, at open, so the daemon's threads are
+    /// all there from the start (a thread appearing later looks like a leak).
+    fn new(stream: fn() -> W, format: &StreamFormat) -> std::io::Result<Self> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Write>();
+        std::thread::Builder::new().name("xtcp2-stdout".into()).spawn(move || {
+            let mut out = stream();
+            // Ends when the sink (the only sender) is dropped.
+            for job in queue {
+                let result = out.write_all(&job.bytes).and_then(|()| out.flush());
+                // The sink may have stopped waiting (shutdown): nothing to tell.
+                let _ = job.done.send(result);
+            }
+        })?;
+        Ok(StdioSink {
+            writer: jobs,
+            stream: std::marker::PhantomData,
             in_flight: None,
             header: format.header_shared(),
             header_written: false,
-        }
-    }
-
-    /// The writer thread, started at the first write.
-    fn writer(&mut self) -> std::io::Result<&std::sync::mpsc::Sender<Write>> {
-        if self.writer.is_none() {
-            let (jobs, queue) = std::sync::mpsc::channel::<Write>();
-            let stream = self.stream;
-            std::thread::Builder::new().name("xtcp2-stdout".into()).spawn(move || {
-                let mut out = stream();
-                // Ends when the sink (the only sender) is dropped.
-                for job in queue {
-                    let result = out.write_all(&job.bytes).and_then(|()| out.flush());
-                    // The sink may have stopped waiting (shutdown): nothing to tell.
-                    let _ = job.done.send(result);
-                }
-            })?;
-            self.writer = Some(jobs);
-        }
-        self.writer
-            .as_ref()
-            .ok_or_else(|| std::io::Error::other("the stdout writer did not start"))
+        })
     }
 
     async fn write(&mut self, envelope: &Envelope) -> std::io::Result<()> {
@@ -135,7 +132,7 @@ impl<W: std::io::Write + 'static> StdioSink<W> {
         }
         bytes.extend_from_slice(envelope.payload());
         let (done, receiver) = oneshot::channel();
-        self.writer()?
+        self.writer
             .send(Write { bytes, done })
             .map_err(|_| std::io::Error::other("the stdout writer thread ended"))?;
         self.in_flight = Some(InFlight {
