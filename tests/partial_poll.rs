@@ -9,7 +9,7 @@ mod support;
 
 use std::net::TcpListener;
 
-use support::{require, Need, Xtcp2, DAEMON_CAPABILITIES};
+use support::{log_line, number_field as field, require, Need, Xtcp2, DAEMON_CAPABILITIES};
 
 /// Listening sockets the test holds: a dump of them takes milliseconds,
 /// far more than the 1 ms deadline of the cut-short run.
@@ -47,19 +47,6 @@ fn one_shot(extra: &[&str]) -> (Option<i32>, String, usize) {
     (out.status.code(), stderr, lines)
 }
 
-/// The number after `name=` in `line`.
-fn field(line: &str, name: &str) -> u64 {
-    let at = line
-        .find(&format!("{name}="))
-        .unwrap_or_else(|| panic!("no {name} in {line}"));
-    line[at + name.len() + 1..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap_or_else(|_| panic!("{name} in {line}"))
-}
-
 #[test]
 fn a_dump_cut_short_makes_the_poll_incomplete_and_the_one_shot_exit_3() {
     if !require(Need::Root, DAEMON_CAPABILITIES) {
@@ -84,10 +71,7 @@ fn a_dump_cut_short_makes_the_poll_incomplete_and_the_one_shot_exit_3() {
     );
     // What was collected was delivered, and only that: the file holds the
     // records kept, fewer than the sockets held.
-    let summary = stderr
-        .lines()
-        .find(|l| l.contains("max-loops reached"))
-        .unwrap_or_else(|| panic!("no max-loops line in:\n{stderr}"));
+    let summary = log_line(&stderr, "max-loops reached");
     assert_eq!(field(summary, "polls_incomplete"), 1, "{summary}");
     assert_eq!(lines as u64, field(error, "records_kept"), "{error}");
     assert!(lines < LISTENERS, "{lines} records from a dump cut short");

@@ -152,20 +152,7 @@ fn signals_in_the_first_milliseconds_are_handled() {
 
 /// The numbers of the "delivery finished" summary line.
 fn summary_field(log: &str, field: &str) -> u64 {
-    let line = log
-        .lines()
-        .find(|l| l.contains("delivery finished"))
-        .unwrap_or_else(|| panic!("no summary line:\n{log}"));
-    let start = line
-        .find(&format!("{field}="))
-        .unwrap_or_else(|| panic!("no {field} in {line}"))
-        + field.len()
-        + 1;
-    line[start..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{field} in {line}"))
+    support::number_field(support::log_line(log, "delivery finished"), field)
 }
 
 /// SIGTERM with a stalled destination (an HTTP server that accepts and

@@ -117,21 +117,8 @@ fn slow_stdout_reader_sees_each_record_once_or_it_is_counted_dropped() {
         assert!(seen.insert(line), "a record written twice: {line:.120}");
         records += 1;
     }
-    let summary = stderr
-        .lines()
-        .find(|l| l.contains("delivery finished"))
-        .unwrap_or_else(|| panic!("no delivery summary in:\n{stderr}"));
-    let field = |name: &str| -> u64 {
-        let at = summary
-            .find(&format!("{name}="))
-            .unwrap_or_else(|| panic!("{name} in {summary}"));
-        summary[at + name.len() + 1..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .unwrap()
-    };
+    let summary = support::log_line(&stderr, "delivery finished");
+    let field = |name: &str| support::number_field(summary, name);
     assert!(
         stderr.contains("stdout") && stderr.contains("slow"),
         "the pause never outlasted the produce timeout:\n{stderr}"

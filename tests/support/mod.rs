@@ -7,6 +7,7 @@
 //!   daemon that is always reaped.
 //! - `http`: the one reader of HTTP/1.1 message heads, for the test
 //!   clients and receivers.
+//! - `logs`: the one reader of the daemon's `key=value` log fields.
 //!
 //! Each test file includes it with `mod support;`. The domain helpers
 //! beside it (`sinks_support`: records, decoders and receivers;
@@ -20,10 +21,12 @@
 
 mod daemon;
 mod http;
+mod logs;
 mod prerequisites;
 
 pub use daemon::{Daemon, Xtcp2, XTCP2};
 pub use http::{content_length, header, read_head, Headers};
+pub use logs::{log_line, number_field};
 pub use prerequisites::{
     find_tool, fixtures_dir, require, require_python_module, require_tool, run_tool, under_ci, Need,
     DAEMON_CAPABILITIES,
