@@ -141,6 +141,8 @@ fn dump_all(args: &Args) -> Result<String, String> {
     let plan = DumpPlan {
         states: ALL_TCP_STATES,
         deserializers,
+        modulus: 1,
+        recv_buffer: RECV_BUFFER_BYTES,
     };
     let namespaces = discover(&DiscoveryConfig::new(args.dirs.clone(), args.proc_scan));
     let mut buf = vec![0u8; RECV_BUFFER_BYTES];

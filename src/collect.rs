@@ -21,6 +21,10 @@ use crate::record::Stamps;
 pub struct DumpPlan {
     pub states: u32,
     pub deserializers: Deserializers,
+    /// Keep every Nth socket (`--modulus`, sampling); 1 keeps all.
+    pub modulus: u64,
+    /// Bytes of the recv(2) buffer (`--packet-size` x `--packet-size-mply`).
+    pub recv_buffer: usize,
 }
 
 impl DumpPlan {
@@ -66,6 +70,9 @@ pub(crate) struct Collector {
     metrics: Arc<Metrics>,
     /// The io_uring receive path, when `-ioUring` is on and the kernel allows it.
     uring: Option<UringReceiver>,
+    /// Sockets this collector has been handed, kept or not (`--modulus`
+    /// keeps those whose count is a multiple of it, across namespaces and polls).
+    seen: u64,
     pub builder: EnvelopeBuilder,
 }
 
@@ -74,10 +81,11 @@ impl Collector {
         Collector {
             plan,
             decoder: SocketDecoder::new(plan.deserializers),
-            buf: vec![0u8; RECV_BUFFER_BYTES],
+            buf: vec![0u8; plan.recv_buffer.max(RECV_BUFFER_BYTES)],
             stamps: private_copy(&stamps),
             metrics,
             uring: None,
+            seen: 0,
             builder,
         }
     }
@@ -118,9 +126,16 @@ impl Collector {
                 builder,
                 metrics,
                 uring,
-                ..
+                seen,
+                plan,
             } = self;
+            let modulus = plan.modulus;
             let on_socket = |payload: &[u8], now_ns: u64| {
+                *seen += 1;
+                if modulus > 1 && (*seen - 1) % modulus != 0 {
+                    // Sampled out: not decoded, not counted as a record.
+                    return;
+                }
                 let (record, error) = decoder.decode(payload);
                 if let Some(e) = error {
                     metrics.decode.errors.get_or_create(&KindLabel { kind: e.kind() }).inc();

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    init_logging();
+    init_logging(cli.daemon.debug_level);
     match cli.command {
         Some(CliCommand::Decode(args)) => {
             // decode keeps the default actions: Ctrl-C stops it at once.
@@ -79,6 +79,26 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // The Go daemon's one-off modes: they start nothing.
+            if cli.daemon.healthcheck {
+                return healthcheck(config.observe.prom_listen);
+            }
+            if cli.daemon.conf {
+                let effective = config::effective_flags(std::env::args_os(), &config);
+                println!("{effective}");
+                return ExitCode::SUCCESS;
+            }
+            for (flag, given) in [
+                ("-goMaxProcs", cli.daemon.go_max_procs.is_some()),
+                ("-maxThreads", cli.daemon.max_threads.is_some()),
+            ] {
+                if given {
+                    tracing::info!(
+                        flag,
+                        "a Go runtime flag: accepted for compatibility, it has no effect here"
+                    );
+                }
+            }
             if !cli.daemon.skip_capability_check {
                 if let Some(code) = check_capabilities() {
                     return code;
@@ -115,16 +135,71 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr only: stdout may be the data destination.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("XTCP2_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Logs go to stderr only: stdout may be the data destination. The Go
+/// daemon's `-d LEVEL`, when given, picks the level; else `XTCP2_LOG` (or
+/// `RUST_LOG`), else info.
+fn init_logging(debug_level: Option<u64>) {
+    let filter = match debug_level {
+        Some(level) => tracing_subscriber::EnvFilter::new(match level {
+            0 => "warn",
+            1..=99 => "info",
+            100..=999 => "debug",
+            _ => "trace",
+        }),
+        None => tracing_subscriber::EnvFilter::try_from_env("XTCP2_LOG")
+            .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+/// `-healthcheck`: GET /readyz of the local listener; 0 when it answers
+/// 200, 1 otherwise (no listener, refused, not ready, or no answer in 2 s).
+fn healthcheck(prom_listen: Option<std::net::SocketAddr>) -> ExitCode {
+    use std::io::{Read, Write};
+    let Some(mut addr) = prom_listen else {
+        eprintln!("xtcp2: -healthcheck: --prom-listen is empty, nothing to probe");
+        return ExitCode::FAILURE;
+    };
+    // A listener on every address is reached on loopback.
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let timeout = std::time::Duration::from_secs(2);
+    let status = (|| -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        write!(stream, "GET /readyz HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+        let mut head = [0u8; 64];
+        let n = stream.read(&mut head)?;
+        Ok(String::from_utf8_lossy(&head[..n])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string())
+    })();
+    match status {
+        Ok(line) if line.split_whitespace().nth(1) == Some("200") => {
+            println!("ready");
+            ExitCode::SUCCESS
+        }
+        Ok(line) => {
+            println!("not ready: {line}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            println!("not ready: {addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Returns an exit code when the daemon must not start.

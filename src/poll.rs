@@ -106,6 +106,8 @@ pub struct Poller {
     registry: NetnsRegistry,
     collectors: Vec<Collector>,
     seq: u64,
+    /// When namespaces were last rediscovered (`--reconcile-frequency`).
+    last_discovery: Option<Instant>,
 }
 
 impl Poller {
@@ -113,6 +115,8 @@ impl Poller {
         let plan = DumpPlan {
             states: config.poll.states,
             deserializers: config.output.deserializers,
+            modulus: config.poll.modulus,
+            recv_buffer: config.poll.recv_buffer,
         };
         let output = &config.output;
         let mut collectors = Vec::with_capacity(config.poll.netlinkers);
@@ -148,6 +152,7 @@ impl Poller {
             registry: NetnsRegistry::new(),
             collectors,
             seq: 0,
+            last_discovery: None,
         })
     }
 
@@ -158,6 +163,7 @@ impl Poller {
     /// Runs discovery now and applies it (closing sockets of vanished namespaces).
     pub(crate) fn rediscover(&mut self) {
         let started = Instant::now();
+        self.last_discovery = Some(started);
         let found = self.discovery.run(started);
         let netns = &self.metrics.netns;
         netns.discovery_seconds.observe(started.elapsed().as_secs_f64());
@@ -175,7 +181,13 @@ impl Poller {
         let started = Instant::now();
         self.seq += 1;
         let seq = self.seq;
-        self.rediscover();
+        let netns = &self.config.netns;
+        let reconcile_due = self
+            .last_discovery
+            .is_none_or(|at| netns.reconcile_every.is_some_and(|every| at.elapsed() >= every));
+        if netns.reconcile_before_poll || reconcile_due {
+            self.rediscover();
+        }
         let entries = self.registry.entries_mut();
         let namespaces = entries.len();
         let jobs = Mutex::new(entries.into_iter());
@@ -183,7 +195,13 @@ impl Poller {
         let timeout = self.config.poll.timeout;
         let nl_timeout = self.config.poll.netlink_timeout;
         let metrics = &self.metrics;
-        let all_states = self.config.poll.states == crate::kernel::ALL_TCP_STATES;
+        let job = PollJob {
+            seq,
+            timeout,
+            nl_timeout,
+            first_seq: self.config.poll.first_seq,
+            all_states: self.config.poll.states == crate::kernel::ALL_TCP_STATES,
+        };
         let tally = std::thread::scope(|scope| {
             let handles: Vec<_> = self
                 .collectors
@@ -198,9 +216,7 @@ impl Poller {
                             loop {
                                 let next = jobs.lock().unwrap_or_else(|p| p.into_inner()).next();
                                 let Some(entry) = next else { break };
-                                tally.add(poll_namespace(
-                                    entry, collector, seq, timeout, nl_timeout, all_states, metrics,
-                                ));
+                                tally.add(poll_namespace(entry, collector, job, metrics));
                             }
                             collector.builder.flush();
                             tally
@@ -265,8 +281,17 @@ impl Poller {
     /// Polls every `-frequency` until `-maxLoops` or shutdown. `on_poll` is
     /// called after each cycle.
     pub fn run(&mut self, wake: Receiver<Wake>, mut on_poll: impl FnMut(&PollReport)) {
-        if !self.config.poll.jitter.is_zero() {
-            let jitter = random_fraction_of(self.config.poll.jitter);
+        let poll = &self.config.poll;
+        // A one-shot is run by someone waiting for it: only an explicit
+        // --poll-jitter delays it, not the fleet-spreading percentage.
+        let tick_jitter = if poll.max_loops == 1 {
+            Duration::ZERO
+        } else {
+            poll.frequency.mul_f64(poll.tick_jitter)
+        };
+        let first_delay = poll.jitter.max(tick_jitter);
+        if !first_delay.is_zero() {
+            let jitter = random_fraction_of(first_delay);
             tracing::info!(?jitter, "delaying the first poll");
             if wait_or_shutdown(&wake, jitter) {
                 return;
@@ -290,7 +315,10 @@ impl Poller {
                 );
                 return;
             }
-            let next = Instant::now() + self.config.poll.frequency.saturating_sub(report.duration);
+            // Each period is frequency +/- half the jitter: hosts that
+            // started together drift apart, and the mean stays the period.
+            let period = self.config.poll.frequency.saturating_sub(tick_jitter / 2) + random_fraction_of(tick_jitter);
+            let next = Instant::now() + period.saturating_sub(report.duration);
             loop {
                 let now = Instant::now();
                 if now >= next {
@@ -306,16 +334,31 @@ impl Poller {
     }
 }
 
-fn poll_namespace(
-    entry: &mut NetnsEntry,
-    collector: &mut Collector,
+/// What every namespace of one poll is dumped with.
+#[derive(Clone, Copy)]
+struct PollJob {
     seq: u64,
     timeout: Duration,
     nl_timeout: Duration,
+    first_seq: u32,
+    /// `--states all`: the kernel's socket count is comparable to ours.
     all_states: bool,
+}
+
+fn poll_namespace(
+    entry: &mut NetnsEntry,
+    collector: &mut Collector,
+    job: PollJob,
     metrics: &Metrics,
 ) -> NamespaceOutcome {
-    if entry.ensure_socket(nl_timeout, metrics).is_none() {
+    let PollJob {
+        seq,
+        timeout,
+        nl_timeout,
+        first_seq,
+        all_states,
+    } = job;
+    if entry.ensure_socket(nl_timeout, first_seq, metrics).is_none() {
         return NamespaceOutcome::Unreachable;
     }
     let NetnsEntry {

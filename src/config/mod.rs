@@ -66,6 +66,13 @@ pub mod bounds {
     pub const PYROSCOPE_SAMPLE_HZ: (u64, u64) = (1, 10_000);
     pub const PYROSCOPE_UPLOAD_SEC: (u64, u64) = (1, 3_600);
     pub const IO_URING_BATCH: (u64, u64) = (1, 4_096);
+    /// Keep every Nth socket.
+    pub const MODULUS: (u64, u64) = (1, 1_000_000);
+    pub const POLL_JITTER_PCT: (u64, u64) = (0, 100);
+    pub const RECONCILE_FREQUENCY: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(7 * 86_400));
+    /// The receive buffer (`--packet-size` x `--packet-size-mply`): up to 16 MiB.
+    pub const RECV_BUFFER: (u64, u64) = (0, 16 << 20);
+    pub const TTL: (u64, u64) = (0, 255);
 }
 
 #[derive(Debug, Parser)]
@@ -79,6 +86,9 @@ pub mod bounds {
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<CliCommand>,
+    /// The Go daemon's `-v`: print the version (as --version / -V).
+    #[arg(short = 'v', action = clap::ArgAction::Version, hide = true)]
+    pub go_version: (),
     #[command(flatten)]
     pub daemon: DaemonArgs,
 }
@@ -337,6 +347,87 @@ pub struct DaemonArgs {
         default_value_t = 4
     )]
     pub io_uring_cqe_batch: u32,
+    /// Keep every Nth socket of each netlinker's stream (sampling); 1 = every socket.
+    #[arg(long, env = "XTCP2_MODULUS", default_value_t = 1)]
+    pub modulus: u64,
+    /// Jitter of every poll tick, percent of --frequency (each period is
+    /// drawn from frequency +/- half of it), and of the first poll unless one-shot.
+    #[arg(
+        long = "poll-jitter-pct",
+        alias = "pollJitterPct",
+        env = "XTCP2_POLL_JITTER_PCT",
+        default_value_t = 20
+    )]
+    pub poll_jitter_pct: u64,
+    /// Full namespace rediscovery at this period when --reconcile-before-poll
+    /// is off (inotify still wakes it for --netns-dirs); 0 = never.
+    #[arg(
+        long = "reconcile-frequency",
+        alias = "reconcileFrequency",
+        env = "XTCP2_RECONCILE_FREQUENCY",
+        default_value = "6h"
+    )]
+    pub reconcile_frequency: String,
+    /// Rediscover namespaces (directories and the /proc scan) before every poll.
+    #[arg(long = "reconcile-before-poll", alias = "reconcileBeforePoll", env = "XTCP2_RECONCILE_BEFORE_POLL",
+          default_value = "true", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::value_parser!(bool))]
+    pub reconcile_before_poll: bool,
+    /// First netlink sequence number of each namespace's socket.
+    #[arg(
+        long = "nlmsg-seq",
+        alias = "nlmsgSeq",
+        env = "XTCP2_NLMSG_SEQ",
+        default_value_t = 666
+    )]
+    pub nlmsg_seq: u32,
+    /// Receive buffer unit in bytes, 0 = the page size; the buffer is this x
+    /// --packet-size-mply, and never below 64 KiB (ours: a dump's datagrams fill it).
+    #[arg(
+        long = "packet-size",
+        alias = "packetSize",
+        env = "XTCP2_PACKET_SIZE",
+        default_value_t = 0
+    )]
+    pub packet_size: u64,
+    /// Receive buffer = --packet-size x this.
+    #[arg(
+        long = "packet-size-mply",
+        alias = "packetSizeMply",
+        env = "XTCP2_PACKET_SIZE_MPLY",
+        default_value_t = 8
+    )]
+    pub packet_size_mply: u64,
+    /// IP TTL of the replies of the daemon's listeners; 0 = the system's default.
+    #[arg(long = "ipv4-ttl", alias = "ipv4Ttl", env = "IPV4_TTL", default_value_t = 0)]
+    pub ipv4_ttl: u32,
+    /// IPv6 hop limit of the replies of the daemon's listeners; 0 = the system's default.
+    #[arg(
+        long = "ipv6-hop-limit",
+        alias = "ipv6HopLimit",
+        env = "IPV6_HOP_LIMIT",
+        default_value_t = 0
+    )]
+    pub ipv6_hop_limit: u32,
+    /// Log verbosity as the Go daemon's debug level: 0 warn, 1-99 info,
+    /// 100-999 debug, 1000+ trace; unset: XTCP2_LOG or info.
+    #[arg(short = 'd', long = "debug-level", alias = "d", env = "XTCP2_DEBUG_LEVEL")]
+    pub debug_level: Option<u64>,
+    /// Print the effective configuration (every flag's value, as JSON) and exit.
+    #[arg(long, env = "XTCP2_CONF", default_value = "false", num_args = 0..=1,
+          default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub conf: bool,
+    /// Probe the local /readyz (--prom-listen) and exit 0 when ready, 1 when
+    /// not; starts nothing (a container HEALTHCHECK).
+    #[arg(long, env = "XTCP2_HEALTHCHECK", default_value = "false", num_args = 0..=1,
+          default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub healthcheck: bool,
+    /// Go runtime: CPUs used. Accepted for compatibility; no effect (logged).
+    #[arg(long = "go-max-procs", alias = "goMaxProcs", env = "XTCP2_GO_MAX_PROCS")]
+    pub go_max_procs: Option<u64>,
+    /// Go runtime: OS thread cap. Accepted for compatibility; no effect (logged).
+    #[arg(long = "max-threads", alias = "maxThreads", env = "XTCP2_MAX_THREADS")]
+    pub max_threads: Option<i64>,
     /// Skip the startup capability check (for unprivileged decode/testing only).
     #[arg(long = "skip-capability-check", env = "XTCP2_SKIP_CAPABILITY_CHECK", hide = true)]
     pub skip_capability_check: bool,
@@ -356,6 +447,56 @@ pub fn command() -> clap::Command {
     Cli::command()
         .mut_args(fill.clone())
         .mut_subcommand("decode", |d| d.mut_args(fill))
+}
+
+/// `-conf`: every daemon flag's effective value (from the command line,
+/// the environment or the default) as a JSON object keyed by flag name,
+/// plus the values derived from them (`timeout_effective`). Credentials in
+/// the Pyroscope URL are masked.
+pub fn effective_flags(args: impl IntoIterator<Item = std::ffi::OsString>, config: &Config) -> String {
+    let mut command = command();
+    let normalised = argv::normalise(args, &command);
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    if let Ok(matches) = command.try_get_matches_from_mut(&normalised) {
+        for arg in command.get_arguments() {
+            let Some(name) = arg.get_long() else { continue };
+            let Some(values) = matches.get_raw(arg.get_id().as_str()) else {
+                continue;
+            };
+            let value = values
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(",");
+            let value = if name == "pyroscope-url" {
+                crate::profile::pyroscope::redact_credentials(&value)
+            } else {
+                value
+            };
+            pairs.push((name.to_string(), value));
+        }
+    }
+    pairs.push(("timeout_effective".into(), format!("{:?}", config.poll.timeout)));
+    let body: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("  {}: {}", json_string(k), json_string(v)))
+        .collect();
+    format!("{{\n{}\n}}", body.join(",\n"))
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Parses process arguments, accepting Go spellings.
@@ -449,6 +590,14 @@ pub struct PollConfig {
     pub netlinkers: usize,
     /// `None` receives with recv(2).
     pub io_uring: Option<IoUringConfig>,
+    /// Keep every Nth socket (`--modulus`); 1 keeps all.
+    pub modulus: u64,
+    /// Jitter of each tick, a fraction of the period (`--poll-jitter-pct`).
+    pub tick_jitter: f64,
+    /// Bytes of each netlinker's receive buffer.
+    pub recv_buffer: usize,
+    /// First netlink sequence number of each socket (`--nlmsg-seq`).
+    pub first_seq: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -463,6 +612,10 @@ pub struct NetnsConfig {
     pub dirs: Vec<PathBuf>,
     pub proc_scan: bool,
     pub proc_rescan: Duration,
+    /// Rediscover before every poll; otherwise every `reconcile_every`.
+    pub reconcile_before_poll: bool,
+    /// `None`: never (inotify alone, with `reconcile_before_poll` off).
+    pub reconcile_every: Option<Duration>,
 }
 
 /// What a record holds and how it is encoded: shared by the daemon and
@@ -545,6 +698,15 @@ impl Config {
         let poll_jitter = parse_duration("poll-jitter", &a.poll_jitter)?;
         in_range_duration("poll-jitter", poll_jitter, bounds::POLL_JITTER)?;
         let netns_proc_rescan = parse_duration("netns-proc-rescan", &a.netns_proc_rescan)?;
+        let reconcile_frequency = parse_duration("reconcile-frequency", &a.reconcile_frequency)?;
+        in_range_duration("reconcile-frequency", reconcile_frequency, bounds::RECONCILE_FREQUENCY)?;
+        in_range("modulus", a.modulus, bounds::MODULUS)?;
+        in_range("poll-jitter-pct", a.poll_jitter_pct, bounds::POLL_JITTER_PCT)?;
+        in_range("packet-size", a.packet_size, bounds::RECV_BUFFER)?;
+        in_range("packet-size-mply", a.packet_size_mply, bounds::RECV_BUFFER)?;
+        let recv_buffer = receive_buffer(a.packet_size, a.packet_size_mply)?;
+        in_range("ipv4-ttl", a.ipv4_ttl.into(), bounds::TTL)?;
+        in_range("ipv6-hop-limit", a.ipv6_hop_limit.into(), bounds::TTL)?;
         in_range_duration("netns-proc-rescan", netns_proc_rescan, bounds::NETNS_PROC_RESCAN)?;
         let produce_timeout = parse_duration("produce-timeout", &a.produce_timeout)?;
         in_range_duration("produce-timeout", produce_timeout, bounds::PRODUCE_TIMEOUT)?;
@@ -663,6 +825,10 @@ impl Config {
                     recv_batch: a.io_uring_recv_batch,
                     cqe_batch: a.io_uring_cqe_batch,
                 }),
+                modulus: a.modulus,
+                tick_jitter: a.poll_jitter_pct as f64 / 100.0,
+                recv_buffer,
+                first_seq: a.nlmsg_seq,
             },
             netns: NetnsConfig {
                 dirs: a
@@ -674,6 +840,8 @@ impl Config {
                     .collect(),
                 proc_scan: a.netns_proc_scan,
                 proc_rescan: netns_proc_rescan,
+                reconcile_before_poll: a.reconcile_before_poll,
+                reconcile_every: (!reconcile_frequency.is_zero()).then_some(reconcile_frequency),
             },
             output,
             delivery: DeliveryConfig {
@@ -697,13 +865,33 @@ impl Config {
                 pyroscope,
                 poll_frequency: frequency,
                 hostname,
+                listener_hops: crate::observe::ListenerHops {
+                    ipv4_ttl: (a.ipv4_ttl > 0).then_some(a.ipv4_ttl),
+                    ipv6_hop_limit: (a.ipv6_hop_limit > 0).then_some(a.ipv6_hop_limit),
+                },
             },
             skip_capability_check: a.skip_capability_check,
         })
     }
 }
 
-/// Checks a numeric flag against its documented range.
+/// The netlinkers' receive buffer from the Go daemon's `-packetSize` (0 =
+/// the page size) and `-packetSizeMply`: at least
+/// [`crate::kernel::RECV_BUFFER_BYTES`] (64 KiB), because the kernel sizes a
+/// dump's datagrams from the reader's buffer and a smaller one only costs
+/// more system calls; a larger product raises it (up to 16 MiB).
+fn receive_buffer(packet_size: u64, multiplier: u64) -> Result<usize, ConfigError> {
+    // SAFETY: sysconf has no preconditions.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as u64,
+        _ => 4096,
+    };
+    let unit = if packet_size == 0 { page } else { packet_size };
+    let product = unit.saturating_mul(multiplier);
+    in_range("packet-size x packet-size-mply", product, bounds::RECV_BUFFER)?;
+    Ok((product as usize).max(crate::kernel::RECV_BUFFER_BYTES))
+}
+
 /// `--timeout auto`. The deadline exists to end a dump that stopped making
 /// progress, not to cut one that is making it: a big host (200,000 sockets
 /// on a busy machine) was cut at the old fixed 5 s and lost half its sockets.
@@ -721,6 +909,7 @@ pub fn auto_timeout(frequency: Duration, one_shot: bool) -> Duration {
 /// `--timeout auto` of a one-shot (`--max-loops 1`).
 pub const ONE_SHOT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Checks a numeric flag against its documented range.
 fn in_range(flag: &'static str, value: u64, (min, max): (u64, u64)) -> Result<(), ConfigError> {
     if (min..=max).contains(&value) {
         return Ok(());

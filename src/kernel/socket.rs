@@ -208,6 +208,12 @@ impl DiagSocket {
         Ok(self.seq)
     }
 
+    /// Numbers the next dump request `first` (the Go daemon's `-nlmsgSeq`);
+    /// later ones count up from it.
+    pub fn start_sequence_at(&mut self, first: u32) {
+        self.seq = first.wrapping_sub(1);
+    }
+
     /// How long one receive may wait (`-nltimeout`).
     pub fn recv_timeout(&self) -> Duration {
         self.recv_timeout
@@ -397,6 +403,25 @@ mod tests {
         socket
             .dump(&request, &mut buf, Instant::now() + Duration::from_secs(2), |_, _| {})
             .unwrap();
+    }
+
+    /// `-nlmsgSeq`: the first request carries the number given, the next
+    /// ones count up, and a dump under that number completes (the reply is
+    /// matched by it).
+    #[test]
+    fn sequence_numbers_start_where_asked() {
+        let mut socket = DiagSocket::open(Duration::from_secs(1)).unwrap();
+        socket.start_sequence_at(666);
+        let request = DumpRequest {
+            family: 2,
+            states: super::super::ALL_TCP_STATES,
+            ext: 0,
+        };
+        let mut buf = vec![0u8; RECV_BUFFER_BYTES];
+        socket
+            .dump(&request, &mut buf, Instant::now() + Duration::from_secs(2), |_, _| {})
+            .unwrap();
+        assert_eq!(socket.send_request(&request).unwrap(), 667);
     }
 
     /// A datagram larger than the buffer is reported (MSG_TRUNC), never

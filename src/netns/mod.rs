@@ -94,10 +94,18 @@ pub(crate) struct NetnsEntry {
 impl NetnsEntry {
     /// Opens the socket if there is none. Errors are counted and logged once
     /// per failure streak; the namespace is retried on the next poll.
-    pub(crate) fn ensure_socket(&mut self, recv_timeout: Duration, metrics: &Metrics) -> Option<&mut DiagSocket> {
+    pub(crate) fn ensure_socket(
+        &mut self,
+        recv_timeout: Duration,
+        first_seq: u32,
+        metrics: &Metrics,
+    ) -> Option<&mut DiagSocket> {
         if self.socket.is_none() {
             match enter::open_socket_in(&self.found, recv_timeout) {
-                Ok(socket) => self.socket = Some(socket),
+                Ok(mut socket) => {
+                    socket.start_sequence_at(first_seq);
+                    self.socket = Some(socket)
+                }
                 Err(e) => {
                     metrics
                         .netns
@@ -243,7 +251,7 @@ mod tests {
         );
         for attempt in 1..=2 {
             let entry = registry.entries_mut().pop().unwrap();
-            assert!(entry.ensure_socket(Duration::from_millis(100), &metrics).is_none());
+            assert!(entry.ensure_socket(Duration::from_millis(100), 1, &metrics).is_none());
             assert_eq!(entry.failure_streak, attempt);
         }
         let kind = KindLabel { kind: "enoent" };
@@ -281,7 +289,7 @@ mod tests {
         let mut registry = NetnsRegistry::new();
         registry.apply(vec![found(1, NetnsOrigin::Host, "/proc/self/ns/net")], &metrics);
         let entry = registry.entries_mut().pop().unwrap();
-        assert!(entry.ensure_socket(Duration::from_millis(100), &metrics).is_some());
+        assert!(entry.ensure_socket(Duration::from_millis(100), 1, &metrics).is_some());
         assert_eq!(registry.open_sockets(), 1);
         registry.apply(vec![], &metrics);
         assert_eq!(registry.open_sockets(), 0);

@@ -56,6 +56,17 @@ pub struct ObserveConfig {
     pub poll_frequency: Duration,
     /// The host name reported to Pyroscope.
     pub hostname: Arc<str>,
+    /// TTL and hop limit of the listeners' replies.
+    pub listener_hops: ListenerHops,
+}
+
+/// `-ipv4Ttl` / `-ipv6HopLimit`: the IP TTL (IPv4) or hop limit (IPv6) of
+/// what the daemon's listeners send, set on the listening socket so every
+/// accepted connection inherits it. `None`: the system's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenerHops {
+    pub ipv4_ttl: Option<u32>,
+    pub ipv6_hop_limit: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +125,7 @@ impl Observability {
         let drained = Shutdown::new();
         // Bound first, so the metrics listener can say where pprof is.
         let pprof_listener = match config.pprof {
-            PprofServing::Own(addr) => Some(listen(runtime, "pprof-listen", addr)?),
+            PprofServing::Own(addr) => Some(listen(runtime, "pprof-listen", addr, config.listener_hops)?),
             PprofServing::Off | PprofServing::WithMetrics => None,
         };
         let pprof_addr = pprof_listener.as_ref().map(|(_, addr)| *addr);
@@ -131,7 +142,7 @@ impl Observability {
         let (server, listen_addr) = match config.prom_listen {
             None => (None, None),
             Some(addr) => {
-                let (listener, local) = listen(runtime, "prom-listen", addr)?;
+                let (listener, local) = listen(runtime, "prom-listen", addr, config.listener_hops)?;
                 let pprof = match (config.pprof, pprof_addr) {
                     (PprofServing::WithMetrics, _) => server::PprofHere::Served,
                     (_, Some(elsewhere)) => server::PprofHere::Elsewhere(elsewhere),
@@ -227,8 +238,9 @@ fn listen(
     runtime: &tokio::runtime::Runtime,
     flag: &'static str,
     addr: SocketAddr,
+    hops: ListenerHops,
 ) -> Result<(tokio::net::TcpListener, SocketAddr), server::BindError> {
-    let std_listener = server::bind(flag, addr)?;
+    let std_listener = server::bind_with_hops(flag, addr, hops)?;
     let _guard = runtime.enter();
     let listener =
         tokio::net::TcpListener::from_std(std_listener).map_err(|cause| server::BindError { flag, addr, cause })?;

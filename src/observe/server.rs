@@ -95,10 +95,32 @@ pub struct BindError {
 
 /// Binds the listener now, so a taken port fails startup with its address.
 pub fn bind(flag: &'static str, addr: SocketAddr) -> Result<std::net::TcpListener, BindError> {
+    bind_with_hops(flag, addr, crate::observe::ListenerHops::default())
+}
+
+/// [`bind`], with the TTL / hop limit of `-ipv4Ttl` / `-ipv6HopLimit` set
+/// on the listening socket: Linux copies it into every accepted connection.
+pub fn bind_with_hops(
+    flag: &'static str,
+    addr: SocketAddr,
+    hops: crate::observe::ListenerHops,
+) -> Result<std::net::TcpListener, BindError> {
+    use socket2::{Domain, Protocol, Socket, Type};
     let err = |cause| BindError { flag, addr, cause };
-    let listener = std::net::TcpListener::bind(addr).map_err(err)?;
-    listener.set_nonblocking(true).map_err(err)?;
-    Ok(listener)
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    // As std's TcpListener::bind: a restarted daemon rebinds at once.
+    socket.set_reuse_address(true).map_err(err)?;
+    if let Some(ttl) = hops.ipv4_ttl {
+        // On an IPv6 socket this is the TTL of IPv4-mapped peers.
+        socket.set_ttl_v4(ttl).map_err(err)?;
+    }
+    if let (Some(hops), true) = (hops.ipv6_hop_limit, addr.is_ipv6()) {
+        socket.set_unicast_hops_v6(hops).map_err(err)?;
+    }
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    Ok(socket.into())
 }
 
 /// The paths the server answers itself, which `--prom-path` must not take,
