@@ -323,7 +323,9 @@ fn dashboard_queries(dashboard: &Value) -> Vec<(String, String)> {
             continue;
         }
         let title = panel["title"].as_str().expect("panel title").to_string();
-        let targets = panel["targets"].as_array().unwrap_or_else(|| panic!("{title}: no targets"));
+        let targets = panel["targets"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{title}: no targets"));
         assert!(!targets.is_empty(), "{title}: no targets");
         for target in targets {
             let expr = target["expr"].as_str().unwrap_or_else(|| panic!("{title}: no expr"));
@@ -353,7 +355,9 @@ fn metrics_in(expr: &str) -> BTreeSet<String> {
         }
         if c.is_ascii_alphabetic() || c == '_' {
             let start = i;
-            while i < bytes.len() && ((bytes[i] as char).is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':') {
+            while i < bytes.len()
+                && ((bytes[i] as char).is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':')
+            {
                 i += 1;
             }
             let word = &expr[start..i];
@@ -394,7 +398,11 @@ fn dashboard_uses_only_documented_metrics_and_its_own_variables() {
     for panel in dashboard["panels"].as_array().unwrap() {
         if panel["type"] != "row" {
             assert_eq!(panel["datasource"]["uid"], "${datasource}", "{}", panel["title"]);
-            assert!(panel["description"].as_str().is_some_and(|d| !d.is_empty()), "{}: no description", panel["title"]);
+            assert!(
+                panel["description"].as_str().is_some_and(|d| !d.is_empty()),
+                "{}: no description",
+                panel["title"]
+            );
         }
     }
     let queries = dashboard_queries(&dashboard);
@@ -462,7 +470,10 @@ fn live_rules(rules: &str) -> String {
         while let Some(open) = rest.find('[') {
             let close = rest[open..].find(']').expect("] after [") + open;
             let inside = &rest[open + 1..close];
-            assert!(!inside.contains(':'), "subquery {inside:?}: teach the live test's rewriter");
+            assert!(
+                !inside.contains(':'),
+                "subquery {inside:?}: teach the live test's rewriter"
+            );
             let seconds = (duration_seconds(inside) / TIME_SCALE).max(MIN_RANGE_SECONDS);
             out.push_str(&rest[..open]);
             out.push_str(&format!("[{seconds}s]"));
@@ -482,7 +493,10 @@ fn live_rules_copy_shortens_every_window_and_for() {
     assert!(live.contains("[10s]") && live.contains("[360s]"), "{live}");
     assert!(live.contains("for: 10s") && live.contains("for: 60s"), "{live}");
     assert!(!live.contains("m]") && !live.contains("h]"), "a window was left long");
-    assert!(live.lines().filter(|l| l.trim_start().starts_with("for:")).all(|l| l.ends_with('s')));
+    assert!(live
+        .lines()
+        .filter(|l| l.trim_start().starts_with("for:"))
+        .all(|l| l.ends_with('s')));
     assert!(live.contains("(xtcp2_build_info) * 1\n"));
     assert_eq!(shipped.lines().count(), live.lines().count());
     assert_eq!(rule_names(&shipped, "alert"), rule_names(&live, "alert"));
@@ -541,7 +555,11 @@ impl Prometheus {
             if let Ok(Some(status)) = prometheus.child.try_wait() {
                 panic!("prometheus exited with {status}:\n{}", prometheus.log());
             }
-            assert!(Instant::now() < deadline, "prometheus not ready in 30 s:\n{}", prometheus.log());
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready in 30 s:\n{}",
+                prometheus.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -653,7 +671,10 @@ fn alerts(prometheus: &Prometheus) -> Vec<SeenAlert> {
 #[test]
 fn live_prometheus_alerts_on_the_broken_daemons_only_and_feeds_every_dashboard_query() {
     if !require(Need::Root, DAEMON_CAPABILITIES)
-        || !require_tool("prometheus", "the live test's Prometheus server (Debian package prometheus)")
+        || !require_tool(
+            "prometheus",
+            "the live test's Prometheus server (Debian package prometheus)",
+        )
         || !require_tool("promtool", "the live test checks its rules copy")
         || !require_tool("setpriv", "starts a daemon without CAP_SYS_PTRACE (util-linux)")
     {
@@ -720,8 +741,16 @@ fn live_prometheus_alerts_on_the_broken_daemons_only_and_feeds_every_dashboard_q
     let mut seen: BTreeSet<(String, String, String)> = BTreeSet::new();
     let required = [
         (dead_instance.as_str(), "XTCP2DestinationFailing", ("kind", "connect")),
-        (degraded_instance.as_str(), "XTCP2CapabilityMissing", ("capability", "cap_sys_ptrace")),
-        (degraded_instance.as_str(), "XTCP2NamespaceDumpFailures", ("kind", "timeout")),
+        (
+            degraded_instance.as_str(),
+            "XTCP2CapabilityMissing",
+            ("capability", "cap_sys_ptrace"),
+        ),
+        (
+            degraded_instance.as_str(),
+            "XTCP2NamespaceDumpFailures",
+            ("kind", "timeout"),
+        ),
     ];
     loop {
         let now = alerts(&prometheus);
@@ -790,7 +819,11 @@ fn live_prometheus_alerts_on_the_broken_daemons_only_and_feeds_every_dashboard_q
     let mut evaluated = 0;
     for group in groups["groups"].as_array().expect("groups") {
         for rule in group["rules"].as_array().expect("rules") {
-            assert_eq!(rule["health"], "ok", "rule {} is unhealthy: {}", rule["name"], rule["lastError"]);
+            assert_eq!(
+                rule["health"], "ok",
+                "rule {} is unhealthy: {}",
+                rule["name"], rule["lastError"]
+            );
             evaluated += 1;
         }
     }
@@ -816,11 +849,16 @@ fn live_prometheus_alerts_on_the_broken_daemons_only_and_feeds_every_dashboard_q
                 .and_then(|v| v.parse::<f64>().ok())
                 .is_some_and(f64::is_finite)
         });
-        assert!(finite, "dashboard panel {title:?}: no data for {promql}\nresult: {result:?}");
+        assert!(
+            finite,
+            "dashboard panel {title:?}: no data for {promql}\nresult: {result:?}"
+        );
     }
     // The variables' own queries: label_values(SELECTOR, LABEL).
     for variable in dashboard["templating"]["list"].as_array().unwrap() {
-        let Some(query) = variable["query"]["query"].as_str() else { continue };
+        let Some(query) = variable["query"]["query"].as_str() else {
+            continue;
+        };
         let inner = query
             .strip_prefix("label_values(")
             .and_then(|q| q.strip_suffix(')'))

@@ -227,9 +227,7 @@ impl HttpDaemon {
     /// arguments) with the listener on a loopback port the kernel picks,
     /// logging at info, and waits for the log line that names the address.
     pub fn start_command(mut command: Xtcp2) -> HttpDaemon {
-        command
-            .args(["--prom-listen", "127.0.0.1:0"])
-            .env("XTCP2_LOG", "info");
+        command.args(["--prom-listen", "127.0.0.1:0"]).env("XTCP2_LOG", "info");
         let mut daemon = command.spawn();
         let line = daemon.wait_for_stderr("serving metrics and health", Duration::from_secs(15));
         let addr = line
