@@ -13,6 +13,8 @@ declare -A needs=(
     [depmod]=kmod
     [cpio]=cpio
     [promtool]=prometheus
+    # the server itself: tests/alerts.rs scrapes real daemons with the rules.
+    [prometheus]=prometheus
     [nix-instantiate]=nix-bin
     [ip]=iproute2
     [ss]=iproute2

@@ -57,6 +57,13 @@ let
   # A string rather than a list: an empty list would leave the setting out
   # of the unit (meaning "no limit"), while the empty string means "none".
   capabilityString = lib.concatStringsSep " " cfg.capabilities;
+
+  # The alerting and recording rules (tests/alerts.rs holds them to a real
+  # Prometheus). They assume a 10 s poll period: the daemon does not export
+  # its --frequency, so the rules file records it as a setting.
+  rulesFile = ../deploy/prometheus/xtcp2-rules.yml;
+  rulesPeriod = "10s";
+  loadsOurRules = lib.elem cfg.prometheusRules (config.services.prometheus.ruleFiles or [ ]);
 in
 {
   options.services.xtcp2 = {
@@ -244,6 +251,26 @@ in
         exposes the metrics to every network the host is on.
       '';
     };
+
+    prometheusRules = lib.mkOption {
+      type = lib.types.path;
+      default = rulesFile;
+      defaultText = lib.literalMD "`deploy/prometheus/xtcp2-rules.yml` of this xtcp2";
+      readOnly = true;
+      description = ''
+        The Prometheus rules shipped with xtcp2: its alerts (each linking to
+        its section of `docs/runbook.md`) and the recording rules the Grafana
+        dashboard reads. Load them with one line on the host that runs
+        Prometheus:
+
+            services.prometheus.ruleFiles = [ config.services.xtcp2.prometheusRules ];
+
+        The rules expect the scrape job to be named `xtcp2` and every
+        collector to poll every 10 s (the default
+        {option}`services.xtcp2.frequency`); the file's header says how to
+        change either.
+      '';
+    };
   };
 
   config = lib.mkIf cfg.enable {
@@ -263,7 +290,9 @@ in
     ];
 
     warnings = lib.optional (cfg.openFirewall && promLoopback)
-      "services.xtcp2.openFirewall opens port ${toString promPort}, but services.xtcp2.promListen (`${cfg.promListen}`) is a loopback address: nothing outside the host can reach it.";
+      "services.xtcp2.openFirewall opens port ${toString promPort}, but services.xtcp2.promListen (`${cfg.promListen}`) is a loopback address: nothing outside the host can reach it."
+    ++ lib.optional (loadsOurRules && cfg.frequency != rulesPeriod)
+      "services.prometheus.ruleFiles loads services.xtcp2.prometheusRules, whose alerts assume a poll period of ${rulesPeriod}, but services.xtcp2.frequency is `${cfg.frequency}`: XTCP2PollStalled will misfire. Load a copy with the period setting (instance:xtcp2_poll_period_seconds:setting) changed instead.";
 
     # The promListen test keeps promPort unevaluated when the listener is
     # off, so the assertion above reports the mistake instead of toInt.

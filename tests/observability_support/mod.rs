@@ -216,14 +216,18 @@ impl HttpDaemon {
     /// [`HttpDaemon::start`] with extra environment variables.
     pub fn start_with_env(args: &[&str], stdout: Stdio, env: &[(&str, &str)]) -> HttpDaemon {
         let mut command = Xtcp2::new();
-        command
-            .args(["--prom-listen", "127.0.0.1:0"])
-            .args(args)
-            .env("XTCP2_LOG", "info")
-            .stdout(stdout);
+        command.args(args).stdout(stdout);
         for (name, value) in env {
             command.env(name, value);
         }
+        HttpDaemon::start_command(command)
+    }
+
+    /// Starts `command` (e.g. `Xtcp2::under("setpriv", ..)` with its
+    /// arguments) with the listener on a loopback port the kernel picks,
+    /// logging at info, and waits for the log line that names the address.
+    pub fn start_command(mut command: Xtcp2) -> HttpDaemon {
+        command.args(["--prom-listen", "127.0.0.1:0"]).env("XTCP2_LOG", "info");
         let mut daemon = command.spawn();
         let line = daemon.wait_for_stderr("serving metrics and health", Duration::from_secs(15));
         let addr = line
