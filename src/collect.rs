@@ -11,7 +11,7 @@ use crate::batch::EnvelopeBuilder;
 use crate::decode::inet_diag::{AF_INET, AF_INET6};
 use crate::decode::{Deserializers, SocketDecoder};
 use crate::kernel::uring::UringReceiver;
-use crate::kernel::{DiagSocket, DumpError, DumpRequest, RECV_BUFFER_BYTES};
+use crate::kernel::{DatagramTap, DiagSocket, DumpError, DumpRequest, RECV_BUFFER_BYTES};
 use crate::metrics::{KindLabel, Metrics};
 use crate::netns::NamespaceStamp;
 use crate::record::Stamps;
@@ -70,6 +70,8 @@ pub(crate) struct Collector {
     metrics: Arc<Metrics>,
     /// The io_uring receive path, when `-ioUring` is on and the kernel allows it.
     uring: Option<UringReceiver>,
+    /// `--write-files`: lent to each namespace's socket for its dumps.
+    capture: Option<Box<dyn DatagramTap>>,
     /// Sockets this collector has been handed, kept or not (`--modulus`
     /// keeps those whose count is a multiple of it, across namespaces and polls).
     seen: u64,
@@ -85,6 +87,7 @@ impl Collector {
             stamps: private_copy(&stamps),
             metrics,
             uring: None,
+            capture: None,
             seen: 0,
             builder,
         }
@@ -105,11 +108,29 @@ impl Collector {
         }
     }
 
+    /// Saves the raw replies this collector receives (`--write-files`).
+    pub(crate) fn capture_to(&mut self, tap: Box<dyn DatagramTap>) {
+        self.capture = Some(tap);
+    }
+
     /// Dumps both families of one namespace into the envelope builder.
     /// Returns the number of records produced; a dump that fails midway
     /// says how many it had produced (they are kept and delivered: the poll
     /// is then incomplete, not empty).
     pub fn collect(
+        &mut self,
+        socket: &mut DiagSocket,
+        namespace: &NamespaceStamp,
+        poll_seq: u64,
+        deadline: Instant,
+    ) -> Result<u64, CutShort> {
+        socket.set_tap(self.capture.take());
+        let result = self.collect_families(socket, namespace, poll_seq, deadline);
+        self.capture = socket.set_tap(None);
+        result
+    }
+
+    fn collect_families(
         &mut self,
         socket: &mut DiagSocket,
         namespace: &NamespaceStamp,
@@ -128,6 +149,7 @@ impl Collector {
                 uring,
                 seen,
                 plan,
+                ..
             } = self;
             let modulus = plan.modulus;
             let on_socket = |payload: &[u8], now_ns: u64| {

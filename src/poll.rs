@@ -10,6 +10,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use crate::batch::{CountOnly, EnvelopeBuilder, EnvelopeQueue};
 use crate::collect::{Collector, DumpPlan};
 use crate::config::Config;
@@ -139,6 +141,17 @@ impl Poller {
                 if !collector.use_io_uring(uring.recv_batch, uring.cqe_batch) {
                     io_uring = None;
                 }
+            }
+            if let Some(capture) = &config.poll.capture {
+                let path = capture.dir.join(format!(
+                    "xtcp2-{}-netlinker{}.pcap",
+                    std::process::id(),
+                    collectors.len()
+                ));
+                let file = crate::decode::capture::PcapCapture::create(&path, capture.datagrams_per_netlinker)
+                    .with_context(|| format!("--write-files: creating {}", path.display()))?;
+                tracing::info!(path = %path.display(), datagrams = capture.datagrams_per_netlinker, "saving raw netlink replies");
+                collector.capture_to(Box::new(file));
             }
             collectors.push(collector);
         }

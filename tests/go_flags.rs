@@ -28,6 +28,8 @@ const ACCEPTED: &[(&str, &str, &str)] = &[
     ("-packetSize", "8192", "packet-size"),
     ("-packetSizeMply", "16", "packet-size-mply"),
     ("-modulus", "3", "modulus"),
+    ("-writeFiles", "10", "write-files"),
+    ("-capturePath", "/var/tmp", "capture-path"),
     ("-marshal", "csv", "marshal"),
     ("-columns", "tcpi_rtt", "columns"),
     ("-envelopeFlushBytes", "100000", "envelope-flush-bytes"),
@@ -64,8 +66,6 @@ const ACCEPTED: &[(&str, &str, &str)] = &[
 /// refused today, so that nobody believes they work. When one lands it
 /// moves to [`ACCEPTED`].
 const NOT_YET: &[&str] = &[
-    "-writeFiles",
-    "-capturePath",
     "-destWriteFiles",
     "-kafkaCompression",
     "-topic",
@@ -251,6 +251,92 @@ fn modulus_2_halves_the_records() {
         half == LISTENERS / 2 || half == LISTENERS.div_ceil(2),
         "{half} of {LISTENERS} with -modulus 2"
     );
+}
+
+/// `-writeFiles N -capturePath DIR` saves the raw replies of each
+/// netlinker as a DLT_NETLINK pcap, and `xtcp2 decode --pcap` of it yields
+/// the records the live run emitted (but for the stamps of the run:
+/// time, poll, host and namespace).
+#[test]
+fn write_files_capture_decodes_to_the_records_the_run_emitted() {
+    if !require(Need::Root, DAEMON_CAPABILITIES) {
+        return;
+    }
+    let _held: Vec<_> = (0..50)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().to_str().unwrap().to_string();
+    let live = Xtcp2::new()
+        .args([
+            "-maxLoops",
+            "1",
+            "-netlinkers",
+            "1",
+            "-writeFiles",
+            "100000",
+            "-capturePath",
+            &dir_arg,
+            "--states",
+            "listen",
+            "-dest",
+            "stdout",
+            "-promListen",
+            "",
+            "--netns-proc-scan=false",
+            "--netns-dirs",
+            "",
+        ])
+        .output();
+    assert_eq!(live.status.code(), Some(0), "{}", String::from_utf8_lossy(&live.stderr));
+    let captures: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(captures.len(), 1, "one capture per netlinker: {captures:?}");
+    let name = captures[0].file_name().unwrap().to_str().unwrap().to_string();
+    assert!(
+        name.starts_with("xtcp2-") && name.ends_with("-netlinker0.pcap"),
+        "{name}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&captures[0]).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let decoded = Xtcp2::new()
+        .args(["decode", "--pcap", captures[0].to_str().unwrap()])
+        .output();
+    assert_eq!(
+        decoded.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&decoded.stderr)
+    );
+    let strip = |text: &[u8]| {
+        let mut records: Vec<String> = parse_records(&String::from_utf8_lossy(text))
+            .into_iter()
+            .map(|mut r| {
+                let object = r.as_object_mut().unwrap();
+                for stamp in [
+                    "timestamp_ns",
+                    "poll_seq",
+                    "hostname",
+                    "netns_inode",
+                    "netns_name",
+                    "netns_pid",
+                ] {
+                    object.remove(stamp);
+                }
+                r.to_string()
+            })
+            .collect();
+        records.sort();
+        records
+    };
+    let live_records = strip(&live.stdout);
+    assert!(live_records.len() >= 50, "{} records", live_records.len());
+    assert_eq!(strip(&decoded.stdout), live_records);
 }
 
 /// `-d 0` logs warnings only, `-d 500` debug lines too.

@@ -347,6 +347,23 @@ pub struct DaemonArgs {
         default_value_t = 4
     )]
     pub io_uring_cqe_batch: u32,
+    /// Save this many raw netlink replies per netlinker, as a DLT_NETLINK pcap
+    /// in --capture-path that `xtcp2 decode --pcap` reads (test data); 0 = none.
+    #[arg(
+        long = "write-files",
+        alias = "writeFiles",
+        env = "XTCP2_WRITE_FILES",
+        default_value_t = 0
+    )]
+    pub write_files: u64,
+    /// Directory --write-files writes xtcp2-<pid>-netlinker<N>.pcap to (created new, 0600).
+    #[arg(
+        long = "capture-path",
+        alias = "capturePath",
+        env = "XTCP2_CAPTURE_PATH",
+        default_value = "./"
+    )]
+    pub capture_path: PathBuf,
     /// Keep every Nth socket of each netlinker's stream (sampling); 1 = every socket.
     #[arg(long, env = "XTCP2_MODULUS", default_value_t = 1)]
     pub modulus: u64,
@@ -598,6 +615,15 @@ pub struct PollConfig {
     pub recv_buffer: usize,
     /// First netlink sequence number of each socket (`--nlmsg-seq`).
     pub first_seq: u32,
+    /// `--write-files`: raw replies saved per netlinker, and where.
+    pub capture: Option<CaptureConfig>,
+}
+
+/// `--write-files N --capture-path DIR`.
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    pub dir: PathBuf,
+    pub datagrams_per_netlinker: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -829,6 +855,10 @@ impl Config {
                 tick_jitter: a.poll_jitter_pct as f64 / 100.0,
                 recv_buffer,
                 first_seq: a.nlmsg_seq,
+                capture: (a.write_files > 0).then(|| CaptureConfig {
+                    dir: a.capture_path.clone(),
+                    datagrams_per_netlinker: a.write_files,
+                }),
             },
             netns: NetnsConfig {
                 dirs: a

@@ -519,6 +519,87 @@ pub fn for_each_raw_reply(data: &[u8], mut on_socket: impl FnMut(ReplyOrigin, &[
     })
 }
 
+/// Saves received netlink datagrams as a DLT_NETLINK pcap that
+/// [`read_pcap_replies`] (and `xtcp2 decode --pcap`) reads back: the Go
+/// daemon's `-writeFiles`, at most `limit` datagrams per file. The file is
+/// created new (`O_EXCL | O_NOFOLLOW`, mode 0600: it holds every socket's
+/// details). A write error is logged once and ends the capture; it never
+/// stops the collection.
+pub struct PcapCapture {
+    path: std::path::PathBuf,
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    left: u64,
+}
+
+/// The cooked header's `ARPHRD_NETLINK`.
+const ARPHRD_NETLINK: u16 = 824;
+
+impl PcapCapture {
+    pub fn create(path: &std::path::Path, limit: u64) -> io::Result<PcapCapture> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)?;
+        let mut out = std::io::BufWriter::new(file);
+        let mut header = [0u8; 24];
+        header[..4].copy_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        header[4..6].copy_from_slice(&2u16.to_le_bytes());
+        header[6..8].copy_from_slice(&4u16.to_le_bytes());
+        header[16..20].copy_from_slice(&(MAX_RECORD_BYTES as u32).to_le_bytes());
+        header[20..24].copy_from_slice(&DLT_NETLINK.to_le_bytes());
+        out.write_all(&header)?;
+        out.flush()?;
+        Ok(PcapCapture {
+            path: path.to_path_buf(),
+            out: Some(out),
+            left: limit,
+        })
+    }
+
+    fn write(out: &mut std::io::BufWriter<std::fs::File>, datagram: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        let now = crate::clock::now_ns();
+        let len = (COOKED_HEADER_LEN + datagram.len()) as u32;
+        let mut record = [0u8; 16 + COOKED_HEADER_LEN];
+        record[..4].copy_from_slice(&((now / 1_000_000_000) as u32).to_le_bytes());
+        record[4..8].copy_from_slice(&((now % 1_000_000_000 / 1_000) as u32).to_le_bytes());
+        record[8..12].copy_from_slice(&len.to_le_bytes());
+        record[12..16].copy_from_slice(&len.to_le_bytes());
+        // The cooked header: packet type "to us" (0), ARPHRD_NETLINK, no
+        // address, then the netlink protocol, big-endian.
+        record[18..20].copy_from_slice(&ARPHRD_NETLINK.to_be_bytes());
+        record[30..32].copy_from_slice(&NETLINK_SOCK_DIAG.to_be_bytes());
+        out.write_all(&record)?;
+        out.write_all(datagram)?;
+        // Whole packets on disk as they come: the capture is readable while
+        // the daemon runs and complete if it is killed.
+        out.flush()
+    }
+}
+
+impl crate::kernel::DatagramTap for PcapCapture {
+    fn datagram(&mut self, bytes: &[u8]) {
+        if self.left == 0 {
+            return;
+        }
+        let Some(out) = &mut self.out else { return };
+        if bytes.len() + COOKED_HEADER_LEN > MAX_RECORD_BYTES {
+            return;
+        }
+        match PcapCapture::write(out, bytes) {
+            Ok(()) => self.left -= 1,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "-writeFiles: cannot write the capture; it stops here");
+                self.out = None;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

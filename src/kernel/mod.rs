@@ -12,4 +12,4 @@ pub mod socket;
 pub mod uring;
 
 pub use request::{parse_states, DumpRequest, ALL_TCP_STATES};
-pub use socket::{DiagSocket, DumpError, DumpSummary, RECV_BUFFER_BYTES};
+pub use socket::{DatagramTap, DiagSocket, DumpError, DumpSummary, RECV_BUFFER_BYTES};

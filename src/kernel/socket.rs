@@ -112,6 +112,14 @@ pub struct DiagSocket {
     /// What the last failed dump received before it failed, so the
     /// netlink metrics count those reads too.
     failed_dump: DumpSummary,
+    /// Sees every datagram received (`-writeFiles`); lent by the collector.
+    tap: Option<Box<dyn DatagramTap>>,
+}
+
+/// Sees every datagram a dump receives, before it is decoded: the Go
+/// daemon's `-writeFiles` saves them as a capture `xtcp2 decode` reads.
+pub trait DatagramTap: Send {
+    fn datagram(&mut self, bytes: &[u8]);
 }
 
 impl DiagSocket {
@@ -126,6 +134,7 @@ impl DiagSocket {
             seq: 0,
             recv_timeout,
             failed_dump: DumpSummary::default(),
+            tap: None,
         })
     }
 
@@ -189,6 +198,7 @@ impl DiagSocket {
                 });
             }
             summary.bytes += received as u64;
+            self.tap(&buf[..received]);
             if let DumpProgress::Done =
                 absorb_datagram(&buf[..received], seq, crate::clock::now_ns(), summary, on_socket)?
             {
@@ -206,6 +216,18 @@ impl DiagSocket {
             .send(&request.encode(self.seq), 0)
             .map_err(DumpError::Send)?;
         Ok(self.seq)
+    }
+
+    /// Installs `tap` (or none), returning the one installed before.
+    pub fn set_tap(&mut self, tap: Option<Box<dyn DatagramTap>>) -> Option<Box<dyn DatagramTap>> {
+        std::mem::replace(&mut self.tap, tap)
+    }
+
+    /// Hands a received datagram to the tap, if any.
+    pub(crate) fn tap(&mut self, datagram: &[u8]) {
+        if let Some(tap) = &mut self.tap {
+            tap.datagram(datagram);
+        }
     }
 
     /// Numbers the next dump request `first` (the Go daemon's `-nlmsgSeq`);

@@ -165,6 +165,7 @@ impl UringReceiver {
                     }
                     summary.bytes += received as u64;
                     let datagram = &self.buffers[index][..received];
+                    socket.tap(datagram);
                     if absorb_datagram(datagram, seq, now_ns, &mut summary, &mut on_socket)? == DumpProgress::Done {
                         return Ok(());
                     }
