@@ -200,9 +200,12 @@ fn max_loops_runs_that_many_cycles() {
     let dirs = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("out.jsonl");
+    // No tick jitter (the periods are exactly 300 ms) and the default
+    // deadline (270 ms): a dump cut short would make the run exit 3, and
+    // this test is about counting polls, not about a busy host.
     let mut cmd = daemon(
         dirs.path(),
-        &["--max-loops", "3", "--frequency", "200ms", "--timeout", "100ms"],
+        &["--max-loops", "3", "--frequency", "300ms", "--poll-jitter-pct", "0"],
     );
     cmd.arg("--dest").arg(format!("file:{}", path.display()));
     let started = Instant::now();
@@ -210,8 +213,8 @@ fn max_loops_runs_that_many_cycles() {
     let elapsed = started.elapsed();
     assert!(status.success(), "{status:?}\n{log}");
     assert!(
-        elapsed >= Duration::from_millis(400),
-        "3 polls 200 ms apart took only {elapsed:?}"
+        elapsed >= Duration::from_millis(600),
+        "3 polls 300 ms apart took only {elapsed:?}"
     );
     let rows = decode_jsonl(&std::fs::read(&path).unwrap());
     let seqs: BTreeSet<&str> = rows.iter().map(|r| r["poll_seq"].as_str()).collect();
