@@ -49,7 +49,7 @@ fn target(format: Format) -> Option<f64> {
     match format {
         Format::ProtobufList => Some(1_000_000.0),
         Format::Jsonl => Some(500_000.0),
-        Format::Csv | Format::Tsv | Format::Msgpack => None,
+        Format::Csv | Format::Tsv | Format::Msgpack | Format::ProtoJson | Format::ProtoText => None,
     }
 }
 

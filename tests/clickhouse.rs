@@ -118,6 +118,7 @@ fn source(path: &Path, format: Format) -> (String, String) {
             "SETTINGS input_format_try_infer_datetimes = 0".into(),
         ),
         Format::Msgpack => unreachable!("ClickHouse's MsgPack format is positional, not maps"),
+        Format::ProtoJson | Format::ProtoText => unreachable!("not a ClickHouse input format"),
     }
 }
 

@@ -42,6 +42,8 @@ fn json_type(kind: FieldKind) -> &'static str {
         FieldKind::Family => "integer (CSV: `AF_INET`/`AF_INET6`)",
         FieldKind::Str => "string",
         FieldKind::Addr => "string (protobuf: 4 or 16 bytes)",
+        FieldKind::AddrSlot => "string (protobuf: 16 bytes, IPv4 in the first 4)",
+        FieldKind::Enum => "integer (CSV, protoJson, protoText: the value's name)",
     }
 }
 
