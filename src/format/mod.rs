@@ -428,7 +428,7 @@ pub(crate) struct FieldTables {
     /// The msgpack string of the name (marker and bytes).
     pub msgpack_keys: Vec<Box<[u8]>>,
     /// The protobuf key varint: field number and wire type.
-    pub protobuf_keys: Vec<([u8; 3], u8)>,
+    pub protobuf_keys: Vec<([u8; 4], u8)>,
     /// `,"protoJsonName":` for protoJson (proto3 JSON, lowerCamelCase).
     pub proto_json_keys: Vec<text::FixedText>,
     /// `  proto_name: ` for protoText.

@@ -57,7 +57,7 @@ pub static SPEC: FormatSpec = FormatSpec {
 
 pub struct ProtobufList {
     schema: RecordSchema,
-    keys: &'static [([u8; 3], u8)],
+    keys: &'static [([u8; 4], u8)],
     /// The key of the Envelope's rows field (one byte: its number is below 16).
     envelope_key: u8,
     /// Where `begin_envelope` reserved the envelope length.
@@ -88,7 +88,7 @@ fn widest_record(schema: RecordSchema) -> usize {
         .columns()
         .iter()
         .map(|f| {
-            3 + match f.kind {
+            4 + match f.kind {
                 FieldKind::Addr | FieldKind::AddrSlot => 1 + 16,
                 _ => MAX_VARINT,
             }
@@ -151,7 +151,7 @@ impl Encoder for ProtobufList {
 
 struct ProtobufFields<'w, 'b> {
     writer: &'w mut SliceWriter<'b>,
-    keys: &'w [([u8; 3], u8)],
+    keys: &'w [([u8; 4], u8)],
 }
 
 impl FieldVisitor for ProtobufFields<'_, '_> {
@@ -159,9 +159,10 @@ impl FieldVisitor for ProtobufFields<'_, '_> {
     // field's encoding (the marshal bench doubles with this).
     #[inline(always)]
     fn field(&mut self, meta: &'static Column, value: Value<'_>) {
-        // One to three bytes: all are stored, the length decides.
+        // One to three bytes, stored as four so the copy is one store;
+        // the length decides.
         let (key, key_len) = self.keys[usize::from(meta.index)];
-        self.writer.write_with(3, |w| {
+        self.writer.write_with(4, |w| {
             w.copy_from_slice(&key);
             usize::from(key_len)
         });
@@ -251,7 +252,7 @@ fn wire_type(proto_type: ProtoType) -> u8 {
 
 /// The key of a column (number and wire type) as a varint of at most three
 /// bytes; tags above [`super::MAX_TABLE_TAG`] are refused by a test.
-pub(crate) fn field_key(meta: &Column) -> ([u8; 3], u8) {
+pub(crate) fn field_key(meta: &Column) -> ([u8; 4], u8) {
     debug_assert!(
         meta.tag <= super::MAX_TABLE_TAG,
         "tag {} of {} needs a longer key",
@@ -261,7 +262,7 @@ pub(crate) fn field_key(meta: &Column) -> ([u8; 3], u8) {
     let key = (u64::from(meta.tag) << 3) | u64::from(wire_type(meta.proto_type));
     let mut buf = [0u8; MAX_FRAME_PREFIX];
     let n = varint_into(key, &mut buf);
-    ([buf[0], buf[1], buf[2]], n.min(3) as u8)
+    ([buf[0], buf[1], buf[2], 0], n.min(3) as u8)
 }
 
 /// The text of the schema's `.proto` file under `proto/`, generated from
