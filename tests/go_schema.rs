@@ -609,3 +609,37 @@ fn text_formats_use_the_go_names() {
         Some(format!("{},CONGESTION_ALGORITHM_DCTCP,ESTAB,", ours[first_dctcp]["idiag_sport"]).as_str())
     );
 }
+
+/// `--record-schema` is an output flag like `--marshal`: the Go spelling
+/// `-recordSchema` and `XTCP2_RECORD_SCHEMA` choose it too, and a wrong
+/// value is a usage error (exit 2) naming the valid ones.
+#[test]
+fn record_schema_takes_its_go_spelling_and_environment() {
+    let Some(fixtures) = fixtures_dir() else { return };
+    let pcap = fixtures.join(sinks_support::COLLECTION[0]);
+    let first_line = |out: &[u8]| -> Message {
+        let text = std::str::from_utf8(out).unwrap();
+        serde_json::from_str(text.lines().next().expect("a record")).unwrap()
+    };
+    let go = first_line(&decode(&pcap, &["-recordSchema", "xtcp_flat_record.v1"]));
+    assert_eq!(go["schemaVersion"], 1, "{go:?}");
+    let output = Xtcp2::new()
+        .stdout(Stdio::piped())
+        .env("XTCP2_RECORD_SCHEMA", "xtcp_flat_record.v1")
+        .arg("decode")
+        .arg("--pcap")
+        .arg(&pcap)
+        .output();
+    assert!(output.status.success());
+    assert_eq!(first_line(&output.stdout)["schemaVersion"], 1);
+    let output = Xtcp2::new()
+        .args(["decode", "--record-schema", "v1", "--pcap"])
+        .arg(&pcap)
+        .output();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unknown --record-schema \"v1\"; valid: xtcp2, xtcp_flat_record.v1"),
+        "{stderr}"
+    );
+}
