@@ -15,7 +15,9 @@
 //! Full run: `cargo bench --bench marshal` (about 1 s per format and capture).
 //! Quick run for CI: `XTCP2_BENCH_QUICK=1 cargo bench --bench marshal`
 //! or `cargo bench --bench marshal -- --quick`; name formats to measure
-//! only those (`cargo bench --bench marshal -- protobufList`).
+//! only those (`cargo bench --bench marshal -- protobufList`). Records are
+//! written in our schema; `-- --record-schema xtcp_flat_record.v1`
+//! measures the Go daemon's instead.
 //! Fixtures: `../shared/fixtures/inet_diag` or `XTCP2_FIXTURES`.
 
 use std::hint::black_box;
@@ -28,7 +30,7 @@ use std::time::{Duration, Instant};
 use xtcp2::decode::capture::for_each_pcap_reply;
 use xtcp2::decode::{Deserializers, SocketDecoder};
 use xtcp2::format::{Format, StreamFormat};
-use xtcp2::record::Record;
+use xtcp2::record::{Record, RecordSchema};
 
 mod support;
 
@@ -49,7 +51,7 @@ fn target(format: Format) -> Option<f64> {
     match format {
         Format::ProtobufList => Some(1_000_000.0),
         Format::Jsonl => Some(500_000.0),
-        Format::Csv | Format::Tsv | Format::Msgpack => None,
+        Format::Csv | Format::Tsv | Format::Msgpack | Format::ProtoJson | Format::ProtoText => None,
     }
 }
 
@@ -144,18 +146,33 @@ fn main() -> ExitCode {
             }
         }
     }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let schema = match args.iter().position(|a| a == "--record-schema") {
+        Some(i) => match args.get(i + 1).map(|s| RecordSchema::parse(s)) {
+            Some(Ok(schema)) => schema,
+            _ => {
+                eprintln!("bench marshal: --record-schema takes xtcp2 or xtcp_flat_record.v1");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => RecordSchema::Xtcp2,
+    };
     println!(
-        "marshal bench ({} mode, {budget:?} per format and capture, every decoder's fields, one thread)",
+        "marshal bench ({} mode, {budget:?} per format and capture, every decoder's fields, one thread, record schema {schema})",
         if quick { "quick" } else { "full" }
     );
     // `-- jsonl protobufList` measures only the formats named.
-    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let only: Vec<String> = args
+        .iter()
+        .filter(|a| !a.starts_with('-') && RecordSchema::parse(a).is_err())
+        .cloned()
+        .collect();
     let mut failed = false;
     for format in Format::ALL {
         if !only.is_empty() && !only.iter().any(|o| o == format.name()) {
             continue;
         }
-        let stream = StreamFormat::new(format.name(), &[]).expect("every format builds");
+        let stream = StreamFormat::in_schema(format.name(), schema, &[]).expect("every format builds");
         let (mut records, mut bytes, mut elapsed, mut allocations) = (0u64, 0u64, Duration::ZERO, 0u64);
         for (name, set) in &captures {
             let t = time_format(&stream, set, budget);

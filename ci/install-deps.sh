@@ -40,16 +40,19 @@ else
     log "all Debian packages present"
 fi
 
-# chdb (ClickHouse as a Python library) for tests/clickhouse.rs, in a venv
-# cached between runs; the test finds it there.
+# Python modules of the tests, in a venv cached between runs (the tests find
+# it there, see tests/support/python.rs): chdb (ClickHouse as a library) for
+# tests/clickhouse.rs and tests/go_schema.rs; protobuf and grpcio-tools
+# (protoc, to generate Python classes from our .proto files) for
+# tests/go_schema.rs.
 venv=/var/cache/xtcp2-ci/venv
-if ! "$venv/bin/python" -c 'import chdb' >/dev/null 2>&1; then
-    log "pip install chdb into $venv"
+if ! "$venv/bin/python" -c 'import chdb, google.protobuf, grpc_tools.protoc' >/dev/null 2>&1; then
+    log "pip install chdb protobuf grpcio-tools into $venv"
     mkdir -p /var/cache/xtcp2-ci
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet chdb
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet chdb protobuf grpcio-tools
 else
-    log "chdb present in $venv"
+    log "chdb, protobuf and grpcio-tools present in $venv"
 fi
 
 # cargo-fuzz for the bounded fuzzing step (fuzz/run), installed once into

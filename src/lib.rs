@@ -14,8 +14,8 @@
 //! | decode | [`decode`] | netlink bytes → [`record::Record`], offline captures |
 //! | sink | [`sink`] | the destination registry: null, stdout, file, tcp, udp, unix, http, ... |
 //! | batch | [`batch`] | envelopes and the bounded delivery queue |
-//! | format | [`format`] | the format registry: jsonl, csv, tsv, protobufList, msgpack |
-//! | record | [`record`] | the one flat record, every field declared once |
+//! | format | [`format`] | the format registry: jsonl, csv, tsv, protobufList, msgpack, protoJson, protoText |
+//! | record | [`record`] | the one flat record, every field declared once; the record schemas the formats write (ours, and the Go daemon's through one mapping table) |
 //!
 //! So a record goes record → format → batch → sink, and configuration sits
 //! on top of every stage (it builds each stage's typed settings).
@@ -32,7 +32,8 @@
 //!   [`sink::DestinationKind`], a line in `sink::destinations!`;
 //! - a format: a module in `format/` with a [`format::FormatSpec`], a line
 //!   in `format::formats!`;
-//! - a record field: a line in `record/fields.rs`;
+//! - a record field: a line in `record/fields.rs` (and, when the Go
+//!   daemon's record has a place for it, that line of `record/go_v1.rs`);
 //! - a metric: an entry in `metrics/mod.rs`'s `define_metrics!`;
 //! - a flag: a field in the clap struct of its group in `config/`, and the
 //!   value in that group's typed settings.

@@ -189,6 +189,8 @@ const VALUES: &[&str] = &[
     "tsv",
     "protobufList",
     "msgpack",
+    "protoJson",
+    "xtcp_flat_record.v1",
     "null",
     "stdout",
     "file:",

@@ -13,70 +13,24 @@
 //! Needs chdb: outside CI the tests are skipped, saying why, when it cannot
 //! be imported; under CI that fails them. ci/install-deps.sh installs it with
 //! python3 -m venv /var/cache/xtcp2-ci/venv && /var/cache/xtcp2-ci/venv/bin/pip install chdb
-//! (XTCP2_CHDB_PYTHON names another interpreter).
+//! (XTCP2_PYTHON names another interpreter, see support::python).
 
 mod sinks_support;
 mod support;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 
 use sinks_support::*;
-use support::{require, require_python_module, Need, Xtcp2, DAEMON_CAPABILITIES};
+use support::{clickhouse, python, require, require_python_module, Need, Xtcp2, DAEMON_CAPABILITIES};
 use xtcp2::batch::Envelope;
 use xtcp2::format::{Format, StreamFormat};
 use xtcp2::record::Record;
 use xtcp2::sink::Sink;
 
-/// The interpreter CI installs chdb into.
-const CI_VENV_PYTHON: &str = "/var/cache/xtcp2-ci/venv/bin/python";
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("XTCP2_CHDB_PYTHON") {
-        return PathBuf::from(p);
-    }
-    if Path::new(CI_VENV_PYTHON).is_file() {
-        return PathBuf::from(CI_VENV_PYTHON);
-    }
-    PathBuf::from("python3")
-}
-
 /// True when chdb can be imported (see [`support::require`]).
 fn chdb_available() -> bool {
     require_python_module(&python(), "chdb", "ClickHouse in-process reads the files")
-}
-
-/// Runs `queries` in chdb (the caller checked [`chdb_available`]). Every
-/// query must succeed.
-fn clickhouse(queries: &[String]) -> Vec<String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clickhouse/run_queries.py");
-    let python = python();
-    let mut child = Command::new(&python)
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    let input = serde_json::to_vec(queries).unwrap();
-    child.stdin.take().unwrap().write_all(&input).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "run_queries.py failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let results: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
-    results
-        .into_iter()
-        .zip(queries)
-        .map(|(r, q)| match r.get("ok").and_then(|v| v.as_str()) {
-            Some(text) => text.trim_end().to_string(),
-            None => panic!("ClickHouse rejected\n  {q}\nwith {}", r["error"]),
-        })
-        .collect()
 }
 
 fn proto_schema() -> String {
@@ -118,6 +72,7 @@ fn source(path: &Path, format: Format) -> (String, String) {
             "SETTINGS input_format_try_infer_datetimes = 0".into(),
         ),
         Format::Msgpack => unreachable!("ClickHouse's MsgPack format is positional, not maps"),
+        Format::ProtoJson | Format::ProtoText => unreachable!("not a ClickHouse input format"),
     }
 }
 

@@ -17,7 +17,7 @@ use xtcp2::format::StreamFormat;
 #[test]
 fn proto_file_matches_the_record() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/xtcp2.proto");
-    let generated = xtcp2::format::protobuf::schema_text();
+    let generated = xtcp2::format::protobuf::schema_text(xtcp2::record::RecordSchema::Xtcp2);
     if std::env::var_os("XTCP2_BLESS").is_some() {
         std::fs::write(&path, &generated).unwrap();
     }

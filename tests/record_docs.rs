@@ -1,17 +1,21 @@
 //! `docs/record.md` lists every record field exactly as `record::FIELDS`
+//! declares it, and the Go record's mapping exactly as `record::go_v1`
 //! declares it, so the documentation cannot drift from the code.
 //!
 //! The tables between the `BEGIN`/`END` markers are generated here from
-//! `FIELDS`. After changing a field, regenerate them with
-//! `XTCP2_BLESS=1 cargo test --test record_docs`; the prose around the
-//! markers is kept.
+//! `FIELDS` and `go_v1::COLUMNS`. After changing a field or a mapping line,
+//! regenerate them with `XTCP2_BLESS=1 cargo test --test record_docs`; the
+//! prose around the markers is kept.
 
 use std::path::Path;
 
+use xtcp2::record::go_v1::COLUMNS;
 use xtcp2::record::{FieldKind, FieldMeta, FIELDS};
 
 const BEGIN: &str = "<!-- BEGIN FIELDS: generated from record::FIELDS by tests/record_docs.rs -->";
 const END: &str = "<!-- END FIELDS -->";
+const BEGIN_GO: &str = "<!-- BEGIN GO_V1: generated from record::go_v1 by tests/record_docs.rs -->";
+const END_GO: &str = "<!-- END GO_V1 -->";
 
 /// Field groups by protobuf tag range (see the comment atop
 /// `src/record/fields.rs`).
@@ -42,6 +46,8 @@ fn json_type(kind: FieldKind) -> &'static str {
         FieldKind::Family => "integer (CSV: `AF_INET`/`AF_INET6`)",
         FieldKind::Str => "string",
         FieldKind::Addr => "string (protobuf: 4 or 16 bytes)",
+        FieldKind::AddrSlot => "string (protobuf: 16 bytes, IPv4 in the first 4)",
+        FieldKind::Enum => "integer (CSV, protoJson, protoText: the value's name)",
     }
 }
 
@@ -85,6 +91,78 @@ fn generated() -> String {
     out
 }
 
+/// The generated mapping of `xtcp_flat_record.v1`: every Go field, what of
+/// ours fills it, and our fields it leaves out.
+fn generated_go() -> String {
+    let mut out = String::new();
+    out.push_str(BEGIN_GO);
+    out.push_str(
+        "\n\n| Go field | name (JSON, csv, `--columns`) | number | type | from xtcp2 | conversion, or why unset |\n",
+    );
+    out.push_str("|---|---|---|---|---|---|\n");
+    for c in COLUMNS {
+        let from = if c.source.is_empty() {
+            "unset".to_string()
+        } else {
+            c.source
+                .split(", ")
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let from = if matches!(c.proto_name, "schema_version" | "daemon_version") {
+            "constant".to_string()
+        } else {
+            from
+        };
+        out.push_str(&format!(
+            "| `{}` | `{}` | {} | {} | {} | {} |\n",
+            c.proto_name,
+            c.name,
+            c.tag,
+            c.proto_type.proto_name(),
+            from,
+            cell(c.doc)
+        ));
+    }
+    let read: Vec<&str> = COLUMNS.iter().flat_map(|c| c.source.split(", ")).collect();
+    let left_out: Vec<String> = FIELDS
+        .iter()
+        .filter(|f| !read.contains(&f.name))
+        .map(|f| format!("`{}`", f.name))
+        .collect();
+    out.push_str(&format!(
+        "\nOur fields the Go record has no place for, left out in this schema: {}.\n\n",
+        left_out.join(", ")
+    ));
+    out.push_str(END_GO);
+    out
+}
+
+/// Checks (or, with XTCP2_BLESS=1, rewrites) the block between `begin`
+/// and `end` in docs/record.md.
+fn check_block(begin: &str, end: &str, want: &str, source: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/record.md");
+    let current = std::fs::read_to_string(&path).unwrap_or_default();
+    if std::env::var_os("XTCP2_BLESS").is_some_and(|v| v == "1") {
+        let updated = match (current.find(begin), current.find(end)) {
+            (Some(b), Some(e)) if b < e => format!("{}{want}{}", &current[..b], &current[e + end.len()..]),
+            _ => format!("{current}\n{want}\n"),
+        };
+        if updated != current {
+            std::fs::write(&path, updated).expect("write docs/record.md");
+            println!("rewrote a generated block of {}", path.display());
+        }
+        return;
+    }
+    assert!(
+        current.contains(want),
+        "{} is out of date with {source}; run `XTCP2_BLESS=1 cargo test --test record_docs`",
+        path.display()
+    );
+    assert_eq!(current.matches(begin).count(), 1, "one generated block");
+}
+
 /// Every field of `FIELDS` appears in exactly one group, so none is left
 /// out of the page.
 #[test]
@@ -102,24 +180,12 @@ fn every_field_has_a_group() {
 /// byte (rewrite them with `XTCP2_BLESS=1`).
 #[test]
 fn record_md_matches_the_field_declarations() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/record.md");
-    let current = std::fs::read_to_string(&path).unwrap_or_default();
-    let want = generated();
-    if std::env::var_os("XTCP2_BLESS").is_some_and(|v| v == "1") {
-        let updated = match (current.find(BEGIN), current.find(END)) {
-            (Some(b), Some(e)) if b < e => format!("{}{want}{}", &current[..b], &current[e + END.len()..]),
-            _ => format!("{current}\n{want}\n"),
-        };
-        if updated != current {
-            std::fs::write(&path, updated).expect("write docs/record.md");
-            println!("rewrote the field tables of {}", path.display());
-        }
-        return;
-    }
-    assert!(
-        current.contains(&want),
-        "{} is out of date with record::FIELDS; run `XTCP2_BLESS=1 cargo test --test record_docs`",
-        path.display()
-    );
-    assert_eq!(current.matches(BEGIN).count(), 1, "one generated block");
+    check_block(BEGIN, END, &generated(), "record::FIELDS");
+}
+
+/// docs/record.md holds the `xtcp_flat_record.v1` mapping generated from
+/// `go_v1::COLUMNS`, byte for byte (rewrite it with `XTCP2_BLESS=1`).
+#[test]
+fn record_md_matches_the_go_mapping() {
+    check_block(BEGIN_GO, END_GO, &generated_go(), "record::go_v1");
 }

@@ -4,8 +4,8 @@
 //! - as a received dump datagram: the message walk (`NetlinkMessages`,
 //!   `classify`) and the live receive step `absorb_datagram`, decoding each
 //!   socket reply;
-//! - each record decoded is encoded in every output format, as the daemon
-//!   would.
+//! - each record decoded is encoded in every output format and record
+//!   schema, as the daemon would.
 //!
 //! No input may panic, and the receive step may not see a socket the walk
 //! does not.
@@ -18,8 +18,9 @@ use libfuzzer_sys::fuzz_target;
 use xtcp2::decode::{classify, Deserializers, NetlinkMessages, Reply, SocketDecoder};
 use xtcp2::format::{Encoder, Format, StreamFormat};
 use xtcp2::kernel::socket::{absorb_datagram, DumpSummary};
+use xtcp2::record::RecordSchema;
 
-/// One encoder per format and their output buffer: built once (costly,
+/// One encoder per format and schema, and their output buffer: built once (costly,
 /// and stateless from one record to the next), unlike the decoders, which
 /// are fresh for each input so that a crash reproduces from its input alone.
 struct Encoding {
@@ -30,12 +31,14 @@ struct Encoding {
 impl Encoding {
     fn new() -> Self {
         Encoding {
-            encoders: Format::ALL
+            encoders: RecordSchema::ALL
                 .iter()
-                .map(|f| {
-                    StreamFormat::new(f.name(), &[])
-                        .expect("every format with every column")
-                        .encoder()
+                .flat_map(|&schema| {
+                    Format::ALL.iter().map(move |f| {
+                        StreamFormat::in_schema(f.name(), schema, &[])
+                            .expect("every format with every column")
+                            .encoder()
+                    })
                 })
                 .collect(),
             out: Vec::new(),

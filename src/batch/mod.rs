@@ -9,8 +9,8 @@
 //! An envelope remembers where each record ends, so a datagram destination
 //! can split it at record boundaries, and keeps [`MAX_FRAME_PREFIX`] bytes
 //! of headroom in front of the records so the format's framing (the
-//! protobufList length) is written in place when it is sealed, without
-//! moving the records.
+//! protobufList length, protoJson's opening) is written in place when it
+//! is sealed, without moving the records.
 
 pub mod queue;
 
@@ -18,8 +18,8 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::format::{Encoder, Format, MAX_FRAME_PREFIX};
-use crate::record::Record;
+use crate::format::{Encoder, Format, Frame, MAX_FRAME_PREFIX};
+use crate::record::{Record, RecordSchema};
 pub use queue::EnvelopeQueue;
 
 /// Largest envelope the builder fills, whatever `-envelopeFlushBytes` says:
@@ -42,10 +42,14 @@ pub struct Envelope {
     pub created_ns: u64,
     pub rows: usize,
     pub format: Format,
-    /// Headroom, then the records.
+    /// How the envelope was sealed, and how a part of it is framed alone.
+    pub frame: Frame,
+    /// Headroom, the records, then what closes the frame (if anything).
     buf: Vec<u8>,
     /// Where the framed envelope starts inside the headroom.
     frame_start: usize,
+    /// Where the records end.
+    records_end: usize,
     /// End of each record, relative to the first record.
     record_ends: Vec<u32>,
 }
@@ -63,7 +67,7 @@ impl Envelope {
         for record in records {
             open.push(encoder, record);
         }
-        open.seal(encoder.format(), hostname, poll_seq).0
+        open.seal(encoder.format(), encoder.frame(), hostname, poll_seq).0
     }
 
     /// The framed envelope: what a stream destination writes and what one
@@ -78,9 +82,10 @@ impl Envelope {
         &self.buf[self.frame_start..]
     }
 
-    /// The records without framing, concatenated.
+    /// The records without framing, concatenated (protoJson's first
+    /// separator is the `[` of its frame).
     pub fn records(&self) -> &[u8] {
-        &self.buf[MAX_FRAME_PREFIX..]
+        &self.buf[MAX_FRAME_PREFIX..self.records_end]
     }
 
     /// The bytes of record `i` inside [`Envelope::records`].
@@ -136,13 +141,13 @@ impl OpenEnvelope {
         self.buf.len() - MAX_FRAME_PREFIX
     }
 
-    /// Writes the framing into the headroom and returns the envelope, plus
-    /// a fresh buffer sized like this one for the next envelope.
-    fn seal(self, format: Format, hostname: Arc<str>, poll_seq: u64) -> (Envelope, usize) {
+    /// Frames the records in place (the headroom, and what closes the
+    /// frame) and returns the envelope, plus the capacity a fresh buffer
+    /// for the next envelope should have.
+    fn seal(self, format: Format, frame: Frame, hostname: Arc<str>, poll_seq: u64) -> (Envelope, usize) {
         let mut buf = self.buf;
-        let mut prefix = [0u8; MAX_FRAME_PREFIX];
-        let n = format.frame_prefix(buf.len() - MAX_FRAME_PREFIX, &mut prefix);
-        buf[..MAX_FRAME_PREFIX].copy_from_slice(&prefix);
+        let records_end = buf.len();
+        let frame_start = frame.seal_in_place(&mut buf);
         let capacity = buf.capacity();
         (
             Envelope {
@@ -152,8 +157,10 @@ impl OpenEnvelope {
                 created_ns: crate::clock::now_ns(),
                 rows: self.record_ends.len(),
                 format,
+                frame,
                 buf,
-                frame_start: MAX_FRAME_PREFIX - n,
+                frame_start,
+                records_end,
                 record_ends: self.record_ends,
             },
             capacity,
@@ -170,6 +177,10 @@ pub(crate) struct CountOnly(pub Format);
 impl Encoder for CountOnly {
     fn format(&self) -> Format {
         self.0
+    }
+
+    fn schema(&self) -> RecordSchema {
+        RecordSchema::Xtcp2
     }
 
     #[inline]
@@ -233,7 +244,12 @@ impl EnvelopeBuilder {
         // Reuse a buffer of the size envelopes reach, capped so one huge
         // envelope does not pin memory forever.
         let full = std::mem::replace(&mut self.open, OpenEnvelope::new(Vec::new()));
-        let (envelope, capacity) = full.seal(self.encoder.format(), self.hostname.clone(), self.poll_seq);
+        let (envelope, capacity) = full.seal(
+            self.encoder.format(),
+            self.encoder.frame(),
+            self.hostname.clone(),
+            self.poll_seq,
+        );
         self.open = OpenEnvelope::new(Vec::with_capacity(capacity.min(self.limits.bytes + 64 * 1024)));
         self.queue.push(envelope);
     }

@@ -288,7 +288,7 @@ mod tests {
                 ..Record::default()
             })
             .collect();
-        Envelope::from_records(&mut JsonLines::new(), &records, Arc::from("h"), 1)
+        Envelope::from_records(&mut JsonLines::default(), &records, Arc::from("h"), 1)
     }
 
     /// A full queue drops its oldest envelope, counts it, and never grows past capacity.

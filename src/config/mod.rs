@@ -26,7 +26,7 @@ use crate::kernel::parse_states;
 use crate::observe::{ObserveConfig, PprofServing};
 use crate::profile::pyroscope::PyroscopeConfig;
 use crate::profile::ProfileMode;
-use crate::record::Stamps;
+use crate::record::{RecordSchema, Stamps};
 use crate::sink::Destination;
 
 /// Default poll period.
@@ -125,9 +125,20 @@ pub struct OutputArgs {
     /// Output format (the list is generated from the format registry).
     #[arg(long, env = "XTCP2_MARSHAL", default_value = "jsonl")]
     pub marshal: Format,
-    /// csv/tsv columns, comma separated, in order (default: all).
+    /// csv/tsv columns, comma separated, in order (default: all), by the
+    /// record schema's names.
     #[arg(long, env = "XTCP2_COLUMNS", default_value = "")]
     pub columns: String,
+    /// The record every format writes: xtcp2 (ours, proto/xtcp2.proto) or
+    /// xtcp_flat_record.v1 (the Go daemon's, proto/xtcp_flat_record_v1.proto,
+    /// with its field names and numbers).
+    #[arg(
+        long = "record-schema",
+        alias = "recordSchema",
+        env = "XTCP2_RECORD_SCHEMA",
+        default_value = "xtcp2"
+    )]
+    pub record_schema: RecordSchema,
     /// Attribute decoders: default (all but meminfo), all, "" or a comma list
     /// of info,cong,meminfo,skmem,bbr,dctcp,vegas,tos,tc,shut,classid,cgroup,sockopt.
     #[arg(long, env = "XTCP2_DESERIALIZERS", default_value = "default")]
@@ -664,7 +675,7 @@ impl OutputConfig {
             .collect();
         let non_empty = |s: &str| (!s.is_empty()).then(|| Arc::<str>::from(s));
         Ok(OutputConfig {
-            format: StreamFormat::with_columns(a.marshal, &columns)?,
+            format: StreamFormat::with_columns(a.marshal, a.record_schema, &columns)?,
             deserializers: Deserializers::parse(&a.deserializers)?,
             stamps: Stamps {
                 hostname: non_empty(&a.hostname),

@@ -4,8 +4,11 @@
 //! - `timestamp_ns` as RFC 3339 UTC with nanoseconds;
 //! - `idiag_state` / `tcpi_state` as the `ss` state name (`ESTAB`, `LISTEN`);
 //! - `idiag_family` as `AF_INET` / `AF_INET6`;
-//! - addresses as text; `cong` is already a name;
+//! - addresses as text; `cong` is already a name; an enum is its value's name;
 //! - an absent field is an empty cell.
+//!
+//! The same rendering applies to the Go record's columns of the same kinds
+//! (`--record-schema xtcp_flat_record.v1`), under its names.
 //!
 //! Quoting: csv follows RFC 4180 (a cell holding a comma, quote, CR or LF
 //! is wrapped in quotes, inner quotes doubled); tsv cannot quote, so it uses
@@ -18,13 +21,13 @@ use std::sync::Arc;
 
 use super::text::{write_ip, write_rfc3339_ns, write_u64};
 use super::{Encoder, Format, FormatSpec, Framing};
-use crate::record::{tcp_state_name, FieldKind, FieldMeta, FieldVisitor, Record, Value};
+use crate::record::{tcp_state_name, Column, FieldKind, FieldVisitor, ProtoType, Record, RecordSchema, Value};
 
 /// `AF_INET` from `<sys/socket.h>`.
 const AF_INET: u64 = 2;
 /// `AF_INET6` from `<sys/socket.h>`.
 const AF_INET6: u64 = 10;
-/// Marks a tag that is not an output column.
+/// Marks a schema column that is not an output column.
 const NOT_A_COLUMN: u32 = u32::MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,13 +46,13 @@ impl Separator {
 }
 
 /// The header line: column names joined by the separator.
-pub(crate) fn header_line(columns: &[&'static FieldMeta], separator: Separator) -> Vec<u8> {
+pub(crate) fn header_line(columns: &[&'static Column], separator: Separator) -> Vec<u8> {
     let mut line = Vec::new();
     for (i, c) in columns.iter().enumerate() {
         if i > 0 {
             line.push(separator.byte());
         }
-        // Field names are identifiers: never quoted.
+        // Column names are identifiers: never quoted.
         line.extend_from_slice(c.name.as_bytes());
     }
     line.push(b'\n');
@@ -68,6 +71,7 @@ pub(crate) static CSV_SPEC: FormatSpec = FormatSpec {
     encoder: |stream| {
         Box::new(Delimited::new(
             Separator::Comma,
+            stream.schema(),
             stream.columns_shared(),
             stream.header_shared(),
         ))
@@ -85,6 +89,7 @@ pub(crate) static TSV_SPEC: FormatSpec = FormatSpec {
     encoder: |stream| {
         Box::new(Delimited::new(
             Separator::Tab,
+            stream.schema(),
             stream.columns_shared(),
             stream.header_shared(),
         ))
@@ -93,11 +98,13 @@ pub(crate) static TSV_SPEC: FormatSpec = FormatSpec {
 
 pub(crate) struct Delimited {
     separator: Separator,
+    schema: RecordSchema,
     column_count: usize,
-    /// Column position of each protobuf tag, or [`NOT_A_COLUMN`].
-    column_of_tag: Vec<u32>,
-    /// Columns are in record order (a subsequence of FIELDS, the default),
-    /// so cells can be written as the record is walked.
+    /// Output position of each schema column (by [`Column::index`]), or
+    /// [`NOT_A_COLUMN`].
+    column_of_index: Vec<u32>,
+    /// Columns are in schema order (a subsequence of its columns, the
+    /// default), so cells can be written as the record is walked.
     in_record_order: bool,
     /// For other orders: each column's cell text, as a range of `scratch`.
     cells: Vec<(u32, u32)>,
@@ -106,18 +113,17 @@ pub(crate) struct Delimited {
 }
 
 impl Delimited {
-    pub fn new(separator: Separator, columns: Arc<[&'static FieldMeta]>, header: Arc<[u8]>) -> Self {
-        let max_tag = crate::record::FIELDS.iter().map(|f| f.tag).max().unwrap_or(0) as usize;
-        let mut column_of_tag = vec![NOT_A_COLUMN; max_tag + 1];
+    pub fn new(separator: Separator, schema: RecordSchema, columns: Arc<[&'static Column]>, header: Arc<[u8]>) -> Self {
+        let mut column_of_index = vec![NOT_A_COLUMN; schema.columns().len()];
         for (i, c) in columns.iter().enumerate() {
-            column_of_tag[c.tag as usize] = i as u32;
+            column_of_index[usize::from(c.index)] = i as u32;
         }
-        let field_position = |m: &FieldMeta| crate::record::FIELDS.iter().position(|f| f.tag == m.tag);
-        let in_record_order = columns.windows(2).all(|w| field_position(w[0]) < field_position(w[1]));
+        let in_record_order = columns.windows(2).all(|w| w[0].index < w[1].index);
         Delimited {
             separator,
+            schema,
             column_count: columns.len(),
-            column_of_tag,
+            column_of_index,
             in_record_order,
             cells: vec![(0, 0); columns.len()],
             scratch: Vec::new(),
@@ -134,16 +140,20 @@ impl Encoder for Delimited {
         }
     }
 
+    fn schema(&self) -> RecordSchema {
+        self.schema
+    }
+
     fn encode(&mut self, record: &Record, out: &mut Vec<u8>) {
         let sep = self.separator.byte();
         if self.in_record_order {
             let mut writer = InOrderCells {
                 out,
                 separator: self.separator,
-                column_of_tag: &self.column_of_tag,
+                column_of_index: &self.column_of_index,
                 started: 0,
             };
-            record.visit(&mut writer);
+            self.schema.visit(record, &mut writer);
             for i in writer.started..self.column_count {
                 if i > 0 {
                     out.push(sep);
@@ -156,9 +166,9 @@ impl Encoder for Delimited {
                 scratch: &mut self.scratch,
                 cells: &mut self.cells,
                 separator: self.separator,
-                column_of_tag: &self.column_of_tag,
+                column_of_index: &self.column_of_index,
             };
-            record.visit(&mut writer);
+            self.schema.visit(record, &mut writer);
             for (i, &(start, end)) in self.cells.iter().enumerate() {
                 if i > 0 {
                     out.push(sep);
@@ -178,7 +188,7 @@ impl Encoder for Delimited {
 struct InOrderCells<'a> {
     out: &'a mut Vec<u8>,
     separator: Separator,
-    column_of_tag: &'a [u32],
+    column_of_index: &'a [u32],
     /// Columns whose cell has been started (separator written).
     started: usize,
 }
@@ -187,8 +197,8 @@ impl FieldVisitor for InOrderCells<'_> {
     // Inlined into Record::visit: a call per field costs more than the
     // field's encoding (the marshal bench doubles with this).
     #[inline(always)]
-    fn field(&mut self, meta: &'static FieldMeta, value: Value<'_>) {
-        let column = self.column_of_tag[meta.tag as usize];
+    fn field(&mut self, meta: &'static Column, value: Value<'_>) {
+        let column = self.column_of_index[usize::from(meta.index)];
         if column == NOT_A_COLUMN {
             return;
         }
@@ -208,15 +218,15 @@ struct ScratchCells<'a> {
     scratch: &'a mut Vec<u8>,
     cells: &'a mut [(u32, u32)],
     separator: Separator,
-    column_of_tag: &'a [u32],
+    column_of_index: &'a [u32],
 }
 
 impl FieldVisitor for ScratchCells<'_> {
     // Inlined into Record::visit: a call per field costs more than the
     // field's encoding (the marshal bench doubles with this).
     #[inline(always)]
-    fn field(&mut self, meta: &'static FieldMeta, value: Value<'_>) {
-        let column = self.column_of_tag[meta.tag as usize];
+    fn field(&mut self, meta: &'static Column, value: Value<'_>) {
+        let column = self.column_of_index[usize::from(meta.index)];
         if column == NOT_A_COLUMN {
             return;
         }
@@ -229,7 +239,7 @@ impl FieldVisitor for ScratchCells<'_> {
 
 /// Writes one humanised cell.
 #[inline]
-fn write_cell(out: &mut Vec<u8>, meta: &FieldMeta, value: Value<'_>, separator: Separator) {
+fn write_cell(out: &mut Vec<u8>, meta: &Column, value: Value<'_>, separator: Separator) {
     match value {
         Value::Uint(v) => match meta.kind {
             FieldKind::TimestampNs => write_rfc3339_ns(out, v),
@@ -239,7 +249,14 @@ fn write_cell(out: &mut Vec<u8>, meta: &FieldMeta, value: Value<'_>, separator: 
                 AF_INET6 => out.extend_from_slice(b"AF_INET6"),
                 other => write_u64(out, other),
             },
-            FieldKind::Uint | FieldKind::Str | FieldKind::Addr => write_u64(out, v),
+            FieldKind::Enum => match meta.proto_type {
+                ProtoType::Enum(e) => match e.name_of(v) {
+                    Some(name) => out.extend_from_slice(name.as_bytes()),
+                    None => write_u64(out, v),
+                },
+                _ => write_u64(out, v),
+            },
+            FieldKind::Uint | FieldKind::Str | FieldKind::Addr | FieldKind::AddrSlot => write_u64(out, v),
         },
         Value::Str(s) => match separator {
             Separator::Comma => write_csv_text(out, s),

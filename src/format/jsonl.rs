@@ -1,12 +1,13 @@
-//! JSON Lines: one object per record, kernel field names, absent fields
-//! omitted, addresses as text, numbers as JSON numbers (state and family
-//! stay numeric: this is the machine format).
+//! JSON Lines: one object per record, the schema's column names (the
+//! kernel's, or the Go record's proto3 JSON names), absent fields omitted,
+//! addresses as text, numbers as JSON numbers (state, family and enums stay
+//! numeric: this is the machine format).
 
 use super::text::{
     write_growing, write_ip, FixedText, SliceWriter, TextSink, FIXED_TEXT_WIDTH, MAX_IP_TEXT, MAX_U64_DIGITS,
 };
 use super::{field_tables, Encoder, FieldTables, Format, FormatSpec, Framing};
-use crate::record::{FieldKind, FieldMeta, FieldVisitor, Record, Value, FIELDS};
+use crate::record::{Column, FieldKind, FieldVisitor, Record, RecordSchema, Value};
 
 /// Room reserved for the string fields of a record before the first retry
 /// (host name, labels, namespace name, congestion name: short in practice).
@@ -18,12 +19,13 @@ pub static SPEC: FormatSpec = FormatSpec {
     aliases: &["json"],
     content_type: "application/x-ndjson",
     framing: Framing::Concatenated,
-    summary: "JSON Lines: one object per record, kernel field names, absent fields omitted",
+    summary: "JSON Lines: one object per record, the schema's field names, absent fields omitted",
     header: None,
-    encoder: |_| Box::new(JsonLines::new()),
+    encoder: |stream| Box::new(JsonLines::new(stream.schema())),
 };
 
 pub(crate) struct JsonLines {
+    schema: RecordSchema,
     tables: &'static FieldTables,
     /// A record is written here first, then copied to the output in one
     /// piece (see [`SliceWriter`] for why); sized for every field at its
@@ -32,29 +34,31 @@ pub(crate) struct JsonLines {
 }
 
 impl JsonLines {
-    pub fn new() -> Self {
+    pub fn new(schema: RecordSchema) -> Self {
         JsonLines {
-            tables: field_tables(),
-            scratch: vec![0; widest_record()],
+            schema,
+            tables: field_tables(schema),
+            scratch: vec![0; widest_record(schema)],
         }
     }
 }
 
 impl Default for JsonLines {
     fn default() -> Self {
-        Self::new()
+        Self::new(RecordSchema::Xtcp2)
     }
 }
 
-/// Bytes of a record with every field present at its widest value, plus
+/// Bytes of a record with every column present at its widest value, plus
 /// [`STRING_ROOM`] for string contents and the closing `}\n`.
-fn widest_record() -> usize {
-    let fields: usize = FIELDS
+fn widest_record(schema: RecordSchema) -> usize {
+    let fields: usize = schema
+        .columns()
         .iter()
         .map(|f| {
             FIXED_TEXT_WIDTH
                 + match f.kind {
-                    FieldKind::Addr => MAX_IP_TEXT + 2,
+                    FieldKind::Addr | FieldKind::AddrSlot => MAX_IP_TEXT + 2,
                     FieldKind::Str => 2,
                     _ => MAX_U64_DIGITS,
                 }
@@ -68,11 +72,16 @@ impl Encoder for JsonLines {
         Format::Jsonl
     }
 
+    fn schema(&self) -> RecordSchema {
+        self.schema
+    }
+
     #[inline]
     fn encode(&mut self, record: &Record, out: &mut Vec<u8>) {
         let keys = &self.tables.json_keys;
+        let schema = self.schema;
         let text = write_growing(&mut self.scratch, |writer| {
-            record.visit(&mut JsonFields { writer, keys });
+            schema.visit(record, &mut JsonFields { writer, keys });
             if writer.is_empty() {
                 writer.push(b'{');
             }
@@ -95,9 +104,9 @@ impl FieldVisitor for JsonFields<'_, '_> {
     // Inlined into Record::visit: a call per field costs more than the
     // field's encoding (the marshal bench doubles with this).
     #[inline(always)]
-    fn field(&mut self, meta: &'static FieldMeta, value: Value<'_>) {
-        // Field names are Rust identifiers: the table holds `,"name":` ready.
-        self.writer.put_fixed(&self.keys[meta.tag as usize]);
+    fn field(&mut self, meta: &'static Column, value: Value<'_>) {
+        // Column names are identifiers: the table holds `,"name":` ready.
+        self.writer.put_fixed(&self.keys[usize::from(meta.index)]);
         match value {
             Value::Uint(v) => self.writer.put_u64(v),
             Value::Str(s) => {
@@ -163,7 +172,7 @@ mod tests {
             ..Record::default()
         };
         let mut out = Vec::new();
-        JsonLines::new().encode(&rec, &mut out);
+        JsonLines::default().encode(&rec, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"hostname\":\"h\\\"1\",\"idiag_sport\":22,\"idiag_src\":\"::1\",\"tcpi_rtt\":1500}\n"
@@ -183,7 +192,7 @@ mod tests {
             tcpi_bytes_acked: Some(u64::MAX),
             ..Record::default()
         };
-        let mut encoder = JsonLines::new();
+        let mut encoder = JsonLines::default();
         let mut out = Vec::new();
         encoder.encode(&rec, &mut out);
         encoder.encode(&Record::default(), &mut out);

@@ -3,8 +3,14 @@
 //! An encoder appends one record at a time to a caller-owned buffer (the
 //! envelope being filled), so encoding never allocates per record. Every
 //! format's records are self-delimiting, so an envelope is the
-//! concatenation of its records plus, for protobufList, a length prefix
-//! that [`Format::frame_prefix`] computes when the envelope is sealed.
+//! concatenation of its records plus what [`Frame`] adds when the envelope
+//! is sealed: protobufList's length prefix, protoJson's enclosing object.
+//!
+//! Every encoder writes the columns of a record schema
+//! ([`RecordSchema`], `--record-schema`): it walks a record with
+//! [`RecordSchema::visit`] and takes each column's bytes (keys, names)
+//! from that schema's [`FieldTables`], so our record and the Go daemon's go
+//! through the same code.
 //!
 //! What opens an output stream (the CSV/TSV header line) is not part of any
 //! envelope: [`StreamFormat::header`] hands it to the sink, which writes it
@@ -17,17 +23,19 @@ pub mod csv;
 pub mod jsonl;
 pub mod msgpack;
 pub mod protobuf;
+pub mod protojson;
+pub mod prototext;
 pub mod text;
 pub mod writer;
 
 use std::sync::{Arc, OnceLock};
 
-use crate::record::{field_by_name, FieldMeta, Record, FIELDS};
+use crate::record::{proto3_json_name, Column, Record, RecordSchema};
 
-/// Longest frame prefix of any format: a u64 varint (protobufList's
-/// envelope length). Envelope buffers keep this much headroom so sealing
-/// never moves the records.
-pub(crate) const MAX_FRAME_PREFIX: usize = 10;
+/// Longest frame prefix of any format: protoJson's `{"records":` (a u64
+/// varint, protobufList's envelope length, is 10). Envelope buffers keep
+/// this much headroom so sealing never moves the records.
+pub(crate) const MAX_FRAME_PREFIX: usize = 16;
 
 /// How a format turns whole encoded records into one self-contained envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,12 +43,17 @@ pub enum Framing {
     /// Records are self-delimiting: an envelope is their concatenation.
     Concatenated,
     /// The varint length of the records goes first: ClickHouse's
-    /// protobufList (one `Envelope` message whose field 1 repeats records).
+    /// protobufList (one `Envelope` message whose rows field repeats records).
     VarintLengthPrefix,
+    /// One JSON `Envelope` object on one line, as the Go daemon frames
+    /// protoJson: `{"records":[` (`{"row":[` in `xtcp_flat_record.v1`),
+    /// the records separated by commas, `]}` and a newline. Each record is
+    /// encoded with a leading comma; sealing turns the first into the `[`.
+    JsonEnvelope,
 }
 
 /// Writes the bytes that open an output stream for the given columns.
-pub type HeaderFn = fn(&[&'static FieldMeta]) -> Vec<u8>;
+pub type HeaderFn = fn(&[&'static Column]) -> Vec<u8>;
 
 /// Everything the program knows about one format, declared once in its
 /// module and registered in [`formats!`] below. `--help`, error messages and
@@ -92,6 +105,8 @@ formats! {
     Tsv => csv::TSV_SPEC,
     ProtobufList => protobuf::SPEC,
     Msgpack => msgpack::SPEC,
+    ProtoJson => protojson::SPEC,
+    ProtoText => prototext::SPEC,
 }
 
 impl Format {
@@ -118,30 +133,6 @@ impl Format {
         self.spec().content_type
     }
 
-    /// Writes, right-aligned in `prefix`, what must precede `records_len`
-    /// bytes of records to make them one self-contained envelope, and
-    /// returns its length (0 for the formats that are plain concatenation).
-    #[inline]
-    pub(crate) fn frame_prefix(self, records_len: usize, prefix: &mut [u8; MAX_FRAME_PREFIX]) -> usize {
-        match self.spec().framing {
-            Framing::VarintLengthPrefix => {
-                let mut varint = [0u8; MAX_FRAME_PREFIX];
-                let n = protobuf::varint_into(records_len as u64, &mut varint);
-                prefix[MAX_FRAME_PREFIX - n..].copy_from_slice(&varint[..n]);
-                n
-            }
-            Framing::Concatenated => 0,
-        }
-    }
-
-    /// Appends `records` (whole encoded records) framed as one envelope.
-    pub fn frame(self, records: &[u8], out: &mut Vec<u8>) {
-        let mut prefix = [0u8; MAX_FRAME_PREFIX];
-        let n = self.frame_prefix(records.len(), &mut prefix);
-        out.extend_from_slice(&prefix[MAX_FRAME_PREFIX - n..]);
-        out.extend_from_slice(records);
-    }
-
     /// The markdown table of formats in `docs/outputs.md` (a test keeps the
     /// doc equal to this).
     pub fn docs_table() -> String {
@@ -153,6 +144,7 @@ impl Format {
             let framing = match s.framing {
                 Framing::Concatenated => "records concatenated",
                 Framing::VarintLengthPrefix => "varint length, then records",
+                Framing::JsonEnvelope => "one JSON object per line holding the records",
             };
             t.push_str(&format!(
                 "| `{}` | {} | `{}` | {} | {} |\n",
@@ -180,19 +172,130 @@ impl std::fmt::Display for Format {
     }
 }
 
+/// The framing of one stream: its format's [`Framing`] for its record
+/// schema. It turns the records of an envelope into the self-contained
+/// bytes a destination sends (an envelope, a datagram, a standalone output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    pub framing: Framing,
+    pub schema: RecordSchema,
+}
+
+impl Frame {
+    pub fn new(format: Format, schema: RecordSchema) -> Frame {
+        Frame {
+            framing: format.spec().framing,
+            schema,
+        }
+    }
+
+    /// protoJson's opening text: `{"` + the rows field's JSON name + `":[`.
+    fn json_open(self) -> &'static str {
+        match self.schema {
+            RecordSchema::Xtcp2 => "{\"records\":[",
+            RecordSchema::FlatRecordV1 => "{\"row\":[",
+        }
+    }
+
+    /// Bytes the framing adds to `records_len` bytes of records.
+    pub(crate) fn overhead(self, records_len: usize) -> usize {
+        match self.framing {
+            Framing::Concatenated => 0,
+            Framing::VarintLengthPrefix => {
+                let mut varint = [0u8; MAX_FRAME_PREFIX];
+                protobuf::varint_into(records_len as u64, &mut varint)
+            }
+            // The first record's comma becomes the `[`.
+            Framing::JsonEnvelope if records_len > 0 => self.json_open().len() - 1 + JSON_ENVELOPE_CLOSE.len(),
+            Framing::JsonEnvelope => self.json_open().len() + JSON_ENVELOPE_CLOSE.len(),
+        }
+    }
+
+    /// Frames the records that follow [`MAX_FRAME_PREFIX`] bytes of
+    /// headroom in `buf`, in place: the prefix goes into the headroom, a
+    /// suffix (if any) is appended. Returns where the framed bytes start.
+    pub(crate) fn seal_in_place(self, buf: &mut Vec<u8>) -> usize {
+        let records_len = buf.len() - MAX_FRAME_PREFIX;
+        let prefix: &[u8] = match self.framing {
+            Framing::Concatenated => return MAX_FRAME_PREFIX,
+            Framing::VarintLengthPrefix => {
+                let mut varint = [0u8; MAX_FRAME_PREFIX];
+                let n = protobuf::varint_into(records_len as u64, &mut varint);
+                buf[MAX_FRAME_PREFIX - n..MAX_FRAME_PREFIX].copy_from_slice(&varint[..n]);
+                return MAX_FRAME_PREFIX - n;
+            }
+            Framing::JsonEnvelope => self.json_open().as_bytes(),
+        };
+        let start = if records_len > 0 {
+            // The first record's leading comma becomes the opening `[`.
+            buf[MAX_FRAME_PREFIX] = b'[';
+            MAX_FRAME_PREFIX + 1 - prefix.len()
+        } else {
+            MAX_FRAME_PREFIX - prefix.len()
+        };
+        let written = if records_len > 0 {
+            prefix.len() - 1
+        } else {
+            prefix.len()
+        };
+        buf[start..start + written].copy_from_slice(&prefix[..written]);
+        buf.extend_from_slice(JSON_ENVELOPE_CLOSE);
+        start
+    }
+
+    /// Appends `records` (whole encoded records) framed as one envelope.
+    pub fn frame(self, records: &[u8], out: &mut Vec<u8>) {
+        match self.framing {
+            Framing::Concatenated => out.extend_from_slice(records),
+            Framing::VarintLengthPrefix => {
+                let mut varint = [0u8; MAX_FRAME_PREFIX];
+                let n = protobuf::varint_into(records.len() as u64, &mut varint);
+                out.extend_from_slice(&varint[..n]);
+                out.extend_from_slice(records);
+            }
+            Framing::JsonEnvelope => {
+                out.extend_from_slice(self.json_open().as_bytes());
+                // Skip the first record's separator (a comma, or the `[` a
+                // seal already put there).
+                out.extend_from_slice(records.get(1..).unwrap_or_default());
+                out.extend_from_slice(JSON_ENVELOPE_CLOSE);
+            }
+        }
+    }
+}
+
+/// What closes a protoJson envelope: the array, the object, the line.
+pub(crate) const JSON_ENVELOPE_CLOSE: &[u8] = b"]}\n";
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
     #[error("unknown --marshal {0:?}; valid: {valid}", valid = Format::names())]
     UnknownFormat(String),
-    #[error("unknown --columns name {0:?}; columns are record field names such as timestamp_ns, idiag_src, idiag_state, tcpi_rtt (see docs/record.md)")]
-    UnknownColumn(String),
+    #[error("unknown --columns name {name:?}; columns are the {schema} record's field names such as {examples} (see docs/record.md)", examples = column_examples(*schema))]
+    UnknownColumn { name: String, schema: RecordSchema },
     #[error("--columns names {0:?} twice")]
     DuplicateColumn(String),
+}
+
+/// A few column names of `schema`, for the error that names an unknown one.
+fn column_examples(schema: RecordSchema) -> &'static str {
+    match schema {
+        RecordSchema::Xtcp2 => "timestamp_ns, idiag_src, idiag_state, tcpi_rtt",
+        RecordSchema::FlatRecordV1 => "timestampNs, inetDiagMsgSocketSource, inetDiagMsgState, tcpInfoRtt",
+    }
 }
 
 /// Encodes records for one output format.
 pub trait Encoder: Send {
     fn format(&self) -> Format;
+
+    /// The record schema it writes.
+    fn schema(&self) -> RecordSchema;
+
+    /// How its envelopes are sealed.
+    fn frame(&self) -> Frame {
+        Frame::new(self.format(), self.schema())
+    }
 
     /// MIME type for HTTP destinations.
     fn content_type(&self) -> &'static str {
@@ -220,29 +323,44 @@ pub trait Encoder: Send {
 #[derive(Debug, Clone)]
 pub struct StreamFormat {
     format: Format,
-    columns: Arc<[&'static FieldMeta]>,
+    schema: RecordSchema,
+    columns: Arc<[&'static Column]>,
     header: Arc<[u8]>,
 }
 
 impl StreamFormat {
-    /// Validates `-marshal` and `-columns` given as text (tests, benches).
+    /// Validates `-marshal` and `-columns` given as text, for our record
+    /// schema (tests, benches).
     pub fn new(marshal: &str, columns: &[String]) -> Result<StreamFormat, FormatError> {
-        StreamFormat::with_columns(Format::parse(marshal)?, columns)
+        StreamFormat::with_columns(Format::parse(marshal)?, RecordSchema::Xtcp2, columns)
     }
 
-    /// `format` with `-columns` (names are checked for every format; they
-    /// select and order only the csv/tsv columns). Empty means every field.
-    pub(crate) fn with_columns(format: Format, columns: &[String]) -> Result<StreamFormat, FormatError> {
-        let mut selected: Vec<&'static FieldMeta> = Vec::with_capacity(columns.len());
+    /// The same for any record schema.
+    pub fn in_schema(marshal: &str, schema: RecordSchema, columns: &[String]) -> Result<StreamFormat, FormatError> {
+        StreamFormat::with_columns(Format::parse(marshal)?, schema, columns)
+    }
+
+    /// `format` in `schema` with `-columns` (names are the schema's and are
+    /// checked for every format; they select and order only the csv/tsv
+    /// columns). Empty means every column.
+    pub(crate) fn with_columns(
+        format: Format,
+        schema: RecordSchema,
+        columns: &[String],
+    ) -> Result<StreamFormat, FormatError> {
+        let mut selected: Vec<&'static Column> = Vec::with_capacity(columns.len());
         for name in columns {
-            let meta = field_by_name(name).ok_or_else(|| FormatError::UnknownColumn(name.clone()))?;
-            if selected.iter().any(|m| m.name == meta.name) {
+            let column = schema.column(name).ok_or_else(|| FormatError::UnknownColumn {
+                name: name.clone(),
+                schema,
+            })?;
+            if selected.iter().any(|m| m.name == column.name) {
                 return Err(FormatError::DuplicateColumn(name.clone()));
             }
-            selected.push(meta);
+            selected.push(column);
         }
         if selected.is_empty() {
-            selected = FIELDS.to_vec();
+            selected = schema.columns().to_vec();
         }
         let header: Arc<[u8]> = match format.spec().header {
             Some(header) => header(&selected).into(),
@@ -250,6 +368,7 @@ impl StreamFormat {
         };
         Ok(StreamFormat {
             format,
+            schema,
             columns: selected.into(),
             header,
         })
@@ -259,13 +378,23 @@ impl StreamFormat {
         self.format
     }
 
-    /// The csv/tsv columns in output order (every field by default).
-    pub fn columns(&self) -> &[&'static FieldMeta] {
+    /// The record schema every record is written in.
+    pub fn schema(&self) -> RecordSchema {
+        self.schema
+    }
+
+    /// How envelopes of this stream are sealed.
+    pub fn frame(&self) -> Frame {
+        Frame::new(self.format, self.schema)
+    }
+
+    /// The csv/tsv columns in output order (every column by default).
+    pub fn columns(&self) -> &[&'static Column] {
         &self.columns
     }
 
     /// The columns shared, for encoders that keep them.
-    pub(crate) fn columns_shared(&self) -> Arc<[&'static FieldMeta]> {
+    pub(crate) fn columns_shared(&self) -> Arc<[&'static Column]> {
         self.columns.clone()
     }
 
@@ -291,40 +420,50 @@ pub fn encoder_for(name: &str, columns: &[String]) -> Result<Box<dyn Encoder>, F
     Ok(StreamFormat::new(name, columns)?.encoder())
 }
 
-/// Per-field bytes every encoder would otherwise rebuild for each value,
-/// indexed by protobuf tag (tags are small and unique).
+/// Per-column bytes every encoder would otherwise rebuild for each value,
+/// for one record schema, indexed by [`Column::index`].
 pub(crate) struct FieldTables {
-    /// `,"name":` for JSON (the encoder turns the first comma into `{`).
+    /// `,"name":` for jsonl (the encoder turns the first comma into `{`).
     pub json_keys: Vec<text::FixedText>,
     /// The msgpack string of the name (marker and bytes).
     pub msgpack_keys: Vec<Box<[u8]>>,
     /// The protobuf key varint: field number and wire type.
-    pub protobuf_keys: Vec<([u8; 2], u8)>,
+    pub protobuf_keys: Vec<([u8; 4], u8)>,
+    /// `,"protoJsonName":` for protoJson (proto3 JSON, lowerCamelCase).
+    pub proto_json_keys: Vec<text::FixedText>,
+    /// `  proto_name: ` for protoText.
+    pub proto_text_keys: Vec<text::FixedText>,
 }
 
-/// Highest protobuf tag whose key fits the two-byte table entry.
-pub(crate) const MAX_TABLE_TAG: u32 = 2047;
+/// Highest protobuf field number whose key fits the three-byte table entry.
+pub(crate) const MAX_TABLE_TAG: u32 = (1 << 18) - 1;
 
-pub(crate) fn field_tables() -> &'static FieldTables {
-    static TABLES: OnceLock<FieldTables> = OnceLock::new();
-    TABLES.get_or_init(|| {
-        let size = FIELDS.iter().map(|f| f.tag).max().unwrap_or(0) as usize + 1;
-        let mut json_keys = vec![text::FixedText::default(); size];
-        let mut msgpack_keys = vec![Box::<[u8]>::default(); size];
-        let mut protobuf_keys = vec![([0u8; 2], 0u8); size];
-        for f in FIELDS {
-            let tag = f.tag as usize;
+/// The tables of `schema`, built once.
+pub(crate) fn field_tables(schema: RecordSchema) -> &'static FieldTables {
+    static TABLES: [OnceLock<FieldTables>; RecordSchema::ALL.len()] =
+        [const { OnceLock::new() }; RecordSchema::ALL.len()];
+    TABLES[schema as usize].get_or_init(|| {
+        let columns = schema.columns();
+        let fixed = |text: String| {
             // A test checks every key fits; an empty key would show up in it.
-            json_keys[tag] = text::FixedText::new(format!(",\"{}\":", f.name).as_bytes()).unwrap_or_default();
-            let mut key = Vec::new();
-            msgpack::write_str(&mut key, f.name);
-            msgpack_keys[tag] = key.into_boxed_slice();
-            protobuf_keys[tag] = protobuf::field_key(f);
-        }
+            text::FixedText::new(text.as_bytes()).unwrap_or_default()
+        };
         FieldTables {
-            json_keys,
-            msgpack_keys,
-            protobuf_keys,
+            json_keys: columns.iter().map(|c| fixed(format!(",\"{}\":", c.name))).collect(),
+            msgpack_keys: columns
+                .iter()
+                .map(|c| {
+                    let mut key = Vec::new();
+                    msgpack::write_str(&mut key, c.name);
+                    key.into_boxed_slice()
+                })
+                .collect(),
+            protobuf_keys: columns.iter().map(|c| protobuf::field_key(c)).collect(),
+            proto_json_keys: columns
+                .iter()
+                .map(|c| fixed(format!(",\"{}\":", proto3_json_name(c.proto_name))))
+                .collect(),
+            proto_text_keys: columns.iter().map(|c| fixed(format!("  {}: ", c.proto_name))).collect(),
         }
     })
 }
@@ -345,7 +484,7 @@ mod tests {
         assert_eq!(Format::parse("json").unwrap(), Format::Jsonl);
         assert_eq!(
             Format::parse("xml").unwrap_err().to_string(),
-            "unknown --marshal \"xml\"; valid: jsonl, csv, tsv, protobufList, msgpack"
+            "unknown --marshal \"xml\"; valid: jsonl, csv, tsv, protobufList, msgpack, protoJson, protoText"
         );
     }
 
@@ -353,13 +492,39 @@ mod tests {
     #[test]
     fn bad_columns_are_config_errors() {
         let err = StreamFormat::new("csv", &["idiag_src".into(), "tcpi_rtt_typo".into()]).unwrap_err();
-        assert_eq!(err, FormatError::UnknownColumn("tcpi_rtt_typo".into()));
+        assert_eq!(
+            err,
+            FormatError::UnknownColumn {
+                name: "tcpi_rtt_typo".into(),
+                schema: RecordSchema::Xtcp2
+            }
+        );
         assert!(
             err.to_string().starts_with("unknown --columns name \"tcpi_rtt_typo\""),
             "{err}"
         );
         let err = StreamFormat::new("tsv", &["tcpi_rtt".into(), "tcpi_rtt".into()]).unwrap_err();
         assert_eq!(err, FormatError::DuplicateColumn("tcpi_rtt".into()));
+    }
+
+    /// Each schema takes its own column names: the Go record's proto3 JSON
+    /// names in `xtcp_flat_record.v1`, ours in `xtcp2`, and not the other's.
+    #[test]
+    fn columns_are_the_schema_s_names() {
+        let go = RecordSchema::FlatRecordV1;
+        let cols = ["tcpInfoRtt".to_string(), "inetDiagMsgSocketSource".to_string()];
+        assert_eq!(
+            StreamFormat::in_schema("csv", go, &cols).unwrap().header(),
+            b"tcpInfoRtt,inetDiagMsgSocketSource\n"
+        );
+        let err = StreamFormat::in_schema("csv", go, &["tcpi_rtt".into()]).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "unknown --columns name \"tcpi_rtt\"; columns are the xtcp_flat_record.v1 record's field names such as timestampNs"
+            ),
+            "{err}"
+        );
+        assert!(StreamFormat::new("csv", &cols).is_err());
     }
 
     /// Only csv and tsv streams open with a header, and it lists the chosen columns in order.
@@ -374,7 +539,7 @@ mod tests {
             StreamFormat::new("tsv", &cols).unwrap().header(),
             b"tcpi_rtt\tidiag_src\n"
         );
-        for f in ["jsonl", "protobufList", "msgpack"] {
+        for f in ["jsonl", "protobufList", "msgpack", "protoJson", "protoText"] {
             assert!(StreamFormat::new(f, &cols).unwrap().header().is_empty(), "{f}");
         }
     }
@@ -382,22 +547,57 @@ mod tests {
     /// protobufList envelopes carry their length as a varint; the others are bare concatenation.
     #[test]
     fn frame_prefix_is_the_protobuf_length() {
+        let frame = |format| Frame::new(format, RecordSchema::Xtcp2);
         let mut out = Vec::new();
-        Format::ProtobufList.frame(&[0xaa; 300], &mut out);
+        frame(Format::ProtobufList).frame(&[0xaa; 300], &mut out);
         assert_eq!(&out[..2], &[0xac, 0x02]);
         assert_eq!(out.len(), 302);
+        assert_eq!(frame(Format::ProtobufList).overhead(300), 2);
         let mut out = Vec::new();
-        Format::Jsonl.frame(b"{}\n", &mut out);
+        frame(Format::Jsonl).frame(b"{}\n", &mut out);
         assert_eq!(out, b"{}\n");
     }
 
-    /// Every tag fits the two-byte protobuf key table, and every JSON key its fixed width.
+    /// protoJson envelopes are one JSON object per line, framed the same in
+    /// place (an envelope) and by copy (a datagram), with or without records.
     #[test]
-    fn fields_fit_the_tables() {
-        assert!(FIELDS.iter().all(|f| f.tag <= MAX_TABLE_TAG));
-        for f in FIELDS {
-            let key = field_tables().json_keys[f.tag as usize];
-            assert_eq!(key.as_bytes(), format!(",\"{}\":", f.name).as_bytes());
+    fn json_envelope_framing() {
+        for (schema, open) in [(RecordSchema::Xtcp2, "records"), (RecordSchema::FlatRecordV1, "row")] {
+            let frame = Frame::new(Format::ProtoJson, schema);
+            for (records, want) in [
+                (&b",{\"a\":1},{}"[..], format!("{{\"{open}\":[{{\"a\":1}},{{}}]}}\n")),
+                (&b""[..], format!("{{\"{open}\":[]}}\n")),
+            ] {
+                let mut copied = Vec::new();
+                frame.frame(records, &mut copied);
+                assert_eq!(String::from_utf8(copied).unwrap(), want);
+                let mut buf = vec![0u8; MAX_FRAME_PREFIX];
+                buf.extend_from_slice(records);
+                let start = frame.seal_in_place(&mut buf);
+                assert_eq!(std::str::from_utf8(&buf[start..]).unwrap(), want);
+                assert_eq!(frame.overhead(records.len()), want.len() - records.len());
+            }
+        }
+    }
+
+    /// Every tag fits the three-byte protobuf key table, and every key its fixed width.
+    #[test]
+    fn columns_fit_the_tables() {
+        for schema in RecordSchema::ALL {
+            let tables = field_tables(schema);
+            for c in schema.columns() {
+                assert!(c.tag <= MAX_TABLE_TAG);
+                let i = usize::from(c.index);
+                assert_eq!(tables.json_keys[i].as_bytes(), format!(",\"{}\":", c.name).as_bytes());
+                assert_eq!(
+                    tables.proto_json_keys[i].as_bytes(),
+                    format!(",\"{}\":", proto3_json_name(c.proto_name)).as_bytes()
+                );
+                assert_eq!(
+                    tables.proto_text_keys[i].as_bytes(),
+                    format!("  {}: ", c.proto_name).as_bytes()
+                );
+            }
         }
     }
 }

@@ -1,11 +1,11 @@
-//! MessagePack: one map per record, kernel field names as keys, absent
+//! MessagePack: one map per record, the schema's column names as keys, absent
 //! fields omitted, numbers as the smallest unsigned integer, addresses and
 //! names as strings. Records are concatenated maps, which every msgpack
 //! stream decoder reads one after the other.
 
 use super::text::{write_ip, MAX_IP_TEXT};
 use super::{field_tables, Encoder, FieldTables, Format, FormatSpec, Framing};
-use crate::record::{FieldMeta, FieldVisitor, Record, Value};
+use crate::record::{Column, FieldVisitor, Record, RecordSchema, Value};
 
 /// Marker of a map with a 16-bit entry count.
 const MAP16: u8 = 0xde;
@@ -22,19 +22,21 @@ pub static SPEC: FormatSpec = FormatSpec {
     framing: Framing::Concatenated,
     summary: "MessagePack: one map per record, keyed by field name",
     header: None,
-    encoder: |_| Box::new(Msgpack::new()),
+    encoder: |stream| Box::new(Msgpack::new(stream.schema())),
 };
 
 pub struct Msgpack {
+    schema: RecordSchema,
     tables: &'static FieldTables,
     /// Address text is built here, then written with its length.
     scratch: Vec<u8>,
 }
 
 impl Msgpack {
-    pub fn new() -> Self {
+    pub fn new(schema: RecordSchema) -> Self {
         Msgpack {
-            tables: field_tables(),
+            schema,
+            tables: field_tables(schema),
             scratch: Vec::with_capacity(MAX_IP_TEXT),
         }
     }
@@ -42,13 +44,17 @@ impl Msgpack {
 
 impl Default for Msgpack {
     fn default() -> Self {
-        Self::new()
+        Self::new(RecordSchema::Xtcp2)
     }
 }
 
 impl Encoder for Msgpack {
     fn format(&self) -> Format {
         Format::Msgpack
+    }
+
+    fn schema(&self) -> RecordSchema {
+        self.schema
     }
 
     #[inline]
@@ -64,14 +70,14 @@ impl Encoder for Msgpack {
             scratch: &mut self.scratch,
             entries: 0,
         };
-        record.visit(&mut writer);
+        self.schema.visit(record, &mut writer);
         let entries = writer.entries;
         if entries <= FIXMAP_MAX {
             out[header_at] = 0x80 | entries as u8;
             out.copy_within(header_at + MAP16_HEADER.., header_at + 1);
             out.truncate(out.len() - (MAP16_HEADER - 1));
         } else {
-            // FIELDS has far fewer than 65536 entries.
+            // A schema has far fewer than 65536 columns.
             let count = (entries as u16).to_be_bytes();
             out[header_at + 1] = count[0];
             out[header_at + 2] = count[1];
@@ -90,9 +96,9 @@ impl FieldVisitor for MsgpackFields<'_> {
     // Inlined into Record::visit: a call per field costs more than the
     // field's encoding (the marshal bench doubles with this).
     #[inline(always)]
-    fn field(&mut self, meta: &'static FieldMeta, value: Value<'_>) {
+    fn field(&mut self, meta: &'static Column, value: Value<'_>) {
         self.entries += 1;
-        self.out.extend_from_slice(&self.keys[meta.tag as usize]);
+        self.out.extend_from_slice(&self.keys[usize::from(meta.index)]);
         match value {
             Value::Uint(v) => {
                 // Writing into a Vec cannot fail.
@@ -132,7 +138,7 @@ mod tests {
             ..Record::default()
         };
         let mut out = Vec::new();
-        Msgpack::new().encode(&rec, &mut out);
+        Msgpack::default().encode(&rec, &mut out);
         let mut expected = vec![0x83];
         expected.extend_from_slice(b"\xa8hostname\xa1h");
         expected.extend_from_slice(b"\xabidiag_sport\xcd\x01\xbb");
@@ -163,7 +169,7 @@ mod tests {
             ..Record::default()
         };
         let mut out = Vec::new();
-        Msgpack::new().encode(&rec, &mut out);
+        Msgpack::default().encode(&rec, &mut out);
         assert_eq!(&out[..3], &[MAP16, 0, 16]);
     }
 }

@@ -1,21 +1,24 @@
-//! protobufList: ClickHouse's `ProtobufList` framing of our schema.
+//! protobufList: ClickHouse's `ProtobufList` framing of a record schema.
 //!
 //! An envelope is one length-delimited `Envelope` message (varint length,
-//! then the message) whose field 1 repeats `Envelope.Record`; ClickHouse
-//! reads exactly that with `FORMAT ProtobufList` and
-//! `format_schema = 'xtcp2.proto:Record'` (it looks the row type up *inside*
-//! the message named `Envelope`, which is why `Record` is nested).
+//! then the message) whose rows field repeats the row message: in `xtcp2`,
+//! field 1 repeating `Envelope.Record` (`proto/xtcp2.proto`); in
+//! `xtcp_flat_record.v1`, field 10 (`row`) repeating `XtcpFlatRecord`
+//! (`proto/xtcp_flat_record_v1.proto`). ClickHouse reads exactly that with
+//! `FORMAT ProtobufList` and `format_schema = 'xtcp2.proto:Record'` (or
+//! `'xtcp_flat_record_v1.proto:XtcpFlatRecord'`).
 //!
-//! The schema text ([`schema_text`]) is generated from
-//! [`FIELDS`](crate::record::FIELDS): one `optional` field per record field,
-//! numbered by its tag, so presence survives (absent is not zero). The
-//! encoder writes the wire format directly from the field visitor, with
-//! precomputed keys and no allocation; tests decode its output with the
-//! prost types generated from the same schema to prove they agree.
+//! The schema texts ([`schema_text`]) are generated from the schemas'
+//! columns: one `optional` field per column, so presence survives (absent
+//! is not zero). The encoder writes the wire format directly from the
+//! field visitor, with precomputed keys and no allocation; tests decode its
+//! output with the prost types generated from the same files to prove they
+//! agree.
 
 use super::text::{write_growing, SliceWriter};
 use super::{field_tables, Encoder, Format, FormatSpec, Framing, MAX_FRAME_PREFIX};
-use crate::record::{FieldKind, FieldMeta, FieldVisitor, Record, Value, FIELDS};
+use crate::record::go_v1::{self, address_slot};
+use crate::record::{Column, FieldKind, FieldVisitor, ProtoType, Record, RecordSchema, Value};
 use std::net::IpAddr;
 
 /// The protobuf types generated (by `build.rs`, with prost) from
@@ -26,12 +29,16 @@ pub mod schema {
     include!(concat!(env!("OUT_DIR"), "/xtcp2.rs"));
 }
 
+/// The same for the Go daemon's record, `proto/xtcp_flat_record_v1.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod flat_record_v1 {
+    include!(concat!(env!("OUT_DIR"), "/xtcp_flat_record.v1.rs"));
+}
+
 /// Wire type of varint fields.
 const WIRE_VARINT: u8 = 0;
 /// Wire type of length-delimited fields (strings, bytes, sub-messages).
 const WIRE_LEN: u8 = 2;
-/// `Envelope.records` is field 1, length-delimited: key byte `0x0a`.
-const ENVELOPE_RECORD_KEY: u8 = (1 << 3) | WIRE_LEN;
 /// Longest varint (a u64).
 const MAX_VARINT: usize = 10;
 /// Room reserved for the string fields of a record before the first retry.
@@ -43,13 +50,16 @@ pub static SPEC: FormatSpec = FormatSpec {
     aliases: &["protobuflist"],
     content_type: "application/x-protobuf",
     framing: Framing::VarintLengthPrefix,
-    summary: "ClickHouse's ProtobufList: length-delimited `Envelope` messages of `Record`s (`proto/xtcp2.proto`)",
+    summary: "ClickHouse's ProtobufList: length-delimited `Envelope` messages of rows (`proto/xtcp2.proto`, `proto/xtcp_flat_record_v1.proto`)",
     header: None,
-    encoder: |_| Box::new(ProtobufList::new()),
+    encoder: |stream| Box::new(ProtobufList::new(stream.schema())),
 };
 
 pub struct ProtobufList {
-    keys: &'static [([u8; 2], u8)],
+    schema: RecordSchema,
+    keys: &'static [([u8; 4], u8)],
+    /// The key of the Envelope's rows field (one byte: its number is below 16).
+    envelope_key: u8,
     /// Where `begin_envelope` reserved the envelope length.
     envelope_start: Option<usize>,
     /// A record body is written here first (see [`SliceWriter`] for why),
@@ -58,23 +68,28 @@ pub struct ProtobufList {
 }
 
 impl ProtobufList {
-    pub fn new() -> Self {
+    pub fn new(schema: RecordSchema) -> Self {
+        let (_, rows_field) = schema.envelope_field();
+        debug_assert!(rows_field < 16, "the rows field's key must be one byte");
         ProtobufList {
-            keys: &field_tables().protobuf_keys,
+            schema,
+            keys: &field_tables(schema).protobuf_keys,
+            envelope_key: ((rows_field as u8) << 3) | WIRE_LEN,
             envelope_start: None,
-            scratch: vec![0; widest_record()],
+            scratch: vec![0; widest_record(schema)],
         }
     }
 }
 
-/// Bytes of a record body with every field present at its widest, plus
+/// Bytes of a record body with every column present at its widest, plus
 /// [`STRING_ROOM`] for string contents.
-fn widest_record() -> usize {
-    let fields: usize = FIELDS
+fn widest_record(schema: RecordSchema) -> usize {
+    let fields: usize = schema
+        .columns()
         .iter()
         .map(|f| {
-            2 + match f.kind {
-                FieldKind::Addr => 1 + 16,
+            4 + match f.kind {
+                FieldKind::Addr | FieldKind::AddrSlot => 1 + 16,
                 _ => MAX_VARINT,
             }
         })
@@ -84,7 +99,7 @@ fn widest_record() -> usize {
 
 impl Default for ProtobufList {
     fn default() -> Self {
-        Self::new()
+        Self::new(RecordSchema::Xtcp2)
     }
 }
 
@@ -93,14 +108,19 @@ impl Encoder for ProtobufList {
         Format::ProtobufList
     }
 
-    /// Appends `Envelope.records` entry: key, length, `Record` body.
+    fn schema(&self) -> RecordSchema {
+        self.schema
+    }
+
+    /// Appends one entry of the Envelope's rows field: key, length, row body.
     #[inline]
     fn encode(&mut self, record: &Record, out: &mut Vec<u8>) {
         let keys = self.keys;
+        let schema = self.schema;
         let body = write_growing(&mut self.scratch, |writer| {
-            record.visit(&mut ProtobufFields { writer, keys });
+            schema.visit(record, &mut ProtobufFields { writer, keys });
         });
-        out.push(ENVELOPE_RECORD_KEY);
+        out.push(self.envelope_key);
         write_varint(out, body.len() as u64);
         out.extend_from_slice(body);
     }
@@ -131,17 +151,18 @@ impl Encoder for ProtobufList {
 
 struct ProtobufFields<'w, 'b> {
     writer: &'w mut SliceWriter<'b>,
-    keys: &'w [([u8; 2], u8)],
+    keys: &'w [([u8; 4], u8)],
 }
 
 impl FieldVisitor for ProtobufFields<'_, '_> {
     // Inlined into Record::visit: a call per field costs more than the
     // field's encoding (the marshal bench doubles with this).
     #[inline(always)]
-    fn field(&mut self, meta: &'static FieldMeta, value: Value<'_>) {
-        // One or two bytes: both are stored, the length decides.
-        let (key, key_len) = self.keys[meta.tag as usize];
-        self.writer.write_with(2, |w| {
+    fn field(&mut self, meta: &'static Column, value: Value<'_>) {
+        // One to three bytes, stored as four so the copy is one store;
+        // the length decides.
+        let (key, key_len) = self.keys[usize::from(meta.index)];
+        self.writer.write_with(4, |w| {
             w.copy_from_slice(&key);
             usize::from(key_len)
         });
@@ -156,6 +177,11 @@ impl FieldVisitor for ProtobufFields<'_, '_> {
                     });
                 }
             }
+            Value::Addr(a) if meta.kind == FieldKind::AddrSlot => self.writer.write_with(17, |w| {
+                w[0] = 16;
+                w[1..].copy_from_slice(&address_slot(a));
+                17
+            }),
             Value::Addr(IpAddr::V4(a)) => self.writer.write_with(5, |w| {
                 w[0] = 4;
                 w[1..].copy_from_slice(&a.octets());
@@ -216,40 +242,55 @@ pub(crate) fn varint_into(mut v: u64, buf: &mut [u8; MAX_FRAME_PREFIX]) -> usize
     i + 1
 }
 
-/// The wire type a field's kind is written with.
-fn wire_type(kind: FieldKind) -> u8 {
-    match kind {
-        FieldKind::Uint | FieldKind::TimestampNs | FieldKind::TcpState | FieldKind::Family => WIRE_VARINT,
-        FieldKind::Str | FieldKind::Addr => WIRE_LEN,
+/// The wire type a column is written with.
+fn wire_type(proto_type: ProtoType) -> u8 {
+    match proto_type {
+        ProtoType::Uint32 | ProtoType::Uint64 | ProtoType::Int64 | ProtoType::Enum(_) => WIRE_VARINT,
+        ProtoType::String | ProtoType::Bytes => WIRE_LEN,
     }
 }
 
-/// The protobuf type a field's kind is declared with.
-fn proto_type(kind: FieldKind) -> &'static str {
-    match kind {
-        FieldKind::Uint | FieldKind::TimestampNs | FieldKind::TcpState | FieldKind::Family => "uint64",
-        FieldKind::Str => "string",
-        FieldKind::Addr => "bytes",
-    }
-}
-
-/// The key of a field (number and wire type) as a varint of at most two
+/// The key of a column (number and wire type) as a varint of at most three
 /// bytes; tags above [`super::MAX_TABLE_TAG`] are refused by a test.
-pub(crate) fn field_key(meta: &FieldMeta) -> ([u8; 2], u8) {
+pub(crate) fn field_key(meta: &Column) -> ([u8; 4], u8) {
     debug_assert!(
         meta.tag <= super::MAX_TABLE_TAG,
         "tag {} of {} needs a longer key",
         meta.tag,
         meta.name
     );
-    let key = (u64::from(meta.tag) << 3) | u64::from(wire_type(meta.kind));
+    let key = (u64::from(meta.tag) << 3) | u64::from(wire_type(meta.proto_type));
     let mut buf = [0u8; MAX_FRAME_PREFIX];
     let n = varint_into(key, &mut buf);
-    ([buf[0], buf[1]], n.min(2) as u8)
+    ([buf[0], buf[1], buf[2], 0], n.min(3) as u8)
 }
 
-/// The text of `proto/xtcp2.proto`, generated from the record fields.
-pub fn schema_text() -> String {
+/// The text of the schema's `.proto` file under `proto/`, generated from
+/// its columns.
+pub fn schema_text(schema: RecordSchema) -> String {
+    match schema {
+        RecordSchema::Xtcp2 => xtcp2_schema_text(),
+        RecordSchema::FlatRecordV1 => flat_record_v1_schema_text(),
+    }
+}
+
+/// One `optional` line per column, each after a comment saying what it is.
+fn column_lines(columns: &[&Column], indent: &str, comment: impl Fn(&Column) -> String) -> String {
+    let mut s = String::new();
+    for c in columns {
+        s.push_str(&format!("{indent}// {}\n", comment(c)));
+        s.push_str(&format!(
+            "{indent}optional {} {} = {};\n",
+            c.proto_type.proto_name(),
+            c.proto_name,
+            c.tag
+        ));
+    }
+    s
+}
+
+/// `proto/xtcp2.proto`.
+fn xtcp2_schema_text() -> String {
     let mut s = String::new();
     s.push_str(
         "// Generated from src/record/fields.rs by `XTCP2_BLESS=1 cargo test --test formats_protobuf`.\n\
@@ -267,21 +308,86 @@ pub fn schema_text() -> String {
          \x20 // One socket of one poll (field names follow the kernel).\n\
          \x20 message Record {\n",
     );
-    for f in FIELDS {
+    s.push_str(&column_lines(RecordSchema::Xtcp2.columns(), "    ", |f| {
         let unit = if f.unit.is_empty() {
             String::new()
         } else {
             format!(" [{}]", f.unit)
         };
-        s.push_str(&format!("    // {}{} ({})\n", f.doc, unit, f.source));
-        s.push_str(&format!(
-            "    optional {} {} = {};\n",
-            proto_type(f.kind),
-            f.name,
-            f.tag
-        ));
-    }
+        format!("{}{} ({})", f.doc, unit, f.source)
+    }));
     s.push_str("  }\n  repeated Record records = 1;\n}\n");
+    s
+}
+
+/// `proto/xtcp_flat_record_v1.proto`: the Go daemon's record as
+/// `shared/upstream/record-v1.tsv` states it, each field commented with
+/// what of ours fills it.
+fn flat_record_v1_schema_text() -> String {
+    let mut s = String::new();
+    s.push_str(
+        "// Generated from src/record/go_v1.rs by `XTCP2_BLESS=1 cargo test --test go_schema`.\n\
+         // Do not edit: tests/go_schema.rs fails when this file and the mapping table drift apart.\n\
+         //\n\
+         // The Go xtcp2's record, xtcp_flat_record.v1, written by\n\
+         // `xtcp2 --record-schema xtcp_flat_record.v1`: same package, messages, field\n\
+         // names, numbers and types as the Go daemon's. --marshal protobufList writes\n\
+         // each envelope as one length-delimited Envelope; read it with\n\
+         // FORMAT ProtobufList SETTINGS format_schema = 'xtcp_flat_record_v1.proto:XtcpFlatRecord'.\n\
+         //\n\
+         // Every scalar is `optional`: on the wire that is what a plain proto3 field\n\
+         // is (Go's readers read these bytes unchanged), and a reader generated from\n\
+         // this file also sees which fields were set. A field xtcp2 cannot fill is\n\
+         // never set (absent, not zero).\n\
+         syntax = \"proto3\";\n\
+         \n\
+         package xtcp_flat_record.v1;\n\
+         \n\
+         // What one protobufList frame holds.\n\
+         message Envelope {\n",
+    );
+    let (rows, rows_tag) = RecordSchema::FlatRecordV1.envelope_field();
+    s.push_str(&format!("  repeated XtcpFlatRecord {rows} = {rows_tag};\n}}\n\n"));
+    s.push_str("// One socket of one poll.\nmessage XtcpFlatRecord {\n");
+    let congestion = &go_v1::CONGESTION_ALGORITHM;
+    s.push_str(&format!("  enum {} {{\n", congestion.name));
+    for (number, value) in congestion.values.iter().enumerate() {
+        s.push_str(&format!("    {value} = {number};\n"));
+    }
+    s.push_str("  }\n");
+    s.push_str(&column_lines(RecordSchema::FlatRecordV1.columns(), "  ", |c| {
+        let from = if c.source.is_empty() {
+            String::new()
+        } else {
+            format!("xtcp2: {}", c.source)
+        };
+        match (from.is_empty(), c.doc.is_empty()) {
+            (false, false) => format!("{from}. {}", c.doc),
+            (false, true) => from,
+            (true, _) => c.doc.to_string(),
+        }
+    }));
+    s.push_str(
+        "}\n\
+         \n\
+         // The Go daemon's record service (xtcp2 does not serve it).\n\
+         service XTCPFlatRecordService {\n\
+         \x20 rpc FlatRecords(FlatRecordsRequest) returns (stream FlatRecordsResponse);\n\
+         \x20 rpc PollFlatRecords(stream PollFlatRecordsRequest) returns (stream PollFlatRecordsResponse);\n\
+         }\n\
+         \n\
+         message FlatRecordsRequest {}\n\
+         \n\
+         message FlatRecordsResponse {\n\
+         \x20 XtcpFlatRecord xtcp_flat_record = 1;\n\
+         }\n\
+         \n\
+         message PollFlatRecordsRequest {}\n\
+         \n\
+         message PollFlatRecordsResponse {\n\
+         \x20 XtcpFlatRecord xtcp_flat_record = 1;\n\
+         }\n",
+    );
     s
 }
 
@@ -293,7 +399,7 @@ mod tests {
 
     fn encode(record: &Record) -> Vec<u8> {
         let mut out = Vec::new();
-        ProtobufList::new().encode(record, &mut out);
+        ProtobufList::default().encode(record, &mut out);
         out
     }
 
@@ -336,7 +442,7 @@ mod tests {
     /// begin/end_envelope produce one length-delimited Envelope that prost reads back.
     #[test]
     fn standalone_envelope_is_length_delimited() {
-        let mut enc = ProtobufList::new();
+        let mut enc = ProtobufList::default();
         let mut out = Vec::new();
         enc.begin_envelope(&mut out);
         for port in [1u16, 2, 3] {

@@ -3,17 +3,18 @@
 //!
 //! It frames like a `file:` destination does: the csv/tsv header once at
 //! the start, records in envelopes of about `envelope_bytes`, each framed
-//! by its format (protobufList: one length-delimited `Envelope` each), so
-//! the bytes are exactly what the daemon would append to a file.
+//! by its format (protobufList: one length-delimited `Envelope` each;
+//! protoJson: one `Envelope` line each), so the bytes are exactly what the
+//! daemon would append to a file.
 
 use std::io::{self, Write};
 
-use super::{Encoder, Format, StreamFormat, MAX_FRAME_PREFIX};
+use super::{Encoder, Frame, StreamFormat, MAX_FRAME_PREFIX};
 use crate::record::Record;
 
 pub struct StreamWriter<W: Write> {
     out: W,
-    format: Format,
+    frame: Frame,
     header: Vec<u8>,
     encoder: Box<dyn Encoder>,
     /// Headroom for the frame prefix, then the records of the open envelope.
@@ -29,7 +30,7 @@ impl<W: Write> StreamWriter<W> {
         buf.resize(MAX_FRAME_PREFIX, 0);
         StreamWriter {
             out,
-            format: format.format(),
+            frame: format.frame(),
             header: format.header().to_vec(),
             encoder: format.encoder(),
             buf,
@@ -58,16 +59,13 @@ impl<W: Write> StreamWriter<W> {
             self.out.write_all(&self.header)?;
             self.header.clear();
         }
-        let records_len = self.buf.len() - MAX_FRAME_PREFIX;
-        if records_len == 0 {
+        if self.buf.len() == MAX_FRAME_PREFIX {
             return Ok(());
         }
-        let mut prefix = [0u8; MAX_FRAME_PREFIX];
-        let n = self.format.frame_prefix(records_len, &mut prefix);
-        self.buf[..MAX_FRAME_PREFIX].copy_from_slice(&prefix);
-        self.out.write_all(&self.buf[MAX_FRAME_PREFIX - n..])?;
+        let start = self.frame.seal_in_place(&mut self.buf);
+        let written = self.out.write_all(&self.buf[start..]);
         self.buf.truncate(MAX_FRAME_PREFIX);
-        Ok(())
+        written
     }
 
     /// Writes the last envelope (and the header of an empty output), flushes,

@@ -9,10 +9,14 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::{AsValue, FieldKind, FieldMeta, FieldVisitor, ShortName};
+use super::{AsValue, Column, FieldKind, FieldVisitor, ProtoType, ShortName};
 
 macro_rules! define_record {
     ($( #[doc = $doc:literal] $name:ident : $ty:ty = $tag:literal, $kind:ident, $source:literal, $unit:literal; )*) => {
+        /// Each field's position in [`FIELDS`].
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        enum Position { $( $name, )* }
+
         /// One socket snapshot: context, `inet_diag_msg` header and every
         /// decoded attribute, flat. `None` means the kernel did not send it.
         #[derive(Debug, Clone, Default, PartialEq)]
@@ -23,10 +27,13 @@ macro_rules! define_record {
         #[allow(non_upper_case_globals)]
         mod meta {
             use super::*;
-            $( pub static $name: FieldMeta = FieldMeta {
+            $( pub static $name: Column = Column {
                 name: stringify!($name),
+                proto_name: stringify!($name),
                 tag: $tag,
+                index: Position::$name as u16,
                 kind: FieldKind::$kind,
+                proto_type: ProtoType::of_xtcp2_kind(FieldKind::$kind),
                 source: $source,
                 unit: $unit,
                 doc: $doc.trim_ascii(),
@@ -34,7 +41,7 @@ macro_rules! define_record {
         }
 
         /// Every field, in declaration (and output) order.
-        pub static FIELDS: &[&FieldMeta] = &[ $( &meta::$name, )* ];
+        pub static FIELDS: &[&Column] = &[ $( &meta::$name, )* ];
 
         impl Record {
             /// Hands every present field to `visitor`, in declaration order.

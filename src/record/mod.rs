@@ -1,9 +1,17 @@
-//! The flat socket record: one struct per socket per poll.
+//! The flat socket record: one struct per socket per poll, and the record
+//! schemas the formats speak.
 //!
 //! Every field is declared once, in [`fields`], with its JSON/CSV name (the
 //! kernel's own name), its protobuf tag and what it means. The struct, the
 //! field table used by the formats, the generated `.proto` text and the field
 //! documentation all come from that one declaration, so they cannot drift.
+//!
+//! A record schema ([`RecordSchema`], `--record-schema`) is the list of
+//! [`Column`]s a format writes and how each is read from a [`Record`]:
+//! `xtcp2` is the record's own fields ([`FIELDS`]); `xtcp_flat_record.v1`,
+//! the Go daemon's record, is the one mapping table in [`go_v1`]. Every
+//! encoder walks a record through [`RecordSchema::visit`], so both schemas
+//! go through the same encoding code.
 //!
 //! Absent is not zero: a field the kernel did not send is `None` and is left
 //! out of every output, so a 4.19 kernel's 224-byte `tcp_info` never shows a
@@ -13,11 +21,14 @@
 //! output encodings (that is `format`).
 
 mod fields;
+pub mod go_v1;
+mod schema;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use fields::{Record, FIELDS};
+pub use schema::{RecordSchema, SchemaError};
 
 /// Strings stamped on every record (`--hostname`, `--label`, `--tag`,
 /// `--location`); shared, never copied per record.
@@ -56,23 +67,97 @@ pub enum FieldKind {
     Str,
     /// An IPv4 or IPv6 address; protobuf carries the 4 or 16 raw bytes.
     Addr,
+    /// An address as the kernel's `inet_diag_sockid` holds it: protobuf
+    /// carries 16 bytes whatever the family, an IPv4 address in the first
+    /// four and zeros after (the Go daemon's layout).
+    AddrSlot,
+    /// A protobuf enum's number ([`ProtoType::Enum`] names its values):
+    /// CSV, protoJson and protoText write the value's name.
+    Enum,
 }
 
-/// Static description of one record field.
-#[derive(Debug)]
-pub struct FieldMeta {
-    /// The output name: the kernel's own name where there is one.
+/// A protobuf enum: its name in the `.proto` and its values' names,
+/// indexed by number (0 is the `_UNSPECIFIED` value).
+#[derive(Debug, PartialEq, Eq)]
+pub struct EnumType {
     pub name: &'static str,
-    /// The protobuf field number in `proto/xtcp2.proto`.
+    pub values: &'static [&'static str],
+}
+
+impl EnumType {
+    /// The name of value `number`, `None` when the enum has no such value.
+    pub fn name_of(&self, number: u64) -> Option<&'static str> {
+        usize::try_from(number).ok().and_then(|i| self.values.get(i)).copied()
+    }
+}
+
+/// The protobuf type a column is declared with in its schema's `.proto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtoType {
+    Uint32,
+    Uint64,
+    Int64,
+    String,
+    Bytes,
+    Enum(&'static EnumType),
+}
+
+impl ProtoType {
+    /// The type as the `.proto` spells it.
+    pub fn proto_name(self) -> &'static str {
+        match self {
+            ProtoType::Uint32 => "uint32",
+            ProtoType::Uint64 => "uint64",
+            ProtoType::Int64 => "int64",
+            ProtoType::String => "string",
+            ProtoType::Bytes => "bytes",
+            ProtoType::Enum(e) => e.name,
+        }
+    }
+
+    /// The type our own schema (`proto/xtcp2.proto`) declares a field of
+    /// this kind with: every number is a `uint64`.
+    pub(crate) const fn of_xtcp2_kind(kind: FieldKind) -> ProtoType {
+        match kind {
+            FieldKind::Str => ProtoType::String,
+            FieldKind::Addr | FieldKind::AddrSlot => ProtoType::Bytes,
+            FieldKind::Uint | FieldKind::TimestampNs | FieldKind::TcpState | FieldKind::Family | FieldKind::Enum => {
+                ProtoType::Uint64
+            }
+        }
+    }
+}
+
+/// One column of a record schema: its names, its protobuf field and how
+/// the formats render it. The `xtcp2` schema's columns are the record's
+/// fields ([`FIELDS`]), `xtcp_flat_record.v1`'s are [`go_v1::COLUMNS`].
+#[derive(Debug)]
+pub struct Column {
+    /// The output name: jsonl and msgpack keys, the csv/tsv header,
+    /// `--columns`. The kernel's own name in `xtcp2`, the proto3 JSON name
+    /// in `xtcp_flat_record.v1`.
+    pub name: &'static str,
+    /// The field's name in its schema's `.proto` (protoText writes it;
+    /// protoJson writes its proto3 JSON form, lowerCamelCase).
+    pub proto_name: &'static str,
+    /// The protobuf field number.
     pub tag: u32,
+    /// Position in its schema's column list: encoders keep their
+    /// per-column bytes (keys) in tables indexed by it.
+    pub index: u16,
     pub kind: FieldKind,
-    /// Where the value comes from (kernel struct and member).
+    pub proto_type: ProtoType,
+    /// Where the value comes from: the kernel struct and member for our
+    /// fields; the field(s) of our record it is read from for `go_v1`.
     pub source: &'static str,
     /// Unit of the value, empty when it has none.
     pub unit: &'static str,
-    /// One-line meaning.
+    /// One-line meaning (for `go_v1`: the conversion, or why it is unset).
     pub doc: &'static str,
 }
+
+/// Our record's fields are the `xtcp2` schema's columns.
+pub type FieldMeta = Column;
 
 /// A present field value, borrowed from the record.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -82,12 +167,12 @@ pub enum Value<'a> {
     Addr(IpAddr),
 }
 
-/// Receives every present field of a record, in declaration order.
+/// Receives every present column of a record, in its schema's order.
 ///
 /// Formats implement this; it is monomorphised per format, so walking a record
 /// costs one branch per field and no allocation.
 pub(crate) trait FieldVisitor {
-    fn field(&mut self, meta: &'static FieldMeta, value: Value<'_>);
+    fn field(&mut self, column: &'static Column, value: Value<'_>);
 }
 
 /// Conversion of a stored field into a [`Value`], used by the generated code.
@@ -165,9 +250,23 @@ impl std::fmt::Debug for ShortName {
     }
 }
 
-/// Looks a field up by its output name.
-pub(crate) fn field_by_name(name: &str) -> Option<&'static FieldMeta> {
-    FIELDS.iter().copied().find(|f| f.name == name)
+/// The proto3 JSON name of a protobuf field: lowerCamelCase, each `_`
+/// dropped and the letter after it upper-cased (`tcp_info_rtt` →
+/// `tcpInfoRtt`), as protoc derives `json_name`.
+pub fn proto3_json_name(proto_name: &str) -> String {
+    let mut out = String::with_capacity(proto_name.len());
+    let mut upper = false;
+    for c in proto_name.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// TCP state names as `ss` prints them, indexed by the kernel's state number
@@ -201,7 +300,7 @@ pub fn tcp_state_name(state: u64) -> &'static str {
 /// A collecting visitor, handy for tests and for tools that want a
 /// name → value map of one record.
 impl FieldVisitor for Vec<(&'static str, String)> {
-    fn field(&mut self, meta: &'static FieldMeta, value: Value<'_>) {
+    fn field(&mut self, meta: &'static Column, value: Value<'_>) {
         let text = match value {
             Value::Uint(v) => v.to_string(),
             Value::Str(s) => s.to_string(),
@@ -214,8 +313,15 @@ impl FieldVisitor for Vec<(&'static str, String)> {
 impl Record {
     /// Every present field as `(name, text)`, in declaration order.
     pub fn to_pairs(&self) -> Vec<(&'static str, String)> {
+        self.to_pairs_in(RecordSchema::Xtcp2)
+    }
+
+    /// Every present column of `schema` as `(name, text)`, in the schema's
+    /// order (numbers in decimal, enums as their number, addresses as std
+    /// prints them).
+    pub fn to_pairs_in(&self, schema: RecordSchema) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
-        self.visit(&mut out);
+        schema.visit(self, &mut out);
         out
     }
 
@@ -229,16 +335,31 @@ impl Record {
 mod tests {
     use super::*;
 
-    /// Every field name is unique and every protobuf tag is unique and non-zero.
+    /// Every field name is unique, every protobuf tag is unique and non-zero,
+    /// and each field's index is its position.
     #[test]
     fn field_names_and_tags_are_unique() {
         let mut names = std::collections::HashSet::new();
         let mut tags = std::collections::HashSet::new();
-        for f in FIELDS {
+        for (i, f) in FIELDS.iter().enumerate() {
             assert!(names.insert(f.name), "duplicate name {}", f.name);
             assert!(f.tag != 0 && tags.insert(f.tag), "bad tag {} on {}", f.tag, f.name);
             assert!(!f.doc.is_empty(), "{} has no doc", f.name);
+            assert_eq!(usize::from(f.index), i, "{}", f.name);
+            assert_eq!(f.proto_name, f.name);
         }
+    }
+
+    /// proto3 JSON names are protoc's lowerCamelCase.
+    #[test]
+    fn proto3_json_names_are_lower_camel_case() {
+        assert_eq!(
+            proto3_json_name("inet_diag_msg_socket_source_port"),
+            "inetDiagMsgSocketSourcePort"
+        );
+        assert_eq!(proto3_json_name("tcpi_rtt"), "tcpiRtt");
+        assert_eq!(proto3_json_name("uplink1_nic_pci_vendor"), "uplink1NicPciVendor");
+        assert_eq!(proto3_json_name("nsid"), "nsid");
     }
 
     /// An empty record writes nothing: absent fields are omitted, not zero.

@@ -22,7 +22,7 @@ use tokio::net::UnixDatagram;
 use super::file::non_empty_path;
 use super::{DestinationKind, Sent, SinkError, Transport, MAX_DATAGRAM_PAYLOAD};
 use crate::batch::Envelope;
-use crate::format::{StreamFormat, MAX_FRAME_PREFIX};
+use crate::format::StreamFormat;
 
 /// One datagram's worth of an envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,10 +37,7 @@ pub(crate) enum Run {
 /// `max_payload` bytes, each carrying `header_len` bytes of header and the
 /// format's frame prefix before its records.
 pub(crate) fn plan_runs(envelope: &Envelope, from_row: usize, max_payload: usize, header_len: usize) -> Vec<Run> {
-    let fits = |bytes: usize| {
-        let mut prefix = [0u8; MAX_FRAME_PREFIX];
-        header_len + envelope.format.frame_prefix(bytes, &mut prefix) + bytes <= max_payload
-    };
+    let fits = |bytes: usize| header_len + envelope.frame.overhead(bytes) + bytes <= max_payload;
     let mut runs = Vec::new();
     let mut start = from_row;
     let mut row = from_row;
@@ -68,7 +65,7 @@ pub(crate) fn build_datagram(envelope: &Envelope, rows: Range<usize>, header: &[
     out.clear();
     out.extend_from_slice(header);
     envelope
-        .format
+        .frame
         .frame(&envelope.records()[envelope.rows_range(rows)], out);
 }
 

@@ -159,7 +159,159 @@ pub fn decode_output(format: Format, bytes: &[u8]) -> Vec<Row> {
         Format::Tsv => decode_tsv(bytes),
         Format::Msgpack => decode_msgpack(bytes),
         Format::ProtobufList => decode_protobuf_list(bytes),
+        Format::ProtoJson => decode_proto_json(bytes),
+        Format::ProtoText => decode_proto_text(bytes),
     }
+}
+
+/// Our field named `json` in the proto3 JSON mapping: lowerCamelCase of
+/// the field name (`idiag_sport` → `idiagSport`).
+fn field_of_json_name(json: &str) -> Option<&'static FieldMeta> {
+    static BY_JSON: OnceLock<HashMap<String, &'static FieldMeta>> = OnceLock::new();
+    BY_JSON
+        .get_or_init(|| {
+            FIELDS
+                .iter()
+                .map(|f| {
+                    let mut camel = String::new();
+                    let mut words = f.name.split('_');
+                    camel.push_str(words.next().unwrap_or(""));
+                    for w in words {
+                        let mut chars = w.chars();
+                        if let Some(c) = chars.next() {
+                            camel.push(c.to_ascii_uppercase());
+                            camel.extend(chars);
+                        }
+                    }
+                    (camel, *f)
+                })
+                .collect()
+        })
+        .get(json)
+        .copied()
+}
+
+/// An address's text from its 4 or 16 raw bytes.
+fn address_text(name: &str, raw: &[u8]) -> String {
+    match raw.len() {
+        4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(raw).unwrap())).to_string(),
+        16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(raw).unwrap())).to_string(),
+        n => panic!("{name}: address of {n} bytes"),
+    }
+}
+
+/// protoJson of our schema, by the proto3 JSON mapping: one `Envelope`
+/// object per line, `{"records":[...]}`; uint64 values are decimal
+/// strings, bytes are standard base64.
+pub fn decode_proto_json(bytes: &[u8]) -> Vec<Row> {
+    use base64::Engine;
+    let text = std::str::from_utf8(bytes).expect("protoJson is UTF-8");
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "protoJson output ends mid-line"
+    );
+    let mut rows = Vec::new();
+    for line in text.lines() {
+        let envelope: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("bad protoJson line {line:?}: {e}"));
+        let object = envelope.as_object().expect("each line is an Envelope object");
+        assert!(
+            object.keys().all(|k| k == "records"),
+            "Envelope has only records: {line}"
+        );
+        for record in object.get("records").and_then(|r| r.as_array()).into_iter().flatten() {
+            let mut row = Row::new();
+            for (key, value) in record.as_object().expect("a record is an object") {
+                let meta = field_of_json_name(key).unwrap_or_else(|| panic!("unknown protoJson key {key}"));
+                let text = value
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{key}: {value} is not a string"));
+                let text = match meta.kind {
+                    FieldKind::Addr => {
+                        let raw = base64::engine::general_purpose::STANDARD
+                            .decode(text)
+                            .unwrap_or_else(|e| panic!("{key}: bad base64 {text:?}: {e}"));
+                        address_text(key, &raw)
+                    }
+                    FieldKind::Str => text.to_string(),
+                    _ => {
+                        // uint64 in proto3 JSON: a decimal string.
+                        let n: u64 = text.parse().unwrap_or_else(|e| panic!("{key}: {text:?}: {e}"));
+                        n.to_string()
+                    }
+                };
+                assert!(row.insert(meta.name.to_string(), text).is_none(), "{key} twice");
+            }
+            rows.push(row);
+        }
+    }
+    rows
+}
+
+/// The text format's C escapes (`\"`, `\\`, `\n`, `\r`, `\t`, `\'`,
+/// three-digit octal) undone; `quoted` includes the quotes.
+fn unescape_text_format(quoted: &str) -> Vec<u8> {
+    let inner = quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("not a quoted string: {quoted}"));
+    let bytes = inner.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        let c = bytes[i + 1];
+        match c {
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'"' | b'\'' | b'\\' => out.push(c),
+            b'0'..=b'7' => {
+                let digits = &inner[i + 1..i + 4];
+                out.push(u8::from_str_radix(digits, 8).unwrap_or_else(|e| panic!("octal {digits}: {e}")));
+                i += 2;
+            }
+            other => panic!("unknown escape \\{}", other as char),
+        }
+        i += 2;
+    }
+    out
+}
+
+/// protoText of our schema: `records {` blocks of `name: value` lines.
+pub fn decode_proto_text(bytes: &[u8]) -> Vec<Row> {
+    let text = std::str::from_utf8(bytes).expect("protoText is UTF-8");
+    let mut rows = Vec::new();
+    let mut open: Option<Row> = None;
+    for line in text.lines() {
+        match (line, open.as_mut()) {
+            ("records {", None) => open = Some(Row::new()),
+            ("}", Some(_)) => rows.push(open.take().unwrap()),
+            (field, Some(row)) => {
+                let (name, value) = field
+                    .trim_start()
+                    .split_once(": ")
+                    .unwrap_or_else(|| panic!("not a field line: {field:?}"));
+                let meta = field_named(name).unwrap_or_else(|| panic!("unknown field {name}"));
+                let text = match meta.kind {
+                    FieldKind::Addr => address_text(name, &unescape_text_format(value)),
+                    FieldKind::Str => String::from_utf8(unescape_text_format(value)).expect("string is UTF-8"),
+                    _ => value
+                        .parse::<u64>()
+                        .unwrap_or_else(|e| panic!("{name}: {value:?}: {e}"))
+                        .to_string(),
+                };
+                assert!(row.insert(name.to_string(), text).is_none(), "{name} twice");
+            }
+            (other, None) => panic!("text outside a record: {other:?}"),
+        }
+    }
+    assert!(open.is_none(), "protoText output ends inside a record");
+    rows
 }
 
 pub fn decode_jsonl(bytes: &[u8]) -> Vec<Row> {
@@ -332,7 +484,7 @@ pub fn dehumanise(name: &str, cell: &str) -> String {
             "AF_INET6" => "10".into(),
             other => other.into(),
         },
-        FieldKind::Uint | FieldKind::Str | FieldKind::Addr => cell.to_string(),
+        FieldKind::Uint | FieldKind::Str | FieldKind::Addr | FieldKind::AddrSlot | FieldKind::Enum => cell.to_string(),
     }
 }
 

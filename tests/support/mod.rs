@@ -8,6 +8,8 @@
 //! - `http`: the one reader of HTTP/1.1 message heads, for the test
 //!   clients and receivers.
 //! - `logs`: the one reader of the daemon's `key=value` log fields.
+//! - `python`: the one way to run Python (CI's venv), a helper script's
+//!   JSON answer, and chdb (ClickHouse) queries.
 //!
 //! Each test file includes it with `mod support;`. The domain helpers
 //! beside it (`sinks_support`: records, decoders and receivers;
@@ -23,11 +25,13 @@ mod daemon;
 mod http;
 mod logs;
 mod prerequisites;
+mod python;
 
 pub use daemon::{Daemon, Xtcp2, XTCP2};
 pub use http::{content_length, header, read_head, Headers};
 pub use logs::{log_line, number_field};
 pub use prerequisites::{
-    find_tool, fixtures_dir, require, require_python_module, require_tool, run_tool, under_ci, Need,
+    find_tool, fixtures_dir, require, require_python_module, require_tool, run_tool, under_ci, upstream_dir, Need,
     DAEMON_CAPABILITIES,
 };
+pub use python::{clickhouse, python, run_python_json};

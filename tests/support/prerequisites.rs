@@ -79,6 +79,31 @@ pub fn fixtures_dir() -> Option<PathBuf> {
     .then_some(dir)
 }
 
+/// The facts about the Go daemon (`shared/upstream`): `XTCP2_UPSTREAM`,
+/// or `upstream` beside the fixtures' `shared` folder (`XTCP2_FIXTURES`
+/// is `<shared>/fixtures/inet_diag`), or `../shared/upstream` beside the
+/// checkout. `None` when it is absent, after [`require`]'s skip message
+/// (and a panic under CI).
+pub fn upstream_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("XTCP2_UPSTREAM")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let fixtures = PathBuf::from(std::env::var_os("XTCP2_FIXTURES")?);
+            Some(fixtures.parent()?.parent()?.join("upstream"))
+        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/upstream"));
+    let probe = if dir.join("record-v1.tsv").is_file() {
+        Ok(())
+    } else {
+        Err(format!("{} has no record-v1.tsv", dir.display()))
+    };
+    require(
+        Need::Usable("the Go daemon's facts (shared/upstream)", probe),
+        "what the Go record is; set XTCP2_UPSTREAM to their folder",
+    )
+    .then_some(dir)
+}
+
 /// True when running under CI, where nothing may be skipped.
 pub fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
