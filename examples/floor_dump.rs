@@ -43,8 +43,11 @@ use xtcp2::netns::{discover, Discovery, DiscoveryConfig, NetnsOrigin};
 
 /// Receive timeout per recv, as xtcp2's default `-nltimeout`.
 const RECV_TIMEOUT: Duration = Duration::from_millis(1000);
-/// Deadline of one dump, as xtcp2's default `-timeout`.
-const DUMP_DEADLINE: Duration = Duration::from_secs(5);
+/// Deadline of one dump, as xtcp2's default `--timeout auto` for a
+/// one-shot (60 s): at a million sockets on a busy machine a dump can take
+/// longer than the 5 s this used to be, and the floor must not fail where
+/// xtcp2 succeeds.
+const DUMP_DEADLINE: Duration = Duration::from_secs(60);
 
 struct Args {
     mode: String,
