@@ -147,6 +147,11 @@ class Workspace:
                 proc.wait()
         self.helpers = []
 
+    def remove_namespace(self, path):
+        subprocess.run(["umount", str(path)], check=False)
+        path.unlink(missing_ok=True)
+        self.namespaces.remove(path)
+
     def remove_namespaces(self):
         for path in self.namespaces:
             subprocess.run(["umount", str(path)], check=False)
@@ -229,22 +234,43 @@ def xtcp2_counters(stderr):
 
 def count_output_records(path, marshal):
     """Records in an output file: lines for jsonl; for protobufList, the
-    length-delimited XtcpFlatRecord messages inside each envelope."""
-    data = Path(path).read_bytes()
-    if marshal == "jsonl":
-        return data.count(b"\n")
-    return count_protobuf_list(data)
+    length-delimited XtcpFlatRecord messages inside each envelope. Read in
+    pieces: at a million sockets a jsonl file is 2.5 GB."""
+    with open(path, "rb") as f:
+        if marshal == "jsonl":
+            lines = 0
+            while chunk := f.read(1 << 24):
+                lines += chunk.count(b"\n")
+            return lines
+        return count_protobuf_list(f)
 
 
-def count_protobuf_list(data):
+def read_varint(f):
+    """One varint from a file; None at a clean end of file."""
+    value, shift = 0, 0
+    while True:
+        b = f.read(1)
+        if not b:
+            if shift:
+                raise ValueError("protobuf stream ends inside a varint")
+            return None
+        value |= (b[0] & 0x7F) << shift
+        if b[0] < 0x80:
+            return value
+        shift += 7
+
+
+def count_protobuf_list(f):
     """protobufList: a stream of envelopes, each a varint length then an
     `Envelope` message whose field 1 (`row`, repeated, length-delimited)
     holds one record. Counts those rows without decoding them."""
-    rows, pos = 0, 0
-    while pos < len(data):
-        length, pos = varint(data, pos)
-        end = pos + length
-        while pos < end:
+    rows = 0
+    while (length := read_varint(f)) is not None:
+        data = f.read(length)
+        if len(data) != length:
+            raise ValueError("protobuf stream ends inside an envelope")
+        pos = 0
+        while pos < length:
             key, pos = varint(data, pos)
             wire = key & 7
             if wire == 2:
@@ -364,14 +390,25 @@ def run_collect_config(tools, ws, connections, namespaces, repeat, cases):
     started = time.monotonic()
     netns_files = load_connections(ws, connections, namespaces)
     log(f"N={connections} K={namespaces}: ready in {time.monotonic() - started:.1f}s; measuring")
+    runs = measure_cases(tools, ws, netns_files, repeat, cases)
+    ws.stop_helpers()
+    ws.remove_namespaces()
+    return aggregate_runs(connections, namespaces, runs)
+
+
+def measure_cases(tools, ws, netns_files, repeat, cases):
+    """Every case `repeat` times over the load in place; the raw runs."""
     runs = {case: [] for case in cases}
     # Interleave the cases so a burst of load from elsewhere on the machine
     # spreads over all of them instead of skewing one.
     for _ in range(repeat):
         for case in cases:
             runs[case].append(run_case(case, tools, ws, netns_files))
-    ws.stop_helpers()
-    ws.remove_namespaces()
+    return runs
+
+
+def aggregate_runs(connections, namespaces, runs):
+    """Median and range per case, records lost, ratios to the floor."""
     result = {"connections": connections, "namespaces": namespaces, "cases": {}}
     for case, ms in runs.items():
         entry = {
