@@ -123,14 +123,16 @@ def plot_scale(results_path, out):
     ax.legend(fontsize=7)
 
     ax = axes[1][1]
-    probes = [(sockets_of(r), r["kernel_probe"]) for r in sock if "kernel_probe" in r]
-    if probes:
-        xs = [s for s, _ in probes]
-        ax.plot(xs, [p["shared_ehash"]["per_namespace_cpu_ms"] for _, p in probes], "ko-",
-                label="namespace sharing the host's hash (default)")
-        ax.plot(xs, [p["own_ehash"]["per_namespace_cpu_ms"] for _, p in probes], "g^-",
-                label="namespace with its own hash (tcp_child_ehash_entries)")
-    ax.set(xscale="log", yscale="symlog", xlabel="sockets in the root namespace",
+    probes = [(r["kernel_probe"]["shared_ehash"]["host_sockets"], r["kernel_probe"]) for r in sock if "kernel_probe" in r]
+    probe_styles = (("shared_ehash", "ko-", "shared hash, all states (the default)"),
+                    ("shared_ehash_nobound", "ks--", "shared hash, --states without bound-inactive"),
+                    ("own_ehash", "g^-", "own hash (tcp_child_ehash_entries), all states"),
+                    ("own_ehash_nobound", "gv--", "own hash, --states without bound-inactive"))
+    for key, style, label in probe_styles:
+        pts = [(s, p[key]["per_namespace_cpu_ms"]) for s, p in probes if key in p]
+        if pts:
+            ax.plot([x for x, _ in pts], [max(y, 0.01) for _, y in pts], style, label=label)
+    ax.set(xscale="log", yscale="log", xlabel="sockets in the root namespace",
            ylabel="floor CPU ms per (empty) namespace",
            title="the kernel's limit: each namespace's dump walks the host's hash")
     ax.grid(True, which="both", alpha=0.3)

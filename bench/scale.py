@@ -46,6 +46,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,13 +64,16 @@ CASES = ["floor", "null", "jsonl", "protobufList"]
 CHILD_EHASH_ENTRIES = 1024
 
 
-def floor_cpu(tools, netns_dirs, repeat):
+def floor_cpu(tools, netns_dirs, repeat, states=None):
     """CPU seconds of the floor over the host plus the namespaces in
     netns_dirs ("" for the host only), `repeat` runs."""
     out = []
     for _ in range(repeat):
+        argv = [str(tools.floor), "dump", "--netns-dirs", netns_dirs, "--deserializers", "default"]
+        if states:
+            argv += ["--states", states]
         with tempfile.TemporaryFile() as f:
-            m = measured([str(tools.floor), "dump", "--netns-dirs", netns_dirs, "--deserializers", "default"], stdout=f)
+            m = measured(argv, stdout=f)
             f.seek(0)
             counts = json.loads(f.read())
         out.append({"cpu_s": m["cpu_s"], "wall_s": m["wall_s"], "namespaces": counts["namespaces"], "sockets": counts["sockets"]})
@@ -77,7 +81,9 @@ def floor_cpu(tools, netns_dirs, repeat):
 
 
 def kernel_probe(tools, ws, sysctls, count, repeat):
-    """Floor CPU per empty namespace on this host: shared hash and own hash."""
+    """Floor CPU per empty namespace on this host, for namespaces sharing
+    the host's established hash and namespaces with their own, each with
+    every state (xtcp2's default) and without bound-inactive."""
     result = {}
     for layout in ("shared_ehash", "own_ehash"):
         probe_dir = ws.netns_dir / f"probe-{layout}"
@@ -94,24 +100,25 @@ def kernel_probe(tools, ws, sysctls, count, repeat):
         finally:
             if layout == "own_ehash":
                 sysctls.set("net.ipv4.tcp_child_ehash_entries", 0)
-        host = floor_cpu(tools, "", repeat)
-        with_ns = floor_cpu(tools, str(probe_dir), repeat)
+        for states, suffix in ((None, ""), (run.STATES_NO_BOUND, "_nobound")):
+            host = floor_cpu(tools, "", repeat, states)
+            with_ns = floor_cpu(tools, str(probe_dir), repeat, states)
+            host_cpu = summarise([r["cpu_s"] for r in host])
+            ns_cpu = summarise([r["cpu_s"] for r in with_ns])
+            per_ns_ms = (ns_cpu["median"] - host_cpu["median"]) / count * 1e3
+            result[layout + suffix] = {
+                "namespaces": count,
+                "host_floor_cpu_s": host_cpu,
+                "with_namespaces_floor_cpu_s": ns_cpu,
+                "per_namespace_cpu_ms": per_ns_ms,
+                "host_sockets": host[0]["sockets"],
+            }
+            log(f"kernel probe, {layout}{suffix}: host floor {host_cpu['median'] * 1e3:.1f} ms, with {count} empty "
+                f"namespaces {ns_cpu['median'] * 1e3:.1f} ms: {per_ns_ms:.2f} ms CPU per namespace")
         for path in paths:
             load.remove_netns(path)
             ws.namespaces.remove(path)
         probe_dir.rmdir()
-        host_cpu = summarise([r["cpu_s"] for r in host])
-        ns_cpu = summarise([r["cpu_s"] for r in with_ns])
-        per_ns_ms = (ns_cpu["median"] - host_cpu["median"]) / count * 1e3
-        result[layout] = {
-            "namespaces": count,
-            "host_floor_cpu_s": host_cpu,
-            "with_namespaces_floor_cpu_s": ns_cpu,
-            "per_namespace_cpu_ms": per_ns_ms,
-            "host_sockets": host[0]["sockets"],
-        }
-        log(f"kernel probe, {layout}: host floor {host_cpu['median'] * 1e3:.1f} ms, with {count} empty namespaces "
-            f"{ns_cpu['median'] * 1e3:.1f} ms: {per_ns_ms:.2f} ms CPU per namespace")
     return result
 
 
@@ -196,14 +203,14 @@ def suite_sockets(args, tools, ws, sysctls, report):
         load.host_sockets(ws, connections)
         stat = load.sockstat()
         log(f"sockstat TCP: {stat}")
-        runs = measure_cases(tools, ws, [], repeat, CASES)
+        runs = measure_cases(tools, ws, [], repeat, args.sockets_cases)
         r = aggregate_runs(connections, 0, runs)
         r["sockets_target"] = total
         r["sockstat"] = stat
         r["machine"] = run.machine_load()
         if args.probe_namespaces:
             r["kernel_probe"] = kernel_probe(tools, ws, sysctls, args.probe_namespaces, repeat)
-        if total == largest and args.perf:
+        if total == largest and args.perf and shutil.which("perf"):
             out_dir = ROOT / "target" / "bench"
             r["perf"] = [perf_one_shot(tools, ws, ["--dest", "null"], out_dir / "scale-null.perf.data"),
                          perf_one_shot(tools, ws, ["--marshal", "jsonl", "--dest", f"file:{ws.dir}/perf.jsonl"],
@@ -224,18 +231,21 @@ def suite_namespaces(args, tools, ws, sysctls, report):
     results = []
     largest = max(args.namespaces)
     load.raise_for_host_sockets(sysctls, largest * (args.ns_sockets[1] if isinstance(args.ns_sockets, tuple) else args.ns_sockets))
+    nobound = ["--states", run.STATES_NO_BOUND]
     for count in sorted(args.namespaces):
         repeat = args.repeat_large if count >= 1_000 else args.repeat
         nl = load.NamespaceLoad(ws)
         in_ns = nl.populate(count, args.ns_sockets)
-        runs = measure_cases(tools, ws, list(ws.namespaces), repeat, CASES)
+        cases = CASES + (["floor_nobound", "null_nobound"] if count == largest else [])
+        runs = measure_cases(tools, ws, list(ws.namespaces), repeat, cases)
         r = aggregate_runs(None, count, runs)
         r["sockets_in_namespaces"] = in_ns
         r["machine"] = run.machine_load()
         if count == largest and args.daemon_seconds:
             r["daemon_shared_ehash"] = daemon_probe(tools, ws, args.daemon_seconds, ("--dest", "null"))
+            r["daemon_shared_ehash_nobound"] = daemon_probe(tools, ws, args.daemon_seconds, ["--dest", "null"] + nobound)
         teardown(ws, nl)
-        if count == largest and args.daemon_seconds:
+        if count == largest:
             # The same namespaces, each with an established hash of its own.
             sysctls.set("net.ipv4.tcp_child_ehash_entries", CHILD_EHASH_ENTRIES)
             try:
@@ -243,12 +253,17 @@ def suite_namespaces(args, tools, ws, sysctls, report):
                 nl.populate(count, args.ns_sockets, prefix="own")
             finally:
                 sysctls.set("net.ipv4.tcp_child_ehash_entries", 0)
-            own = measure_cases(tools, ws, list(ws.namespaces), repeat, ["floor", "null"])
+            own = measure_cases(tools, ws, list(ws.namespaces), repeat,
+                                ["floor", "null", "floor_nobound", "null_nobound", "jsonl", "protobufList"])
             r["own_ehash"] = aggregate_runs(None, count, own)
-            r["daemon_own_ehash"] = daemon_probe(tools, ws, args.daemon_seconds, ("--dest", "null"))
+            if args.daemon_seconds:
+                r["daemon_own_ehash"] = daemon_probe(tools, ws, args.daemon_seconds, ("--dest", "null"))
+                r["daemon_own_ehash_nobound"] = daemon_probe(tools, ws, args.daemon_seconds, ["--dest", "null"] + nobound)
             teardown(ws, nl)
         results.append(r)
         print_rows([r], f"namespaces={count}")
+        if "own_ehash" in r:
+            print_rows([r["own_ehash"]], f"namespaces={count}, each with its own established hash")
         report["namespaces"] = results
         save(report, args)
     return results
@@ -291,14 +306,17 @@ def markdown(report):
             lines.append(f"| {label} | {case} | {'-' if sockets is None else f'{sockets:,.0f}'} | {fmt_range(e['wall_s'], 1e3, 1)} | "
                          f"{fmt_range(e['cpu_s'], 1e3, 1)} | {e.get('cpu_ratio', 0):.2f}x | {e['rss_mb']['max']:.1f} | "
                          f"{'-' if lost is None else ('?' if None in lost else max(lost))} |")
-    probes = [(r["cases"]["floor"]["sockets"]["median"], r["kernel_probe"])
+    probes = [(r["kernel_probe"]["shared_ehash"]["host_sockets"], r["kernel_probe"])
               for r in report.get("sockets", []) if "kernel_probe" in r]
     if probes:
-        lines += ["", "| host sockets | floor CPU ms per namespace, shared hash | own hash |", "|---:|---:|---:|"]
+        lines += ["", "| host sockets | floor CPU ms per namespace: shared hash, all states | shared hash, no bound-inactive | own hash, all states | own hash, no bound-inactive |",
+                  "|---:|---:|---:|---:|---:|"]
         for sockets, p in probes:
-            lines.append(f"| {sockets:,.0f} | {p['shared_ehash']['per_namespace_cpu_ms']:.2f} | {p['own_ehash']['per_namespace_cpu_ms']:.2f} |")
+            cells = " | ".join(f"{p[k]['per_namespace_cpu_ms']:.2f}" if k in p else "-"
+                               for k in ("shared_ehash", "shared_ehash_nobound", "own_ehash", "own_ehash_nobound"))
+            lines.append(f"| {sockets:,.0f} | {cells} |")
     for r in report.get("sockets", []) + report.get("namespaces", []):
-        for key in ("daemon", "daemon_shared_ehash", "daemon_own_ehash"):
+        for key in ("daemon", "daemon_shared_ehash", "daemon_shared_ehash_nobound", "daemon_own_ehash", "daemon_own_ehash_nobound"):
             ds = r.get(key)
             for d in ([ds] if isinstance(ds, dict) else ds or []):
                 lines.append(f"- {key} ({d['args']}): {d['polls']:.0f} polls in {d['seconds']} s, mean poll {d['poll_mean_s'] or 0:.2f} s, "
@@ -348,11 +366,13 @@ def main():
     p.add_argument("--namespaces", type=lambda s: [int(x) for x in s.split(",")], default=[10, 100, 1_000])
     p.add_argument("--ns-sockets", type=parse_sockets_range, default=100,
                    help="sockets per namespace: a number, or LOW-HIGH drawn per namespace")
+    p.add_argument("--sockets-cases", type=lambda s: [c for c in s.split(",") if c], default=CASES,
+                   help="one-shot cases of the sockets suite (empty: only the kernel probe)")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--repeat-large", type=int, default=3, help="repetitions at 1M sockets and 1,000 namespaces")
     p.add_argument("--probe-namespaces", type=int, default=20, help="empty namespaces for the kernel probe (0: none)")
     p.add_argument("--perf", action="store_true", help="perf record the null and jsonl one-shots at the largest size")
-    p.add_argument("--daemon-seconds", type=int, default=35, help="daemon with default flags at the largest size (0: none)")
+    p.add_argument("--daemon-seconds", type=int, default=40, help="daemon with default flags at the largest size (0: none)")
     p.add_argument("--xtcp2", default=str(ROOT / "target/release/xtcp2"))
     p.add_argument("--floor", default=str(ROOT / "target/release/examples/floor_dump"))
     p.add_argument("--out", default="")
