@@ -205,7 +205,6 @@ def plot_soak(csv_path, out):
     ax.set(xlabel="minutes", ylabel="threads", title="threads")
     ax = axes[1][0]
     ax.plot(t, col("poll_mean_s"), label="mean poll s (per sample)")
-    ax.plot(t, col("cpu_pct"), label="CPU % of one core / 100", alpha=0)  # placeholder keeps colors stable
     ax.set(xlabel="minutes", ylabel="seconds", title="poll duration")
     ax2 = ax.twinx()
     ax2.plot(t, [c / 100 for c in col("cpu_pct")], color="tab:orange", alpha=0.6, label="CPU (cores)")
