@@ -141,20 +141,29 @@ class CountingReader:
 
 class RotatedFile:
     """The file: destination on a tmpfs, rotated like logrotate would: the
-    file is renamed, the daemon gets SIGHUP and reopens the path, the old
-    file is counted and deleted."""
+    file is renamed, the daemon gets SIGHUP and reopens the path, the rest
+    of the old file is counted and it is deleted. Rows are counted as they
+    arrive (from the last offset read), never by re-reading the file."""
 
     def __init__(self, rotate_seconds):
         self.dir = Path(tempfile.mkdtemp(prefix="xtcp2-soak-", dir="/dev/shm"))
         self.path = self.dir / "out.jsonl"
         self.rotate_seconds = rotate_seconds
         self.rows = 0
+        self.offset = 0
         self.rotations = 0
         self.last = time.monotonic()
         self.pid = None
 
     def dest(self):
         return f"file:{self.path}"
+
+    def _count_new(self, path):
+        with open(path, "rb") as f:
+            f.seek(self.offset)
+            while chunk := f.read(1 << 24):
+                self.rows += chunk.count(b"\n")
+                self.offset += len(chunk)
 
     def maybe_rotate(self):
         if time.monotonic() - self.last < self.rotate_seconds or self.pid is None:
@@ -167,12 +176,15 @@ class RotatedFile:
         os.kill(self.pid, signal.SIGHUP)
         # Writes in flight to the renamed file finish within a moment.
         time.sleep(1)
-        self.rows += count_lines(old)
+        self._count_new(old)
         old.unlink()
+        self.offset = 0
         self.rotations += 1
 
     def received(self):
-        return self.rows + (count_lines(self.path) if self.path.exists() else 0)
+        if self.path.exists():
+            self._count_new(self.path)
+        return self.rows
 
     def close(self):
         shutil.rmtree(self.dir, ignore_errors=True)
