@@ -190,14 +190,6 @@ class RotatedFile:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def count_lines(path):
-    n = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            n += chunk.count(b"\n")
-    return n
-
-
 def proc_snapshot(pid):
     status = Path(f"/proc/{pid}/status").read_text()
     values = {}
