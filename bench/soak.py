@@ -278,7 +278,10 @@ def soak(args, ws, sysctls, dest, report):
     try:
         next_tick = started
         while time.monotonic() < end:
-            next_tick += 1
+            # One snapshot a second; after a stall (a rotation, a slow
+            # scrape) start again from now rather than catch up in a burst
+            # of snapshots taken back to back.
+            next_tick = max(next_tick + 1, time.monotonic())
             time.sleep(max(0, next_tick - time.monotonic()))
             if proc.poll() is not None:
                 err.seek(0)
