@@ -204,7 +204,16 @@ def measured(argv, stdout=subprocess.DEVNULL, env=None):
     (user+sys) and peak RSS of the program from wait4, plus its stderr."""
     with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile(suffix=".json") as report:
         launch = [str(LAUNCHER), "measure", "--report", report.name, "--"] + [str(a) for a in argv]
-        proc = subprocess.run(launch, stdout=stdout, stderr=err, env=env, timeout=RUN_TIMEOUT_S)
+        # A session of its own, so that a run past the timeout (or
+        # interrupted) is killed with the program it launched, not only
+        # the launcher.
+        proc = subprocess.Popen(launch, stdout=stdout, stderr=err, env=env, start_new_session=True)
+        try:
+            proc.wait(timeout=RUN_TIMEOUT_S)
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         err.seek(0)
         stderr = err.read().decode(errors="replace")
         if proc.returncode != 0:

@@ -3,7 +3,7 @@
 
 Run as root from anywhere, after `cargo build --release --bins --examples`:
 
-    python3 bench/scale.py                      # both suites and the plot, about 20 minutes
+    python3 bench/scale.py                      # both suites and the plot (the 1,000 namespaces take long)
     python3 bench/scale.py --suite sockets      # 10k -> 100k -> 1M sockets in the root namespace
     python3 bench/scale.py --suite namespaces   # 10 -> 100 -> 1,000 namespaces x 100 sockets
     python3 bench/scale.py --plot FILE.json     # redraw docs/img/scale.png from a run
@@ -45,6 +45,7 @@ exit code is 3 when a run lost records.
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -130,7 +131,6 @@ def perf_one_shot(tools, ws, extra, path, rows=20):
         return {"error": rec.stderr[-800:]}
     rep = subprocess.run(["perf", "report", "-i", str(path), "--no-children", "--sort", "dso,sym", "--stdio"],
                          capture_output=True, text=True)
-    import re
     lines = [l for l in rep.stdout.splitlines() if re.match(r"^\s+\d+\.\d+%\s", l)]
     return {"argv": " ".join(extra), "top": lines[:rows]}
 
