@@ -73,6 +73,10 @@ from plot import find_python
 from run import ROOT, Workspace, log
 
 MIN_SECOND_HALF_SAMPLES = 6
+# SIGTERM finishes the poll in flight and flushes; past this the daemon is
+# killed and the summary says so (reported, not judged: the verdict is
+# about trends).
+SHUTDOWN_WAIT_S = 60
 # Metrics sampled from /metrics into each CSV row.
 METRICS = {
     "polls": "xtcp2_poll_cycles_total",
@@ -333,11 +337,13 @@ def soak(args, ws, sysctls, dest, report):
         churn.stop()
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
+            stopping = time.monotonic()
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=SHUTDOWN_WAIT_S)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            report["shutdown_s"] = round(time.monotonic() - stopping, 1)
         out.close()
         err.close()
     report["churn"] = churn.counters()
@@ -444,6 +450,9 @@ def main():
     for name, f in v["fits"].items():
         print(f"  {name:<8} second half: first {f['first']:.2f}, last {f['last']:.2f}, range {f['min']:.2f}-{f['max']:.2f}, "
               f"fitted rise {f['rise']:+.2f} (tolerance {f['tolerance']:.2f}, {f['per_hour']:+.2f}/hour)")
+    if report.get("daemon_exit") not in (0, None):
+        print(f"WARNING: the daemon exited {report['daemon_exit']} after SIGTERM "
+              f"({report.get('shutdown_s')} s; killed after {SHUTDOWN_WAIT_S} s): see the stderr tail in the verdict file")
     print(f"csv: {args.csv}\nverdict: {verdict_path}" + (f"\nplot: {png}" if python and rows else ""))
     print(f"soak: {v['result']}" + ("".join(f"\n  - {r}" for r in v["reasons"])))
     sys.exit(1 if v["reasons"] else 0)
