@@ -77,14 +77,20 @@ CONNECTIONS_PER_HELPER = 9_000
 # A helper that has not established its connections in this time is stuck.
 HELPER_READY_TIMEOUT_S = 120
 # One xtcp2 or floor run at 100,000 sockets takes well under a second; a
-# run past this is hung and is killed.
-RUN_TIMEOUT_S = 120
+# run past this is hung and is killed. At 1,000 namespaces the floor alone
+# spends a minute of CPU (every namespace's dump walks the host's hashes,
+# see bench/scale.py), several minutes of wall time on a busy machine.
+RUN_TIMEOUT_S = 900
 # Windows the daemon's CPU is averaged over.
 DAEMON_WINDOW_S = 5
 
 FULL_CONNECTIONS = [1_000, 10_000, 50_000]
 FULL_NAMESPACES = [0, 10, 100]
 ONE_SHOT_CASES = ["floor", "floor_uring", "ss", "null", "null_uring", "jsonl", "protobufList"]
+# Every TCP state but bound-inactive (Linux 6.5+), whose dump walks the
+# bind hash that all namespaces share: the `_nobound` cases (bench/scale.py).
+STATES_NO_BOUND = ("established,syn-sent,syn-recv,fin-wait-1,fin-wait-2,time-wait,close,close-wait,"
+                   "last-ack,listen,closing,new-syn-recv")
 
 
 def log(msg):
@@ -147,6 +153,11 @@ class Workspace:
                 proc.wait()
         self.helpers = []
 
+    def remove_namespace(self, path):
+        subprocess.run(["umount", str(path)], check=False)
+        path.unlink(missing_ok=True)
+        self.namespaces.remove(path)
+
     def remove_namespaces(self):
         for path in self.namespaces:
             subprocess.run(["umount", str(path)], check=False)
@@ -193,7 +204,16 @@ def measured(argv, stdout=subprocess.DEVNULL, env=None):
     (user+sys) and peak RSS of the program from wait4, plus its stderr."""
     with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile(suffix=".json") as report:
         launch = [str(LAUNCHER), "measure", "--report", report.name, "--"] + [str(a) for a in argv]
-        proc = subprocess.run(launch, stdout=stdout, stderr=err, env=env, timeout=RUN_TIMEOUT_S)
+        # A session of its own, so that a run past the timeout (or
+        # interrupted) is killed with the program it launched, not only
+        # the launcher.
+        proc = subprocess.Popen(launch, stdout=stdout, stderr=err, env=env, start_new_session=True)
+        try:
+            proc.wait(timeout=RUN_TIMEOUT_S)
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         err.seek(0)
         stderr = err.read().decode(errors="replace")
         if proc.returncode != 0:
@@ -229,22 +249,43 @@ def xtcp2_counters(stderr):
 
 def count_output_records(path, marshal):
     """Records in an output file: lines for jsonl; for protobufList, the
-    length-delimited XtcpFlatRecord messages inside each envelope."""
-    data = Path(path).read_bytes()
-    if marshal == "jsonl":
-        return data.count(b"\n")
-    return count_protobuf_list(data)
+    length-delimited XtcpFlatRecord messages inside each envelope. Read in
+    pieces: at a million sockets a jsonl file is 2.5 GB."""
+    with open(path, "rb") as f:
+        if marshal == "jsonl":
+            lines = 0
+            while chunk := f.read(1 << 24):
+                lines += chunk.count(b"\n")
+            return lines
+        return count_protobuf_list(f)
 
 
-def count_protobuf_list(data):
+def read_varint(f):
+    """One varint from a file; None at a clean end of file."""
+    value, shift = 0, 0
+    while True:
+        b = f.read(1)
+        if not b:
+            if shift:
+                raise ValueError("protobuf stream ends inside a varint")
+            return None
+        value |= (b[0] & 0x7F) << shift
+        if b[0] < 0x80:
+            return value
+        shift += 7
+
+
+def count_protobuf_list(f):
     """protobufList: a stream of envelopes, each a varint length then an
     `Envelope` message whose field 1 (`row`, repeated, length-delimited)
     holds one record. Counts those rows without decoding them."""
-    rows, pos = 0, 0
-    while pos < len(data):
-        length, pos = varint(data, pos)
-        end = pos + length
-        while pos < end:
+    rows = 0
+    while (length := read_varint(f)) is not None:
+        data = f.read(length)
+        if len(data) != length:
+            raise ValueError("protobuf stream ends inside an envelope")
+        pos = 0
+        while pos < length:
             key, pos = varint(data, pos)
             wire = key & 7
             if wire == 2:
@@ -300,8 +341,12 @@ class Tools:
 def run_case(case, tools, ws, namespaces):
     """One run of one case; returns the measurement and what it counted."""
     netns_dir = ws.netns_dir
+    states = []
+    if case.endswith("_nobound"):
+        case = case.removesuffix("_nobound")
+        states = ["--states", STATES_NO_BOUND]
     if case in ("floor", "floor_uring"):
-        argv = [str(tools.floor), "dump", "--netns-dirs", str(netns_dir), "--deserializers", "default"]
+        argv = [str(tools.floor), "dump", "--netns-dirs", str(netns_dir), "--deserializers", "default"] + states
         if case == "floor_uring":
             argv.append("--io-uring")
         with tempfile.TemporaryFile() as out:
@@ -324,7 +369,7 @@ def run_case(case, tools, ws, namespaces):
     marshal = {"jsonl": "jsonl", "protobufList": "protobufList"}.get(case, "jsonl")
     stdout = subprocess.DEVNULL
     if case in ("null", "null_uring"):
-        extra = ["--dest", "null"]
+        extra = ["--dest", "null"] + states
         if case == "null_uring":
             extra.append("--io-uring")
     else:
@@ -364,14 +409,25 @@ def run_collect_config(tools, ws, connections, namespaces, repeat, cases):
     started = time.monotonic()
     netns_files = load_connections(ws, connections, namespaces)
     log(f"N={connections} K={namespaces}: ready in {time.monotonic() - started:.1f}s; measuring")
+    runs = measure_cases(tools, ws, netns_files, repeat, cases)
+    ws.stop_helpers()
+    ws.remove_namespaces()
+    return aggregate_runs(connections, namespaces, runs)
+
+
+def measure_cases(tools, ws, netns_files, repeat, cases):
+    """Every case `repeat` times over the load in place; the raw runs."""
     runs = {case: [] for case in cases}
     # Interleave the cases so a burst of load from elsewhere on the machine
     # spreads over all of them instead of skewing one.
     for _ in range(repeat):
         for case in cases:
             runs[case].append(run_case(case, tools, ws, netns_files))
-    ws.stop_helpers()
-    ws.remove_namespaces()
+    return runs
+
+
+def aggregate_runs(connections, namespaces, runs):
+    """Median and range per case, records lost, ratios to the floor."""
     result = {"connections": connections, "namespaces": namespaces, "cases": {}}
     for case, ms in runs.items():
         entry = {
@@ -383,7 +439,7 @@ def run_collect_config(tools, ws, connections, namespaces, repeat, cases):
             "rss_mb": summarise([m["rss_kb"] / 1024 for m in ms]),
             "sockets": summarise([m.get("sockets") for m in ms]),
         }
-        if case not in ("floor", "floor_uring", "ss"):
+        if case.removesuffix("_nobound") not in ("floor", "floor_uring", "ss"):
             lost = []
             for m in ms:
                 c = m["counters"]
@@ -399,9 +455,10 @@ def run_collect_config(tools, ws, connections, namespaces, repeat, cases):
             entry["output_bytes"] = summarise([m.get("output_bytes") for m in ms])
             entry["uring_fallback"] = any(m.get("uring_fallback") for m in ms)
         result["cases"][case] = entry
-    floor = result["cases"].get("floor")
-    if floor:
-        for case, entry in result["cases"].items():
+    for case, entry in result["cases"].items():
+        # A `_nobound` case is compared with the floor of the same states.
+        floor = result["cases"].get("floor_nobound" if case.endswith("_nobound") else "floor")
+        if floor:
             entry["cpu_ratio"] = entry["cpu_s"]["median"] / floor["cpu_s"]["median"]
             entry["wall_ratio"] = entry["wall_s"]["median"] / floor["wall_s"]["median"]
             sockets = floor["sockets"]["median"] if floor["sockets"] else None

@@ -55,6 +55,20 @@ else
     log "chdb, protobuf and grpcio-tools present in $venv"
 fi
 
+# matplotlib for the soak run's plot (bench/soak.py), in a venv of its own
+# cached between runs, like chdb's; soak.py re-executes itself with this
+# venv's python when the system python lacks matplotlib, and under CI=true
+# fails (never skips) when neither has it.
+bench_venv=/var/cache/xtcp2-ci/bench-venv
+if ! "$bench_venv/bin/python" -c 'import matplotlib' >/dev/null 2>&1; then
+    log "pip install matplotlib into $bench_venv"
+    mkdir -p /var/cache/xtcp2-ci
+    python3 -m venv "$bench_venv"
+    "$bench_venv/bin/pip" install --quiet matplotlib
+else
+    log "matplotlib present in $bench_venv"
+fi
+
 # cargo-fuzz for the bounded fuzzing step (fuzz/run), installed once into
 # the cache and reused.
 fuzz_root=/var/cache/xtcp2-ci/cargo-fuzz
