@@ -41,18 +41,43 @@ else
 fi
 
 # Python modules of the tests, in a venv cached between runs (the tests find
-# it there, see tests/support/python.rs): chdb (ClickHouse as a library) for
-# tests/clickhouse.rs and tests/go_schema.rs; protobuf and grpcio-tools
-# (protoc, to generate Python classes from our .proto files) for
-# tests/go_schema.rs.
+# it there, see tests/support/python.rs): the independent clients that read
+# back what xtcp2 sent. One line per module (pip name → import name):
+#   chdb: ClickHouse as a library (tests/clickhouse.rs, tests/go_schema.rs);
+#   protobuf, grpcio-tools: protoc and Python classes from our .proto files;
+#   kafka-python, zstandard, lz4, cramjam: the Kafka consumer and its codecs.
+declare -A python_modules=(
+    [chdb]=chdb
+    [protobuf]=google.protobuf
+    [grpcio-tools]=grpc_tools.protoc
+    [kafka-python]=kafka
+    [zstandard]=zstandard
+    [lz4]=lz4.frame
+    [cramjam]=cramjam
+)
 venv=/var/cache/xtcp2-ci/venv
-if ! "$venv/bin/python" -c 'import chdb, google.protobuf, grpc_tools.protoc' >/dev/null 2>&1; then
-    log "pip install chdb protobuf grpcio-tools into $venv"
+imports=$(printf 'import %s\n' "${python_modules[@]}")
+if ! "$venv/bin/python" -c "$imports" >/dev/null 2>&1; then
+    log "pip install ${!python_modules[*]} into $venv"
     mkdir -p /var/cache/xtcp2-ci
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet chdb protobuf grpcio-tools
+    "$venv/bin/pip" install --quiet "${!python_modules[@]}"
 else
-    log "chdb, protobuf and grpcio-tools present in $venv"
+    log "python modules present in $venv: ${!python_modules[*]}"
+fi
+
+# The Kafka-protocol broker of the Kafka tests (tansu, from crates.io),
+# installed once into the cache and reused. Optimisation level 1: the tests
+# and the benchmark measure xtcp2, not the broker, and level 1 builds in
+# much less time than the default 3 on two cores.
+tansu_root=/var/cache/xtcp2-ci/tansu
+if [ ! -x "$tansu_root/bin/tansu" ]; then
+    log "cargo install tansu into $tansu_root (the longest step of a fresh machine)"
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=1 cargo install --quiet --locked --version 0.6.0 \
+        --features dynostore --root "$tansu_root" \
+        --target-dir /var/cache/xtcp2-ci/tansu-build tansu
+else
+    log "tansu present in $tansu_root"
 fi
 
 # matplotlib for the soak run's plot (bench/soak.py), in a venv of its own
