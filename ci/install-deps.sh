@@ -45,7 +45,8 @@ fi
 # back what xtcp2 sent. One line per module (pip name → import name):
 #   chdb: ClickHouse as a library (tests/clickhouse.rs, tests/go_schema.rs);
 #   protobuf, grpcio-tools: protoc and Python classes from our .proto files;
-#   kafka-python, zstandard, lz4, cramjam: the Kafka consumer and its codecs.
+#   kafka-python, zstandard, lz4, cramjam: the Kafka consumer and its codecs;
+#   pyyaml: parses the Kubernetes manifests (tests/deploy.rs).
 declare -A python_modules=(
     [chdb]=chdb
     [protobuf]=google.protobuf
@@ -54,6 +55,7 @@ declare -A python_modules=(
     [zstandard]=zstandard
     [lz4]=lz4.frame
     [cramjam]=cramjam
+    [pyyaml]=yaml
 )
 venv=/var/cache/xtcp2-ci/venv
 imports=$(printf 'import %s\n' "${python_modules[@]}")

@@ -10,6 +10,7 @@ use crate::netns::watch::{self, Wake};
 use crate::observe::{caps, Observability};
 use crate::poll::Poller;
 use crate::shutdown::{HeldSignals, Shutdown};
+use crate::sink::copies::EnvelopeCopies;
 use crate::sink::{deliver, DeliveryPolicy, Destination, ReopenHandle, Sink};
 use anyhow::Context;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -86,13 +87,16 @@ pub fn run_with_held_signals(
         delivery.queue_bytes,
         metrics.clone(),
     ));
-    let sink = runtime
+    let mut sink = runtime
         .block_on(Sink::open_destination(
             &delivery.dest_text,
             &delivery.destination,
             &config.output.format,
         ))
         .with_context(|| format!("opening destination {}", delivery.dest_text))?;
+    if let Some(copies) = &delivery.envelope_copies {
+        sink.keep_copies(EnvelopeCopies::new(copies, config.output.format.format().name()));
+    }
     observability.destination_opened();
     let reopen = sink.reopen_handle();
     let policy = DeliveryPolicy {

@@ -6,7 +6,7 @@
 //! change (inotify) or shutdown wakes it at once.
 
 use std::hash::{BuildHasher, Hasher};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -333,17 +333,49 @@ impl Poller {
             let period = self.config.poll.frequency.saturating_sub(tick_jitter / 2) + random_fraction_of(tick_jitter);
             let next = Instant::now() + period.saturating_sub(report.duration);
             loop {
-                let now = Instant::now();
-                if now >= next {
-                    break;
-                }
-                match wake.recv_timeout(next - now) {
-                    Ok(Wake::NetnsChanged) => self.rediscover(),
-                    Ok(Wake::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
-                    Err(RecvTimeoutError::Timeout) => break,
+                match next_wake(&wake, next) {
+                    NextWake::PollDue => break,
+                    NextWake::NetnsChanged => self.rediscover(),
+                    NextWake::Shutdown => return,
                 }
             }
         }
+    }
+}
+
+/// What ends a wait between polls.
+#[derive(Debug, PartialEq, Eq)]
+enum NextWake {
+    PollDue,
+    NetnsChanged,
+    Shutdown,
+}
+
+/// Waits until `next` for a wake-up. What is already waiting is taken
+/// first, even when the next poll is overdue: a poll that overran its
+/// period must still see the shutdown asked for meanwhile (otherwise
+/// overrunning polls follow each other and SIGTERM is never read), and
+/// namespace changes that piled up are one rediscovery, not one each.
+fn next_wake(wake: &Receiver<Wake>, next: Instant) -> NextWake {
+    let mut changed = false;
+    loop {
+        match wake.try_recv() {
+            Ok(Wake::NetnsChanged) => changed = true,
+            Ok(Wake::Shutdown) | Err(TryRecvError::Disconnected) => return NextWake::Shutdown,
+            Err(TryRecvError::Empty) => break,
+        }
+    }
+    if changed {
+        return NextWake::NetnsChanged;
+    }
+    let now = Instant::now();
+    if now >= next {
+        return NextWake::PollDue;
+    }
+    match wake.recv_timeout(next - now) {
+        Ok(Wake::NetnsChanged) => NextWake::NetnsChanged,
+        Ok(Wake::Shutdown) | Err(RecvTimeoutError::Disconnected) => NextWake::Shutdown,
+        Err(RecvTimeoutError::Timeout) => NextWake::PollDue,
     }
 }
 
@@ -446,4 +478,53 @@ fn random_fraction_of(max: Duration) -> Duration {
     h.write_u64(crate::clock::now_ns());
     let fraction = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
     max.mul_f64(fraction)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+
+    /// A shutdown that arrived while a poll overran its period ends the
+    /// wait although the next poll is already due (SIGTERM under load).
+    #[test]
+    fn shutdown_is_seen_when_the_next_poll_is_overdue() {
+        let (tx, rx) = channel();
+        tx.send(Wake::NetnsChanged).unwrap();
+        tx.send(Wake::Shutdown).unwrap();
+        let overdue = Instant::now() - Duration::from_secs(1);
+        assert_eq!(next_wake(&rx, overdue), NextWake::Shutdown);
+    }
+
+    /// Namespace changes that piled up are one rediscovery, then the
+    /// overdue poll runs.
+    #[test]
+    fn piled_up_changes_are_one_rediscovery() {
+        let (tx, rx) = channel();
+        for _ in 0..5 {
+            tx.send(Wake::NetnsChanged).unwrap();
+        }
+        let overdue = Instant::now() - Duration::from_secs(1);
+        assert_eq!(next_wake(&rx, overdue), NextWake::NetnsChanged);
+        assert_eq!(next_wake(&rx, overdue), NextWake::PollDue);
+    }
+
+    /// With nothing waiting, the wait lasts until the next poll is due, and
+    /// a wake-up sent meanwhile ends it early.
+    #[test]
+    fn waits_until_due_or_woken() {
+        let (tx, rx) = channel();
+        let started = Instant::now();
+        assert_eq!(next_wake(&rx, started + Duration::from_millis(50)), NextWake::PollDue);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            tx.send(Wake::Shutdown).unwrap();
+        });
+        assert_eq!(
+            next_wake(&rx, Instant::now() + Duration::from_secs(60)),
+            NextWake::Shutdown
+        );
+        sender.join().unwrap();
+    }
 }

@@ -375,6 +375,16 @@ pub struct DaemonArgs {
         default_value = "./"
     )]
     pub capture_path: PathBuf,
+    /// Also write the first N marshalled envelopes, exactly as sent, each to
+    /// a file xtcp2-<pid>-envelope<i>.<marshal> in --capture-path (debugging;
+    /// created new, 0600). The Go daemon's default is 10; ours 0 (none).
+    #[arg(
+        long = "dest-write-files",
+        alias = "destWriteFiles",
+        env = "XTCP2_DEST_WRITE_FILES",
+        default_value_t = 0
+    )]
+    pub dest_write_files: u64,
     /// Keep every Nth socket of each netlinker's stream (sampling); 1 = every socket.
     #[arg(long, env = "XTCP2_MODULUS", default_value_t = 1)]
     pub modulus: u64,
@@ -699,6 +709,8 @@ pub struct DeliveryConfig {
     pub produce_timeout: Duration,
     /// Delivery's budget once the queue closed at shutdown.
     pub shutdown_timeout: Duration,
+    /// `-destWriteFiles`: debug copies of the first envelopes sent.
+    pub envelope_copies: Option<crate::sink::copies::EnvelopeCopiesConfig>,
 }
 
 /// Validated configuration of the daemon.
@@ -896,6 +908,10 @@ impl Config {
                 queue_bytes: a.queue_bytes,
                 produce_timeout,
                 shutdown_timeout,
+                envelope_copies: (a.dest_write_files > 0).then(|| crate::sink::copies::EnvelopeCopiesConfig {
+                    dir: a.capture_path.clone(),
+                    count: a.dest_write_files,
+                }),
             },
             observe: ObserveConfig {
                 prom_listen,
