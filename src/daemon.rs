@@ -189,7 +189,7 @@ fn attribution_sources(
         // The first poll should know the running containers: wait for
         // the first list, but never long (an engine that is down is
         // logged by the follower and the daemon goes on without it).
-        let synced = runtime.block_on(tokio::time::timeout(DOCKER_FIRST_SYNC, index.wait_synced()));
+        let synced = runtime.block_on(async { tokio::time::timeout(DOCKER_FIRST_SYNC, index.wait_synced()).await });
         if synced.is_err() {
             tracing::info!(waited = ?DOCKER_FIRST_SYNC, "--enrich-container: no container list yet; polling without it");
         }
