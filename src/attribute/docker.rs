@@ -88,8 +88,8 @@ pub struct ContainerIndex {
 }
 
 impl ContainerIndex {
-    /// Returns once the running containers have been listed (the first
-    /// poll waits for it, bounded by its caller).
+    /// Returns once the running containers have been listed, or the first
+    /// attempt failed (the first poll waits for it, bounded by its caller).
     pub async fn wait_synced(&self) {
         let notified = self.synced.notified();
         if self.is_synced.load(std::sync::atomic::Ordering::Acquire) {
@@ -135,6 +135,11 @@ impl ContainerIndex {
             map.insert(inode, Arc::new(w));
         }
         *self.by_netns.write().unwrap_or_else(|p| p.into_inner()) = map;
+        self.settle();
+    }
+
+    /// The first attempt is over: whoever waits for it goes on.
+    fn settle(&self) {
         self.is_synced.store(true, std::sync::atomic::Ordering::Release);
         self.synced.notify_waiters();
     }
@@ -269,6 +274,8 @@ pub async fn follow(socket: PathBuf, index: Arc<ContainerIndex>, metrics: Arc<Me
             e = follow_once(&engine, &index, &metrics, &mut failing) => e,
             _ = shutdown.wait() => return,
         };
+        // An engine that is down does not hold the first poll back.
+        index.settle();
         metrics
             .attribution
             .source_failures
