@@ -322,6 +322,7 @@ fn the_index_follows_10000_cgroups_coming_and_going_without_growing() {
         gone.cgroups.len()
     );
     assert!(largest < baseline + PER_WAVE + 500);
-    assert!(metrics.attribution.cgroup_walks.get() >= WAVES as u64 + 1);
+    // One walk at start and one per wave.
+    assert!(metrics.attribution.cgroup_walks.get() > WAVES as u64);
     drop(cgroups);
 }
