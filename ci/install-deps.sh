@@ -25,6 +25,10 @@ declare -A needs=(
     [make]=make
     # the https tests make their certificates with the openssl CLI.
     [openssl]=openssl
+    # tests/attribution_docker.rs: the Docker Engine (with containerd and
+    # runc) that --enrich-container follows, and its client.
+    [dockerd]=docker.io
+    [docker]=docker.io
 )
 missing=()
 for cmd in "${!needs[@]}"; do

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::attribute::{Attributor, Sources};
 use crate::batch::EnvelopeBuilder;
 use crate::decode::inet_diag::{AF_INET, AF_INET6};
 use crate::decode::{Deserializers, SocketDecoder};
@@ -72,6 +73,9 @@ pub(crate) struct Collector {
     uring: Option<UringReceiver>,
     /// `--write-files`: lent to each namespace's socket for its dumps.
     capture: Option<Box<dyn DatagramTap>>,
+    /// Workload attribution (`--resolve-container-id`, `--enrich-container`);
+    /// `None` when both are off, so they cost nothing then.
+    attributor: Option<Attributor>,
     /// Sockets this collector has been handed, kept or not (`--modulus`
     /// keeps those whose count is a multiple of it, across namespaces and polls).
     seen: u64,
@@ -88,6 +92,7 @@ impl Collector {
             metrics,
             uring: None,
             capture: None,
+            attributor: None,
             seen: 0,
             builder,
         }
@@ -106,6 +111,11 @@ impl Collector {
                 false
             }
         }
+    }
+
+    /// Fills the records' workload fields from `sources` from now on.
+    pub(crate) fn attribute_with(&mut self, sources: Sources) {
+        self.attributor = (!sources.is_empty()).then(|| Attributor::new(sources));
     }
 
     /// Saves the raw replies this collector receives (`--write-files`).
@@ -138,6 +148,9 @@ impl Collector {
         deadline: Instant,
     ) -> Result<u64, CutShort> {
         self.builder.start_poll(poll_seq);
+        if let Some(attributor) = &mut self.attributor {
+            attributor.start_namespace(namespace.inode);
+        }
         let mut produced = 0u64;
         for request in self.plan.requests() {
             let Collector {
@@ -149,6 +162,7 @@ impl Collector {
                 uring,
                 seen,
                 plan,
+                attributor,
                 ..
             } = self;
             let modulus = plan.modulus;
@@ -170,6 +184,9 @@ impl Collector {
                     record.netns_inode = namespace.inode;
                     record.netns_name = namespace.name.clone();
                     record.netns_pid = namespace.pid;
+                    if let Some(attributor) = attributor {
+                        attributor.apply(record);
+                    }
                     builder.push(record);
                     produced += 1;
                 }

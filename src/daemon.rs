@@ -133,7 +133,9 @@ pub fn run_with_held_signals(
         watch::spawn(config.netns.dirs.clone(), wake_tx, shutdown.clone())
     };
 
+    let sources = attribution_sources(&config, &metrics, &runtime, &shutdown);
     let mut poller = Poller::new(config, metrics.clone(), queue.clone())?;
+    poller.attribute_with(&sources);
     poller.run(wake_rx, |_report| observability.poll_completed());
 
     shutdown.trigger();
@@ -161,6 +163,43 @@ pub fn run_with_held_signals(
         polls: metrics.poll.cycles.get(),
         incomplete_polls: metrics.poll.partial.get(),
     })
+}
+
+/// How long the first poll waits for the Docker Engine's container list.
+const DOCKER_FIRST_SYNC: Duration = Duration::from_secs(3);
+
+/// Starts the workload attribution sources `config` asks for: the cgroup
+/// index is walked once here, the Docker Engine is followed on the runtime.
+fn attribution_sources(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    runtime: &tokio::runtime::Runtime,
+    shutdown: &Shutdown,
+) -> crate::attribute::Sources {
+    use crate::attribute::{cgroup::CgroupResolver, docker};
+    let cgroups = if config.attribution.cgroups {
+        CgroupResolver::start(metrics.clone())
+    } else {
+        None
+    };
+    let containers = config.attribution.docker_socket.as_ref().map(|socket| {
+        let index = Arc::new(docker::ContainerIndex::default());
+        runtime.spawn(docker::follow(
+            socket.clone(),
+            index.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        // The first poll should know the running containers: wait for
+        // the first list, but never long (an engine that is down is
+        // logged by the follower and the daemon goes on without it).
+        let synced = runtime.block_on(async { tokio::time::timeout(DOCKER_FIRST_SYNC, index.wait_synced()).await });
+        if synced.is_err() {
+            tracing::info!(waited = ?DOCKER_FIRST_SYNC, "--enrich-container: no container list yet; polling without it");
+        }
+        index
+    });
+    crate::attribute::Sources { cgroups, containers }
 }
 
 /// What `config` will ask of the kernel once started (`docs/security.md`).

@@ -169,6 +169,13 @@ impl Poller {
         })
     }
 
+    /// Every netlinker fills the records' workload fields from `sources`.
+    pub fn attribute_with(&mut self, sources: &crate::attribute::Sources) {
+        for collector in &mut self.collectors {
+            collector.attribute_with(sources.clone());
+        }
+    }
+
     pub fn registry(&self) -> &NetnsRegistry {
         &self.registry
     }

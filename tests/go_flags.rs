@@ -60,6 +60,9 @@ const ACCEPTED: &[(&str, &str, &str)] = &[
     ("-ioUringRecvBatch", "64", "io-uring-recv-batch"),
     ("-ioUringCqeBatch", "128", "io-uring-cqe-batch"),
     ("-deserializers", "all", "deserializers"),
+    ("-resolveContainerId", "true", "resolve-container-id"),
+    ("-enrichContainer", "true", "enrich-container"),
+    ("-dockerSocket", "/var/run/docker.sock", "docker-socket"),
 ];
 
 /// Go flags of features other issues add (Kafka 14, S3/Parquet 15,
@@ -84,10 +87,7 @@ const NOT_YET: &[&str] = &[
     "-s3FlushThresholdJitterPct",
     "-s3UploadMaxAttempts",
     "-s3UploadBackoffCap",
-    "-resolveContainerId",
     "-grpcPort",
-    "-enrichContainer",
-    "-dockerSocket",
     "-enrichLldp",
     "-lldpdSocket",
     "-lldpdVersionHint",

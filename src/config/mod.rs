@@ -466,6 +466,27 @@ pub struct DaemonArgs {
     /// Go runtime: OS thread cap. Accepted for compatibility; no effect (logged).
     #[arg(long = "max-threads", alias = "maxThreads", env = "XTCP2_MAX_THREADS")]
     pub max_threads: Option<i64>,
+    /// Attribute each socket to its workload from its cgroup v2 path:
+    /// container_id and container_runtime (Docker, containerd, CRI-O,
+    /// Podman), pod_uid (Kubernetes), systemd_unit. Turns the cgroup decoder on.
+    #[arg(long = "resolve-container-id", alias = "resolveContainerId", env = "CONTAINER_ID_RESOLVE",
+          default_value = "false", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::value_parser!(bool))]
+    pub resolve_container_id: bool,
+    /// Name and image of the Docker container owning each socket's network
+    /// namespace, from the Docker Engine API on --docker-socket (followed live).
+    #[arg(long = "enrich-container", alias = "enrichContainer", env = "ENRICH_CONTAINER",
+          default_value = "false", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::value_parser!(bool))]
+    pub enrich_container: bool,
+    /// The Docker Engine's unix socket, for --enrich-container.
+    #[arg(
+        long = "docker-socket",
+        alias = "dockerSocket",
+        env = "DOCKER_SOCKET",
+        default_value = "/run/docker.sock"
+    )]
+    pub docker_socket: PathBuf,
     /// Skip the startup capability check (for unprivileged decode/testing only).
     #[arg(long = "skip-capability-check", env = "XTCP2_SKIP_CAPABILITY_CHECK", hide = true)]
     pub skip_capability_check: bool,
@@ -713,10 +734,20 @@ pub struct DeliveryConfig {
     pub envelope_copies: Option<crate::sink::copies::EnvelopeCopiesConfig>,
 }
 
+/// Workload attribution (`attribute`): which sources run.
+#[derive(Debug, Clone, Default)]
+pub struct AttributionConfig {
+    /// `--resolve-container-id`.
+    pub cgroups: bool,
+    /// `--enrich-container`: the Docker Engine's socket.
+    pub docker_socket: Option<PathBuf>,
+}
+
 /// Validated configuration of the daemon.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub poll: PollConfig,
+    pub attribution: AttributionConfig,
     pub netns: NetnsConfig,
     pub output: OutputConfig,
     pub delivery: DeliveryConfig,
@@ -861,7 +892,15 @@ impl Config {
             .get_or_insert_with(|| Arc::from(system_hostname().as_str()))
             .clone();
         let destination = Destination::parse(&a.dest)?;
+        if a.resolve_container_id {
+            // The cgroup id is what the path is found by.
+            output.deserializers = output.deserializers.with(crate::decode::Deserializer::Cgroup);
+        }
         Ok(Config {
+            attribution: AttributionConfig {
+                cgroups: a.resolve_container_id,
+                docker_socket: a.enrich_container.then(|| a.docker_socket.clone()),
+            },
             poll: PollConfig {
                 frequency,
                 timeout,

@@ -383,6 +383,21 @@ define_metrics! {
             /// stat calls on /proc/PID/ns/net (incremental scans stat only new processes).
             proc_stat_calls: counter = "netns_proc_stat_calls";
         }
+        /// Workload attribution (`attribute`): cgroups and containers.
+        attribution: AttributionMetrics {
+            /// Walks of the cgroup2 hierarchy (at start, and when a socket's cgroup id is unknown, at most every 2 s).
+            cgroup_walks: counter = "attribution_cgroup_walks";
+            /// Socket cgroup ids the netlinker's snapshot did not know (each asks for a walk).
+            cgroup_misses: counter = "attribution_cgroup_misses";
+            /// cgroups in the index after the last walk.
+            cgroups: gauge = "attribution_cgroups";
+            /// Containers known by network namespace (--enrich-container).
+            containers: gauge = "attribution_containers";
+            /// Docker Engine events read.
+            docker_events: counter = "attribution_docker_events";
+            /// Attribution sources that could not be read, by kind (cgroup_mount, cgroup_walk, cgroup_cap, docker_connect, docker_http, docker_status, docker_timeout, docker_reply).
+            source_failures: counter<KindLabel> = "attribution_source_failures";
+        }
         /// On-demand profiles and the Pyroscope push.
         profiling: ProfilingMetrics {
             /// On-demand /debug/pprof requests, by profile kind and outcome.
