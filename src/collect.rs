@@ -15,6 +15,7 @@ use crate::kernel::{DatagramTap, DiagSocket, DumpError, DumpRequest, RECV_BUFFER
 use crate::metrics::{KindLabel, Metrics};
 use crate::netns::NamespaceStamp;
 use crate::record::Stamps;
+use crate::tap::TapWriter;
 
 /// What to ask for in every dump.
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +76,8 @@ pub(crate) struct Collector {
     /// Sockets this collector has been handed, kept or not (`--modulus`
     /// keeps those whose count is a multiple of it, across namespaces and polls).
     seen: u64,
+    /// The live gRPC record streams (`tap`), when `--grpc-listen` is on.
+    tap: Option<TapWriter>,
     pub builder: EnvelopeBuilder,
 }
 
@@ -89,8 +92,14 @@ impl Collector {
             uring: None,
             capture: None,
             seen: 0,
+            tap: None,
             builder,
         }
+    }
+
+    /// Offers every record to the live record streams too.
+    pub(crate) fn tap_to(&mut self, tap: TapWriter) {
+        self.tap = Some(tap);
     }
 
     /// Receives with io_uring from now on (`-ioUring`); when the kernel or a
@@ -149,6 +158,7 @@ impl Collector {
                 uring,
                 seen,
                 plan,
+                tap,
                 ..
             } = self;
             let modulus = plan.modulus;
@@ -170,6 +180,9 @@ impl Collector {
                     record.netns_inode = namespace.inode;
                     record.netns_name = namespace.name.clone();
                     record.netns_pid = namespace.pid;
+                    if let Some(tap) = tap {
+                        tap.offer(record, poll_seq);
+                    }
                     builder.push(record);
                     produced += 1;
                 }
