@@ -11,9 +11,9 @@ use crate::metrics::Metrics;
 use crate::netns::watch::{self, Wake};
 use crate::observe::{caps, Observability};
 use crate::poll::{Poller, PollerLinks};
-use crate::tap::RecordTap;
 use crate::shutdown::{HeldSignals, Shutdown};
 use crate::sink::{deliver, DeliveryPolicy, Destination, ReopenHandle, Sink};
+use crate::tap::RecordTap;
 use anyhow::Context;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 

@@ -16,10 +16,10 @@ use crate::batch::{CountOnly, EnvelopeBuilder, EnvelopeQueue};
 use crate::collect::{Collector, DumpPlan};
 use crate::config::Config;
 use crate::control::{Cadence, Due, PollCause, PollControl};
-use crate::tap::{RecordTap, TapWriter};
 use crate::metrics::{KindLabel, Metrics};
 use crate::netns::watch::Wake;
 use crate::netns::{Discovery, DiscoveryConfig, NetnsEntry, NetnsRegistry};
+use crate::tap::{RecordTap, TapWriter};
 
 /// What one poll cycle did, reported to the caller (readiness, tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

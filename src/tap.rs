@@ -117,7 +117,8 @@ impl TapWriter {
             return;
         }
         self.buf.clear();
-        self.encoder.encode_as_field(record, RESPONSE_RECORD_FIELD, &mut self.buf);
+        self.encoder
+            .encode_as_field(record, RESPONSE_RECORD_FIELD, &mut self.buf);
         let response = Bytes::copy_from_slice(&self.buf);
         let _ = self.tap.tx.send(TapEvent::Record { poll, response });
     }

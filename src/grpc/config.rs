@@ -243,9 +243,9 @@ impl ControlService {
     }
 
     fn set(&self, request: SetRequest) -> Result<SetResponse, Status> {
-        let wanted = request
-            .config
-            .ok_or_else(|| Status::invalid_argument("config is required (the whole configuration, as Get returns it)"))?;
+        let wanted = request.config.ok_or_else(|| {
+            Status::invalid_argument("config is required (the whole configuration, as Get returns it)")
+        })?;
         let current = self.current();
         let fixed = fixed_fields_changed(&current, &wanted);
         if !fixed.is_empty() {
@@ -329,7 +329,10 @@ impl ConfigService for ControlService {
         self.shared.counted(Method::SetPollFrequency, result)
     }
 
-    async fn trigger_poll(&self, _request: Request<TriggerPollRequest>) -> Result<Response<TriggerPollResponse>, Status> {
+    async fn trigger_poll(
+        &self,
+        _request: Request<TriggerPollRequest>,
+    ) -> Result<Response<TriggerPollResponse>, Status> {
         let poll = self.shared.control.trigger();
         tracing::info!(poll, "gRPC TriggerPoll");
         self.shared
@@ -347,7 +350,10 @@ impl ConfigService for ControlService {
     /// Refused: this daemon has no S3 destination, so there is nothing the
     /// values could change; storing them would report a setting that does
     /// nothing.
-    async fn set_s3_upload(&self, _request: Request<SetS3UploadRequest>) -> Result<Response<SetS3UploadResponse>, Status> {
+    async fn set_s3_upload(
+        &self,
+        _request: Request<SetS3UploadRequest>,
+    ) -> Result<Response<SetS3UploadResponse>, Status> {
         let result = Err(Status::failed_precondition(
             "this daemon has no S3 upload to configure (no s3 destination); nothing was changed",
         ));
@@ -398,7 +404,11 @@ mod tests {
     fn cadence_bounds_are_checked() {
         let err = checked_cadence(Duration::from_secs(5), Some(Duration::from_secs(5)), false).unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
-        assert!(err.message().contains("shorter than poll_frequency"), "{}", err.message());
+        assert!(
+            err.message().contains("shorter than poll_frequency"),
+            "{}",
+            err.message()
+        );
         let err = checked_cadence(Duration::from_secs(90_000), None, false).unwrap_err();
         assert!(err.message().contains("out of range"), "{}", err.message());
         let ok = checked_cadence(Duration::from_secs(10), None, false).unwrap();

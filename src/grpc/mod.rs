@@ -213,9 +213,7 @@ impl GrpcServer {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(proto::config::config_service_server::ConfigServiceServer::new(
-                config::ControlService {
-                    shared: shared.clone(),
-                },
+                config::ControlService { shared: shared.clone() },
             ))
             .add_service(
                 proto::flat_record::xtcp_flat_record_service_server::XtcpFlatRecordServiceServer::new(

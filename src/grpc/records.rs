@@ -136,7 +136,12 @@ impl StreamAccount {
     }
 
     fn streamed(&self) {
-        self.shared.metrics.grpc.streamed_records.get_or_create(&self.label).inc();
+        self.shared
+            .metrics
+            .grpc
+            .streamed_records
+            .get_or_create(&self.label)
+            .inc();
     }
 
     fn dropped(&self, n: u64) {
