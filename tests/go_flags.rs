@@ -59,6 +59,7 @@ const ACCEPTED: &[(&str, &str, &str)] = &[
     ("-ioUringRecvBatch", "64", "io-uring-recv-batch"),
     ("-ioUringCqeBatch", "128", "io-uring-cqe-batch"),
     ("-deserializers", "all", "deserializers"),
+    ("-grpcPort", "8889", "grpc-port"),
 ];
 
 /// Go flags of features other issues add (Kafka 14, S3/Parquet 15,
@@ -85,7 +86,6 @@ const NOT_YET: &[&str] = &[
     "-s3UploadMaxAttempts",
     "-s3UploadBackoffCap",
     "-resolveContainerId",
-    "-grpcPort",
     "-enrichContainer",
     "-dockerSocket",
     "-enrichLldp",
