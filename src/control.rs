@@ -62,10 +62,19 @@ struct State {
 }
 
 /// The live poll settings and requests, shared by the gRPC services and the poller.
-#[derive(Debug)]
 pub struct PollControl {
     state: Mutex<State>,
     wake: Mutex<Option<Sender<Wake>>>,
+    /// Told of every new cadence (readiness's stall threshold follows the period).
+    on_cadence: Mutex<Option<CadenceObserver>>,
+}
+
+type CadenceObserver = Box<dyn Fn(Cadence) + Send + Sync>;
+
+impl std::fmt::Debug for PollControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PollControl").field("state", &*self.state()).finish()
+    }
 }
 
 /// The period and dump deadline in force.
@@ -86,7 +95,13 @@ impl PollControl {
                 burst: None,
             }),
             wake: Mutex::new(None),
+            on_cadence: Mutex::new(None),
         }
+    }
+
+    /// Calls `observer` with every new cadence.
+    pub fn on_cadence_change(&self, observer: impl Fn(Cadence) + Send + Sync + 'static) {
+        *lock(&self.on_cadence) = Some(Box::new(observer));
     }
 
     /// Where requests wake the poller (its namespace-watch channel).
@@ -119,6 +134,9 @@ impl PollControl {
             let mut s = self.state();
             s.frequency = cadence.frequency;
             s.timeout = cadence.timeout;
+        }
+        if let Some(observer) = lock(&self.on_cadence).as_ref() {
+            observer(cadence);
         }
         self.wake();
     }

@@ -140,6 +140,10 @@ pub fn run_with_held_signals(
 
     let (wake_tx, wake_rx) = std::sync::mpsc::channel();
     control.wake_with(wake_tx.clone());
+    {
+        let readiness = observability.readiness.clone();
+        control.on_cadence_change(move |cadence| readiness.set_poll_period(cadence.frequency));
+    }
     runtime.spawn(signals.serve(shutdown.clone(), reopen));
     {
         let shutdown = shutdown.clone();

@@ -481,3 +481,92 @@ fn rss_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// `xtcp2 ctl` and `xtcp2 client` round-trip against a running daemon:
+/// what ctl sets, Python's Get reads back; a poll ctl triggers shows on the
+/// daemon's stdout; refusals exit 1 with the status; `client --poll`
+/// prints exactly that poll's records, as JSON and csv.
+#[test]
+fn ctl_and_client_round_trip_against_a_running_daemon() {
+    if !have_python() {
+        return;
+    }
+    let sockets = listeners(3);
+    let d = GrpcDaemon::start(&["--frequency", "1h", "--label", "rt"]);
+    d.wait_for_polls(1, Duration::from_secs(15));
+    let addr = d.grpc.to_string();
+    let ctl = |args: &[&str]| {
+        let out = support::Xtcp2::new().args(["ctl", "--addr", &addr]).args(args).output();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = ctl(&["get"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("label: \"rt\""), "{stdout}");
+
+    let (code, stdout, stderr) = ctl(&["set-poll-frequency", "2s", "--timeout", "1s"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("seconds: 2"), "{stdout}");
+    let got = d.call("Get", json!({}));
+    assert_eq!(got["ok"]["config"]["pollFrequency"], "2s", "{got}");
+    assert_eq!(got["ok"]["config"]["pollTimeout"], "1s", "{got}");
+    let (code, _, stderr) = ctl(&["set-poll-frequency", "1h"]);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let (code, stdout, stderr) = ctl(&["trigger-poll"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), "poll triggered");
+    d.wait_for_polls(2, Duration::from_secs(10));
+
+    let (code, _, stderr) = ctl(&["poll-burst", "0", "1s"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("TriggerPollBurst: INVALID_ARGUMENT: count 0 is out of range"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = ctl(&["set-s3", "--flush-interval", "1m"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("SetS3Upload: FAILED_PRECONDITION"), "{stderr}");
+
+    let client = |format: &str| {
+        let out = support::Xtcp2::new()
+            .args(["client", "--addr", &addr, "--poll", "1", "--format", format])
+            .output();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let records_of = |poll: u64| {
+        d.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["poll_seq"].as_u64() == Some(poll))
+            .count()
+    };
+    let json_lines: Vec<Value> = client("json")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    d.wait_for_polls(3, Duration::from_secs(10));
+    assert_eq!(json_lines.len(), records_of(3), "poll 3's records");
+    let ports: Vec<u64> = json_lines
+        .iter()
+        .filter_map(|v| v["inetDiagMsgSocketSourcePort"].as_u64())
+        .collect();
+    for s in &sockets {
+        let port = u64::from(s.local_addr().unwrap().port());
+        assert!(ports.contains(&port), "listener {port} missing from {ports:?}");
+    }
+    assert!(json_lines.iter().all(|v| v["label"] == "rt" && v["schemaVersion"] == 1));
+
+    let csv = client("csv");
+    let mut rows = csv.lines();
+    let header: Vec<&str> = rows.next().unwrap().split(',').collect();
+    assert!(header.contains(&"inetDiagMsgSocketSourcePort"), "{header:?}");
+    d.wait_for_polls(4, Duration::from_secs(10));
+    assert_eq!(rows.count(), records_of(4));
+}

@@ -97,6 +97,10 @@ pub struct Cli {
 pub enum CliCommand {
     /// Decode saved netlink traffic (no capabilities needed) and print records.
     Decode(DecodeArgs),
+    /// Control a running daemon over gRPC (its -grpcPort / --grpc-listen).
+    Ctl(crate::grpc::client::CtlArgs),
+    /// Print a running daemon's records as they are collected, over gRPC.
+    Client(crate::grpc::client::ClientArgs),
 }
 
 /// `xtcp2 decode`: an input, and the output flags it shares with the daemon.

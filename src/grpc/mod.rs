@@ -14,6 +14,7 @@
 //! go to [`crate::control::PollControl`], records come from
 //! [`crate::tap::RecordTap`].
 
+pub mod client;
 pub mod config;
 pub mod records;
 
