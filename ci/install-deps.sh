@@ -49,12 +49,14 @@ fi
 # back what xtcp2 sent. One line per module (pip name → import name):
 #   chdb: ClickHouse as a library (tests/clickhouse.rs, tests/go_schema.rs);
 #   protobuf, grpcio-tools: protoc and Python classes from our .proto files;
+#   grpcio-reflection: the gRPC tests' reflection client (v1alpha);
 #   kafka-python, zstandard, lz4, cramjam: the Kafka consumer and its codecs;
 #   pyyaml: parses the Kubernetes manifests (tests/deploy.rs).
 declare -A python_modules=(
     [chdb]=chdb
     [protobuf]=google.protobuf
     [grpcio-tools]=grpc_tools.protoc
+    [grpcio-reflection]=grpc_reflection.v1alpha.reflection_pb2_grpc
     [kafka-python]=kafka
     [zstandard]=zstandard
     [lz4]=lz4.frame

@@ -16,6 +16,7 @@ use crate::kernel::{DatagramTap, DiagSocket, DumpError, DumpRequest, RECV_BUFFER
 use crate::metrics::{KindLabel, Metrics};
 use crate::netns::NamespaceStamp;
 use crate::record::Stamps;
+use crate::tap::TapWriter;
 
 /// What to ask for in every dump.
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +80,8 @@ pub(crate) struct Collector {
     /// Sockets this collector has been handed, kept or not (`--modulus`
     /// keeps those whose count is a multiple of it, across namespaces and polls).
     seen: u64,
+    /// The live gRPC record streams (`tap`), when `--grpc-listen` is on.
+    tap: Option<TapWriter>,
     pub builder: EnvelopeBuilder,
 }
 
@@ -94,8 +97,14 @@ impl Collector {
             capture: None,
             attributor: None,
             seen: 0,
+            tap: None,
             builder,
         }
+    }
+
+    /// Offers every record to the live record streams too.
+    pub(crate) fn tap_to(&mut self, tap: TapWriter) {
+        self.tap = Some(tap);
     }
 
     /// Receives with io_uring from now on (`-ioUring`); when the kernel or a
@@ -163,6 +172,7 @@ impl Collector {
                 seen,
                 plan,
                 attributor,
+                tap,
                 ..
             } = self;
             let modulus = plan.modulus;
@@ -186,6 +196,9 @@ impl Collector {
                     record.netns_pid = namespace.pid;
                     if let Some(attributor) = attributor {
                         attributor.apply(record);
+                    }
+                    if let Some(tap) = tap {
+                        tap.offer(record, poll_seq);
                     }
                     builder.push(record);
                     produced += 1;

@@ -5,13 +5,16 @@ use std::time::Duration;
 
 use crate::batch::EnvelopeQueue;
 use crate::config::Config;
+use crate::control::{Cadence, PollControl};
+use crate::grpc::{GrpcParts, GrpcServer};
 use crate::metrics::Metrics;
 use crate::netns::watch::{self, Wake};
 use crate::observe::{caps, Observability};
-use crate::poll::Poller;
+use crate::poll::{Poller, PollerLinks};
 use crate::shutdown::{HeldSignals, Shutdown};
 use crate::sink::copies::EnvelopeCopies;
 use crate::sink::{deliver, DeliveryPolicy, Destination, ReopenHandle, Sink};
+use crate::tap::RecordTap;
 use anyhow::Context;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -81,6 +84,30 @@ pub fn run_with_held_signals(
     // Observability first: /healthz answers during startup, and a taken
     // --prom-listen port fails before anything else is opened.
     let observability = Observability::start(&runtime, &config.observe, metrics.clone(), shutdown.clone())?;
+    // Bound before the destination opens, like --prom-listen: a taken
+    // port fails the start at once.
+    let control = Arc::new(PollControl::new(Cadence {
+        frequency: config.poll.frequency,
+        timeout: config.poll.timeout,
+    }));
+    let tap = config.grpc.as_ref().map(|_| Arc::new(RecordTap::default()));
+    let grpc = match (&config.grpc, &tap) {
+        (Some(grpc), Some(tap)) => Some(
+            GrpcServer::start(
+                &runtime,
+                grpc,
+                GrpcParts {
+                    metrics: metrics.clone(),
+                    control: control.clone(),
+                    tap: tap.clone(),
+                    args: config.args.clone(),
+                },
+                shutdown.clone(),
+            )
+            .context("starting the gRPC server")?,
+        ),
+        _ => None,
+    };
     let delivery = &config.delivery;
     let queue = Arc::new(EnvelopeQueue::with_byte_limit(
         delivery.queue_envelopes,
@@ -116,6 +143,11 @@ pub fn run_with_held_signals(
     };
 
     let (wake_tx, wake_rx) = std::sync::mpsc::channel();
+    control.wake_with(wake_tx.clone());
+    {
+        let readiness = observability.readiness.clone();
+        control.on_cadence_change(move |cadence| readiness.set_poll_period(cadence.frequency));
+    }
     runtime.spawn(signals.serve(shutdown.clone(), reopen));
     {
         let shutdown = shutdown.clone();
@@ -134,9 +166,21 @@ pub fn run_with_held_signals(
     };
 
     let sources = attribution_sources(&config, &metrics, &runtime, &shutdown);
-    let mut poller = Poller::new(config, metrics.clone(), queue.clone())?;
+    let links = PollerLinks {
+        control: Some(control),
+        tap,
+    };
+    let mut poller = Poller::with_links(config, metrics.clone(), queue.clone(), links)?;
     poller.attribute_with(&sources);
-    poller.run(wake_rx, |_report| observability.poll_completed());
+    let mut grpc_serving = false;
+    poller.run(wake_rx, |_report| {
+        observability.poll_completed();
+        if let (Some(grpc), false) = (&grpc, grpc_serving) {
+            // Ready as /readyz is: the first poll is done.
+            runtime.block_on(grpc.ready());
+            grpc_serving = true;
+        }
+    });
 
     shutdown.trigger();
     queue.close();
@@ -154,6 +198,9 @@ pub fn run_with_held_signals(
     }
     if let Some(w) = watcher {
         let _ = w.join();
+    }
+    if let Some(grpc) = grpc {
+        runtime.block_on(grpc.finish());
     }
     // After the flush: /readyz kept answering 503 until here.
     let finished = observability.finish(&runtime);
@@ -211,7 +258,9 @@ pub(crate) fn capability_needs(config: &Config) -> caps::Needs {
         privileged_port: config
             .observe
             .prom_listen
-            .is_some_and(|addr| addr.port() != 0 && addr.port() < unprivileged_port_start()),
+            .into_iter()
+            .chain(config.grpc.as_ref().map(|g| g.listen))
+            .any(|addr| addr.port() != 0 && addr.port() < unprivileged_port_start()),
     }
 }
 

@@ -63,6 +63,7 @@ const ACCEPTED: &[(&str, &str, &str)] = &[
     ("-resolveContainerId", "true", "resolve-container-id"),
     ("-enrichContainer", "true", "enrich-container"),
     ("-dockerSocket", "/var/run/docker.sock", "docker-socket"),
+    ("-grpcPort", "8889", "grpc-port"),
 ];
 
 /// Go flags of features other issues add (Kafka 14, S3/Parquet 15,
@@ -87,7 +88,6 @@ const NOT_YET: &[&str] = &[
     "-s3FlushThresholdJitterPct",
     "-s3UploadMaxAttempts",
     "-s3UploadBackoffCap",
-    "-grpcPort",
     "-enrichLldp",
     "-lldpdSocket",
     "-lldpdVersionHint",

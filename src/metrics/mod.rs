@@ -71,12 +71,27 @@ define_labels! {
     /// (`effective`, `permitted`, `inheritable`, `bounding`, `ambient`) and
     /// the kernel's lower-case name (`cap_net_admin`).
     CapabilityLabel { set, capability }
+    /// A gRPC method (`Get`, `FlatRecords`, ...) and the status code it
+    /// answered (`OK`, `INVALID_ARGUMENT`, ...).
+    RpcLabel { method, code }
     /// The build's identity, as labels of `xtcp2_build_info`.
     BuildLabel {
         version,
         /// "true" when built with the `heap-profiling` feature.
         heap_profiling,
     }
+}
+
+/// One gRPC record stream: its method and a number unique for the
+/// process's life. Its series are removed when the stream ends.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabel {
+    pub method: &'static str,
+    pub stream: String,
+}
+
+impl LabelNames for StreamLabel {
+    const NAMES: &'static [&'static str] = &["method", "stream"];
 }
 
 impl BuildLabel {
@@ -422,6 +437,19 @@ define_metrics! {
         http: HttpMetrics {
             /// HTTP connections the listener cut short, by kind (peer_limit, total_limit, all_busy, header_timeout).
             connections_dropped: counter<KindLabel> = "http_connections_dropped";
+        }
+        /// The gRPC server (`grpc`).
+        grpc: GrpcMetrics {
+            /// gRPC calls answered, by method and status code (a stream counts when it opens).
+            requests: counter<RpcLabel> = "grpc_requests";
+            /// Record streams open now (FlatRecords and PollFlatRecords).
+            stream_clients: gauge = "grpc_stream_clients";
+            /// Records sent on each open record stream.
+            streamed_records: counter<StreamLabel> = "grpc_stream_records";
+            /// Records each open record stream lost by falling behind its buffer.
+            dropped_records: counter<StreamLabel> = "grpc_stream_dropped_records";
+            /// Records lost by all record streams, ended ones included.
+            dropped_records_all: counter = "grpc_streams_dropped_records";
         }
         /// What is running.
         build: BuildMetrics {
