@@ -39,17 +39,57 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[export_name = "malloc_conf"]
 pub static malloc_conf: &[u8] = b"prof:true,prof_active:true,lg_prof_sample:19\0";
 
+/// `XTCP_CONFIG_JSON`'s fields as Go flags.
+fn config_json_flags(json: &std::ffi::OsStr) -> anyhow::Result<xtcp2::grpc::config_json::GoFlags> {
+    let json = json.to_str().context("not UTF-8")?;
+    let parsed = xtcp2::grpc::config_json::parse(json)?;
+    Ok(xtcp2::grpc::config_json::go_flags(&parsed)?)
+}
+
 fn main() -> ExitCode {
     // First, before anything else: a SIGTERM or SIGHUP in the first
     // milliseconds must not kill the daemon with nothing flushed.
     let held = xtcp2::shutdown::HeldSignals::hold();
     // args_os, not args: args() panics on a non-UTF-8 argument (exit 101);
     // the parser makes that a usage error naming it (exit 2).
-    let cli = match config::parse_args_os(std::env::args_os()) {
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut cli = match config::parse_args_os(argv.clone()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    // The Go daemon's pushed configuration: its fields as flags after the
+    // command line's, replacing them (the daemon only; a subcommand has
+    // flags of its own).
+    let mut without_effect = Vec::new();
+    if cli.command.is_none() {
+        if let Some(json) = std::env::var_os(xtcp2::grpc::config_json::ENV) {
+            match config_json_flags(&json) {
+                Ok(flags) => {
+                    argv.extend(flags.arguments.into_iter().map(Into::into));
+                    without_effect = flags.without_effect;
+                    cli = match config::parse_args_os_later_wins(argv.clone()) {
+                        Ok(cli) => cli,
+                        Err(e) => {
+                            eprintln!("xtcp2: {}: {}", xtcp2::grpc::config_json::ENV, e.render());
+                            return ExitCode::from(2);
+                        }
+                    };
+                }
+                Err(e) => {
+                    eprintln!("xtcp2: {}: {e}", xtcp2::grpc::config_json::ENV);
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    }
     init_logging(cli.daemon.debug_level);
+    for field in without_effect {
+        tracing::info!(
+            field,
+            "{}: a field of the Go daemon's configuration accepted without effect here",
+            xtcp2::grpc::config_json::ENV
+        );
+    }
     match cli.command {
         Some(CliCommand::Ctl(args)) => {
             held.release();
@@ -92,7 +132,7 @@ fn main() -> ExitCode {
                 return healthcheck(config.observe.prom_listen);
             }
             if cli.daemon.conf {
-                let effective = config::effective_flags(std::env::args_os(), &config);
+                let effective = config::effective_flags(argv, &config);
                 println!("{effective}");
                 return ExitCode::SUCCESS;
             }

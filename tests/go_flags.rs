@@ -151,6 +151,42 @@ fn go_flags_are_accepted_and_conf_prints_the_value_given() {
     assert_eq!(conf["timeout_effective"], "18s");
 }
 
+/// `XTCP_CONFIG_JSON` (the Go daemon's pushed configuration, proto3 JSON
+/// of `XtcpConfig`): each field it sets stands for its Go flag and replaces
+/// the command line's value; fields it leaves out keep the command line's;
+/// an unknown field or a bad value is exit 2 naming it.
+#[test]
+fn xtcp_config_json_replaces_the_flags_it_sets() {
+    let json = r#"{"pollFrequency": "3s", "label": "from-json", "maxLoops": "1", "daemonVersion": "v0"}"#;
+    let out = Xtcp2::new()
+        .env("XTCP_CONFIG_JSON", json)
+        .args(["-conf", "-frequency", "10s", "-label", "from-cli", "-tag", "kept"])
+        .output();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let conf: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(conf["frequency"], "3000ms");
+    assert_eq!(conf["label"], "from-json");
+    assert_eq!(conf["max-loops"], "1");
+    assert_eq!(conf["tag"], "kept");
+    for (json, named) in [
+        (r#"{"pollFrequncy": "3s"}"#, "pollFrequncy"),
+        (r#"{"maxLoops": "many"}"#, "XTCP_CONFIG_JSON"),
+        (r#"{"pollJitterPct": 500}"#, "500"),
+        ("not json", "XTCP_CONFIG_JSON"),
+    ] {
+        let out = Xtcp2::new().env("XTCP_CONFIG_JSON", json).args(["-conf"]).output();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{json}: {stderr}");
+        assert!(stderr.contains(named), "{json}: {stderr}");
+    }
+    // A subcommand has flags of its own: the variable is the daemon's.
+    let out = Xtcp2::new()
+        .env("XTCP_CONFIG_JSON", "not json")
+        .args(["decode", "--help"])
+        .output();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn flags_of_later_issues_are_refused_for_now() {
     for flag in NOT_YET {

@@ -505,14 +505,50 @@ fn ctl_and_client_round_trip_against_a_running_daemon() {
     };
     let (code, stdout, stderr) = ctl(&["get"]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stdout.contains("label: \"rt\""), "{stdout}");
+    let got: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("ctl get printed no JSON ({e}): {stdout}"));
+    assert_eq!(got["label"], "rt", "{stdout}");
 
     let (code, stdout, stderr) = ctl(&["set-poll-frequency", "2s", "--timeout", "1s"]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stdout.contains("seconds: 2"), "{stdout}");
+    let got: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(got["pollFrequency"], "2s", "{stdout}");
     let got = d.call("Get", json!({}));
     assert_eq!(got["ok"]["config"]["pollFrequency"], "2s", "{got}");
     assert_eq!(got["ok"]["config"]["pollTimeout"], "1s", "{got}");
+
+    // reconfigure --file: only the fields the file sets; a live field
+    // changes, a fixed one is refused by name, a misspelt one never leaves.
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        path.display().to_string()
+    };
+    let cadence = file("cadence.json", r#"{"pollFrequency": "3s", "pollTimeout": "2s"}"#);
+    let (code, stdout, stderr) = ctl(&["reconfigure", "--file", &cadence]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(serde_json::from_str::<Value>(&stdout).unwrap()["pollFrequency"], "3s");
+    let got = d.call("Get", json!({}));
+    assert_eq!(got["ok"]["config"]["pollFrequency"], "3s", "{got}");
+    assert_eq!(got["ok"]["config"]["label"], "rt", "{got}");
+    let fixed = file("fixed.json", r#"{"label": "other", "pollFrequency": "4s"}"#);
+    let (code, _, stderr) = ctl(&["reconfigure", "--file", &fixed]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("Set: FAILED_PRECONDITION") && stderr.contains("label"),
+        "{stderr}"
+    );
+    let typo = file("typo.json", r#"{"pollFrequncy": "4s"}"#);
+    let (code, _, stderr) = ctl(&["reconfigure", "--file", &typo]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("pollFrequncy"), "{stderr}");
+    let got = d.call("Get", json!({}));
+    assert_eq!(
+        got["ok"]["config"]["pollFrequency"], "3s",
+        "refused files change nothing: {got}"
+    );
+
     let (code, _, stderr) = ctl(&["set-poll-frequency", "1h"]);
     assert_eq!(code, Some(0), "{stderr}");
 
@@ -569,4 +605,159 @@ fn ctl_and_client_round_trip_against_a_running_daemon() {
     assert!(header.contains(&"inetDiagMsgSocketSourcePort"), "{header:?}");
     d.wait_for_polls(4, Duration::from_secs(10));
     assert_eq!(rows.count(), records_of(4));
+}
+
+/// A CA, and certificates it signed, made with the `openssl` command.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn openssl(&self, args: &[&str]) {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// `NAME.pem` and `NAME.key`, a self-signed CA.
+    fn new_ca(&self, name: &str) {
+        let (key, cert, subject) = (format!("{name}.key"), format!("{name}.pem"), format!("/CN={name}"));
+        self.openssl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &key]);
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            &key,
+            "-subj",
+            &subject,
+            "-days",
+            "2",
+            "-out",
+            &cert,
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ]);
+    }
+
+    /// `NAME.pem` and `NAME.key`, signed by CA, for `usage` (serverAuth or clientAuth).
+    fn new_leaf(&self, name: &str, ca: &str, usage: &str) {
+        let (key, csr, cert) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+        let ext = format!("{name}.ext");
+        std::fs::write(
+            self.dir.path().join(&ext),
+            format!(
+                "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+                 extendedKeyUsage={usage}\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
+            ),
+        )
+        .unwrap();
+        self.openssl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &key]);
+        self.openssl(&[
+            "req",
+            "-new",
+            "-key",
+            &key,
+            "-subj",
+            &format!("/CN={name}"),
+            "-out",
+            &csr,
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ]);
+    }
+}
+
+/// Mutual TLS (`--grpc-tls-cert`, `--grpc-tls-key`, `--grpc-tls-client-ca`):
+/// a client presenting a certificate the client CA signed is served; one
+/// without a certificate, one whose certificate another CA signed, and a
+/// plaintext client are all refused.
+#[test]
+fn mutual_tls_serves_only_clients_with_a_certificate_the_ca_signed() {
+    if !have_python() || !support::require(support::Need::Tool("openssl"), "certificates for the mutual TLS test") {
+        return;
+    }
+    let pki = Pki {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    pki.new_ca("server-ca");
+    pki.new_ca("client-ca");
+    pki.new_ca("stranger-ca");
+    pki.new_leaf("server", "server-ca", "serverAuth");
+    pki.new_leaf("client", "client-ca", "clientAuth");
+    pki.new_leaf("stranger", "stranger-ca", "clientAuth");
+    let (cert, key, client_ca) = (
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("client-ca.pem"),
+    );
+    let d = GrpcDaemon::start(&[
+        "--frequency",
+        "1h",
+        "--grpc-tls-cert",
+        &cert,
+        "--grpc-tls-key",
+        &key,
+        "--grpc-tls-client-ca",
+        &client_ca,
+    ]);
+    d.wait_for_polls(1, Duration::from_secs(15));
+    let health = |tls: Option<String>| {
+        let proto = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto");
+        let addr = d.grpc.to_string();
+        let argv: Vec<&std::ffi::OsStr> = vec![proto.as_os_str(), addr.as_ref(), "health".as_ref()];
+        let env: Vec<(&str, &std::ffi::OsStr)> = tls
+            .as_deref()
+            .map(|t| vec![("XTCP2_TEST_GRPC_TLS", t.as_ref())])
+            .unwrap_or_default();
+        support::run_python_json_with_env("grpc/client.py", &argv, b"", &env)
+    };
+    let server_ca = pki.path("server-ca.pem");
+    let with = |name: &str| {
+        Some(format!(
+            "{server_ca},{},{}",
+            pki.path(&format!("{name}.pem")),
+            pki.path(&format!("{name}.key"))
+        ))
+    };
+    assert_eq!(health(with("client")), json!({"status": "SERVING"}));
+    assert_eq!(
+        health(Some(server_ca.clone())),
+        json!({"error": "UNAVAILABLE"}),
+        "no client certificate"
+    );
+    assert_eq!(
+        health(with("stranger")),
+        json!({"error": "UNAVAILABLE"}),
+        "another CA's certificate"
+    );
+    assert_eq!(health(None), json!({"error": "UNAVAILABLE"}), "plaintext");
 }

@@ -535,7 +535,8 @@ pub fn command() -> clap::Command {
 /// plus the values derived from them (`timeout_effective`). Credentials in
 /// the Pyroscope URL are masked.
 pub fn effective_flags(args: impl IntoIterator<Item = std::ffi::OsString>, config: &Config) -> String {
-    let mut command = command();
+    // Later wins, as when XTCP_CONFIG_JSON's flags follow the command line's.
+    let mut command = command().args_override_self(true);
     let normalised = argv::normalise(args, &command);
     let mut pairs: Vec<(String, String)> = Vec::new();
     if let Ok(matches) = command.try_get_matches_from_mut(&normalised) {
@@ -589,7 +590,20 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cli, clap::E
 /// UTF-8: a file path may be any bytes, and any other non-UTF-8 argument is
 /// a usage error naming it, where `std::env::args()` would panic.
 pub fn parse_args_os(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, clap::Error> {
-    let mut command = command();
+    parse_with(command(), args)
+}
+
+/// As [`parse_args_os`], but a flag given twice takes its later value
+/// instead of being an error: the flags `XTCP_CONFIG_JSON` stands for come
+/// after the command line's and replace them.
+pub fn parse_args_os_later_wins(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, clap::Error> {
+    parse_with(command().args_override_self(true), args)
+}
+
+fn parse_with(
+    mut command: clap::Command,
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<Cli, clap::Error> {
     let normalised = argv::normalise(args, &command);
     let mut matches = match command.try_get_matches_from_mut(&normalised) {
         Err(e) if e.kind() == clap::error::ErrorKind::InvalidUtf8 => {

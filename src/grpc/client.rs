@@ -13,7 +13,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::proto::config::config_service_client::ConfigServiceClient;
 use super::proto::config::{
-    GetRequest, SetPollFrequencyRequest, SetS3UploadRequest, TriggerPollBurstRequest, TriggerPollRequest,
+    GetRequest, SetPollFrequencyRequest, SetRequest, SetS3UploadRequest, TriggerPollBurstRequest, TriggerPollRequest,
 };
 use super::proto::flat_record::xtcp_flat_record_service_client::XtcpFlatRecordServiceClient;
 use super::proto::flat_record::{FlatRecordsRequest, PollFlatRecordsRequest};
@@ -35,6 +35,15 @@ pub enum ClientError {
     Duration(String),
     #[error("writing the output: {0}")]
     Output(#[from] std::io::Error),
+    #[error("{path}: {source}")]
+    ConfigFile {
+        path: String,
+        source: super::config_json::ConfigJsonError,
+    },
+    #[error("{path}: {source}")]
+    ReadFile { path: String, source: std::io::Error },
+    #[error("{0}")]
+    ConfigJson(#[from] super::config_json::ConfigJsonError),
     #[error("a record that does not decode: {0}")]
     Decode(#[from] prost::DecodeError),
 }
@@ -54,6 +63,13 @@ pub enum CtlCommand {
     TriggerPoll,
     /// COUNT polls INTERVAL apart, the first now (replaces a running burst).
     PollBurst { count: u32, interval: String },
+    /// Apply the fields a proto3 JSON file of `XtcpConfig` sets (the rest
+    /// stay as they are): what can change live changes; anything else is
+    /// refused, naming the fields, and nothing changes.
+    Reconfigure {
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
     /// Set the S3 upload's flush interval and threshold (refused: no S3 here).
     SetS3 {
         #[arg(long)]
@@ -167,6 +183,26 @@ pub async fn ctl(args: CtlArgs) -> Result<(), ClientError> {
             println!("burst started: {} polls, {}s apart", burst.count, every.seconds);
             return Ok(());
         }
+        CtlCommand::Reconfigure { file } => {
+            let path = file.display().to_string();
+            let text = std::fs::read_to_string(&file).map_err(|source| ClientError::ReadFile {
+                path: path.clone(),
+                source,
+            })?;
+            let parsed = super::config_json::parse(&text).map_err(|source| ClientError::ConfigFile {
+                path: path.clone(),
+                source,
+            })?;
+            let current = client.get(GetRequest {}).await.map_err(rpc("Get"))?.into_inner().config;
+            let wanted = super::config_json::merged(&current.unwrap_or_default(), &parsed)
+                .map_err(|source| ClientError::ConfigFile { path, source })?;
+            client
+                .set(SetRequest { config: Some(wanted) })
+                .await
+                .map_err(rpc("Set"))?
+                .into_inner()
+                .config
+        }
         CtlCommand::SetS3 {
             flush_interval,
             threshold_bytes,
@@ -183,7 +219,7 @@ pub async fn ctl(args: CtlArgs) -> Result<(), ClientError> {
                 .config
         }
     };
-    println!("{config:#?}");
+    println!("{}", super::config_json::to_json(&config.unwrap_or_default())?);
     Ok(())
 }
 

@@ -16,6 +16,7 @@
 
 pub mod client;
 pub mod config;
+pub mod config_json;
 pub mod records;
 
 use std::net::SocketAddr;

@@ -34,4 +34,4 @@ pub use prerequisites::{
     find_tool, fixtures_dir, require, require_python_module, require_tool, run_tool, under_ci, upstream_dir, Need,
     DAEMON_CAPABILITIES,
 };
-pub use python::{clickhouse, python, run_python_json};
+pub use python::{clickhouse, python, run_python_json, run_python_json_with_env};

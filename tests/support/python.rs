@@ -30,11 +30,22 @@ pub fn python() -> PathBuf {
 /// Runs `tests/<script>` with `args`, feeding it `stdin`; it must exit 0
 /// and print one JSON value, which is returned.
 pub fn run_python_json(script: &str, args: &[&std::ffi::OsStr], stdin: &[u8]) -> serde_json::Value {
+    run_python_json_with_env(script, args, stdin, &[])
+}
+
+/// [`run_python_json`] with variables added to the script's environment.
+pub fn run_python_json_with_env(
+    script: &str,
+    args: &[&std::ffi::OsStr],
+    stdin: &[u8],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> serde_json::Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(script);
     let python = python();
     let mut child = Command::new(&python)
         .arg(&path)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
