@@ -54,6 +54,12 @@ let
     "--docker-socket=${cfg.attribution.dockerSocket}"
   ]
   ++ nonEmptyFlag "pprof-listen" cfg.pprofListen
+  ++ nonEmptyFlag "grpc-listen" cfg.grpc.listen
+  ++ lib.optionals (cfg.grpc.tls.certificate != null) [
+    "--grpc-tls-cert=${cfg.grpc.tls.certificate}"
+    "--grpc-tls-key=${cfg.grpc.tls.key}"
+  ]
+  ++ lib.optional (cfg.grpc.tls.clientCa != null) "--grpc-tls-client-ca=${cfg.grpc.tls.clientCa}"
   ++ nonEmptyFlag "label" cfg.labels.label
   ++ nonEmptyFlag "tag" cfg.labels.tag
   ++ nonEmptyFlag "location" cfg.labels.location
@@ -200,6 +206,40 @@ in
       '';
     };
 
+    grpc = {
+      listen = lib.mkOption {
+        type = lib.types.str;
+        default = "";
+        example = "127.0.0.1:8889";
+        description = ''
+          Serve the Go daemon's gRPC services (runtime control with
+          `xtcp2 ctl`, live records with `xtcp2 client`) at this address
+          (`--grpc-listen`); the empty string (the default) serves nothing.
+          Anyone who reaches the port can change the poll cadence and read
+          every socket of the host: keep it on loopback, or set
+          {option}`services.xtcp2.grpc.tls.clientCa` for another address.
+          The firewall is never opened for it.
+        '';
+      };
+      tls = {
+        certificate = lib.mkOption {
+          type = lib.types.nullOr lib.types.path;
+          default = null;
+          description = "PEM certificate chain of the gRPC listener (`--grpc-tls-cert`); serves TLS with {option}`services.xtcp2.grpc.tls.key`.";
+        };
+        key = lib.mkOption {
+          type = lib.types.nullOr lib.types.path;
+          default = null;
+          description = "PEM private key of the gRPC listener (`--grpc-tls-key`). Not a store path: the Nix store is world-readable.";
+        };
+        clientCa = lib.mkOption {
+          type = lib.types.nullOr lib.types.path;
+          default = null;
+          description = "PEM CA certificates; gRPC clients must present a certificate one of them signed (`--grpc-tls-client-ca`, mutual TLS).";
+        };
+      };
+    };
+
     promPath = lib.mkOption {
       type = lib.types.str;
       default = "/metrics";
@@ -310,6 +350,14 @@ in
       {
         assertion = lib.elem destScheme registry.destinationSchemes;
         message = "services.xtcp2.destination: unknown scheme `${destScheme}` in `${cfg.destination}`; valid: ${lib.concatStringsSep ", " registry.destinationSchemes}.";
+      }
+      {
+        assertion = (cfg.grpc.tls.certificate == null) == (cfg.grpc.tls.key == null);
+        message = "services.xtcp2.grpc.tls.certificate and services.xtcp2.grpc.tls.key go together.";
+      }
+      {
+        assertion = cfg.grpc.tls.clientCa != null -> cfg.grpc.tls.certificate != null;
+        message = "services.xtcp2.grpc.tls.clientCa needs services.xtcp2.grpc.tls.certificate and key.";
       }
       {
         assertion = cfg.openFirewall -> cfg.promListen != "";
