@@ -2,19 +2,24 @@
 the daemon's (nats-py, redis-py), and decodes each message with Google's
 protobuf library against a .proto of proto/ (tests/protobuf/read_protobuf.py).
 
-    read_broker.py PROTO jetstream URL STREAM
+    read_broker.py PROTO WHAT MODE ARGS...
+
+WHAT is records (every decoded record) or counts (only how many each
+message holds: a restart test's volume, decoded all the same). MODE:
+
+    jetstream URL STREAM
         every message stored in the JetStream stream (direct reads by
         sequence, no consumer)
-    read_broker.py PROTO nats-subscribe URL SUBJECT
+    nats-subscribe URL SUBJECT
         core NATS subscription: prints "ready" once subscribed, collects
         (reconnecting across server restarts) until stdin closes
-    read_broker.py PROTO xrange HOST PORT KEY
+    xrange HOST PORT KEY
         every entry of the Valkey/Redis stream KEY
-    read_broker.py PROTO subscribe HOST PORT CHANNEL
+    subscribe HOST PORT CHANNEL
         Valkey/Redis SUBSCRIBE: prints "ready" once subscribed, collects
         (subscribing again after a server restart) until stdin closes
 
-Prints {"messages": [{"id": ..., "rows": N or null, "records": [row, ...]}]}
+Prints {"messages": [{"id": ..., "rows": N or null, "count": N, "records": [row, ...]}]}
 where id is the message's de-duplication key (Nats-Msg-Id, the stream
 entry's envelope field) when it has one, rows the record count the message
 declares, records the decoded rows (see read_protobuf.py's row()).
@@ -39,6 +44,19 @@ def decode(module, out_dir, payload):
     with open(path, "wb") as f:
         f.write(payload)
     return read_protobuf.read(module, "protobufList", path)
+
+
+def count(module, payload):
+    """Records in a protobufList payload, each Envelope parsed by protobuf."""
+    at, n = 0, 0
+    while at < len(payload):
+        length, at = read_protobuf.varint(payload, at)
+        envelope = module.Envelope()
+        envelope.ParseFromString(payload[at : at + length])
+        at += length
+        (rows_field,) = envelope.DESCRIPTOR.fields
+        n += len(getattr(envelope, rows_field.name))
+    return n
 
 
 def stdin_closed():
@@ -79,7 +97,11 @@ async def nats_subscribe(url, subject):
         rows = headers.get("Xtcp2-Rows")
         got.append((None, int(rows) if rows else None, msg.data))
 
-    nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    async def reconnecting(_error):
+        # Refused connections while the server restarts are expected.
+        pass
+
+    nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.1, error_cb=reconnecting)
     await nc.subscribe(subject, cb=on_message)
     await nc.flush()
     print("ready", flush=True)
@@ -137,7 +159,7 @@ def subscribe(host, port, channel):
 
 
 def main():
-    proto, mode, *args = sys.argv[1:]
+    proto, what, mode, *args = sys.argv[1:]
     with tempfile.TemporaryDirectory() as out_dir:
         module = read_protobuf.compile_proto(proto, out_dir)
         if mode == "jetstream":
@@ -150,10 +172,13 @@ def main():
             messages = subscribe(*args)
         else:
             sys.exit(f"unknown mode {mode}")
-        out = [
-            {"id": mid, "rows": rows, "records": decode(module, out_dir, payload)}
-            for mid, rows, payload in messages
-        ]
+        out = []
+        for mid, rows, payload in messages:
+            if what == "records":
+                records = decode(module, out_dir, payload)
+                out.append({"id": mid, "rows": rows, "count": len(records), "records": records})
+            else:
+                out.append({"id": mid, "rows": rows, "count": count(module, payload)})
     json.dump({"messages": out}, sys.stdout)
 
 
