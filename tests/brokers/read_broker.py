@@ -4,8 +4,9 @@ protobuf library against a .proto of proto/ (tests/protobuf/read_protobuf.py).
 
     read_broker.py PROTO WHAT MODE ARGS...
 
-WHAT is records (every decoded record) or counts (only how many each
-message holds: a restart test's volume, decoded all the same). MODE:
+WHAT is records=PORT,... (the decoded records with one of these local or
+remote ports; a busy machine's thousands of others are only counted) or
+counts (only how many records each message holds). MODE:
 
     jetstream URL STREAM
         every message stored in the JetStream stream (direct reads by
@@ -174,9 +175,11 @@ def main():
             sys.exit(f"unknown mode {mode}")
         out = []
         for mid, rows, payload in messages:
-            if what == "records":
+            if what.startswith("records="):
+                ports = {int(p) for p in what.split("=", 1)[1].split(",")}
                 records = decode(module, out_dir, payload)
-                out.append({"id": mid, "rows": rows, "count": len(records), "records": records})
+                wanted = [r for r in records if r.get("idiag_sport") in ports or r.get("idiag_dport") in ports]
+                out.append({"id": mid, "rows": rows, "count": len(records), "records": wanted})
             else:
                 out.append({"id": mid, "rows": rows, "count": count(module, payload)})
     json.dump({"messages": out}, sys.stdout)
