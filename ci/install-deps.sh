@@ -29,6 +29,11 @@ declare -A needs=(
     # runc) that --enrich-container follows, and its client.
     [dockerd]=docker.io
     [docker]=docker.io
+    # tests/nats_valkey.rs: the servers of the nats: and valkey: destinations
+    # (the tests start their own on free loopback ports; redis-server speaks
+    # Valkey's protocol).
+    [nats-server]=nats-server
+    [redis-server]=redis-server
 )
 missing=()
 for cmd in "${!needs[@]}"; do
@@ -62,6 +67,9 @@ declare -A python_modules=(
     [lz4]=lz4.frame
     [cramjam]=cramjam
     [pyyaml]=yaml
+    # tests/nats_valkey.rs: the independent readers of the nats: and valkey: destinations.
+    [nats-py]=nats
+    [redis]=redis
 )
 venv=/var/cache/xtcp2-ci/venv
 imports=$(printf 'import %s\n' "${python_modules[@]}")

@@ -64,6 +64,7 @@ const ACCEPTED: &[(&str, &str, &str)] = &[
     ("-enrichContainer", "true", "enrich-container"),
     ("-dockerSocket", "/var/run/docker.sock", "docker-socket"),
     ("-grpcPort", "8889", "grpc-port"),
+    ("-topic", "xtcp-test", "topic"),
 ];
 
 /// Go flags of features other issues add (Kafka 14, S3/Parquet 15,
@@ -72,7 +73,6 @@ const ACCEPTED: &[(&str, &str, &str)] = &[
 /// moves to [`ACCEPTED`].
 const NOT_YET: &[&str] = &[
     "-kafkaCompression",
-    "-topic",
     "-xtcpProtoFile",
     "-kafkaSchemaUrl",
     "-s3Endpoint",

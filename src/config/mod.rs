@@ -266,6 +266,56 @@ pub struct DaemonArgs {
         default_value = "2s"
     )]
     pub shutdown_timeout: String,
+    /// The NATS subject, Valkey stream or channel (and Kafka topic) every
+    /// envelope goes to.
+    #[arg(long, env = "XTCP2_TOPIC", default_value = crate::sink::nats::DEFAULT_TOPIC)]
+    pub topic: String,
+    /// nats: jetstream (publish acknowledged by the stream) or core (the Go
+    /// daemon's plain publish, counted as unconfirmed).
+    #[arg(long = "nats-mode", env = "XTCP2_NATS_MODE", default_value = "jetstream")]
+    pub nats_mode: String,
+    /// nats: create the JetStream stream (file storage, on --topic) if it
+    /// does not exist.
+    #[arg(long = "nats-create-stream", env = "XTCP2_NATS_CREATE_STREAM", default_value = "false",
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub nats_create_stream: bool,
+    /// nats: the stream --nats-create-stream creates (default: --topic with
+    /// '.', '*', '>' and spaces as '_').
+    #[arg(long = "nats-stream", env = "XTCP2_NATS_STREAM", default_value = "")]
+    pub nats_stream: String,
+    /// nats: a credentials file (.creds: JWT and NKey seed); user and
+    /// password can also be given in the URL nats://USER:PASS@HOST:PORT.
+    #[arg(long = "nats-credentials", env = "XTCP2_NATS_CREDENTIALS", default_value = "")]
+    pub nats_credentials: String,
+    /// nats: require TLS (verified against the system's roots).
+    #[arg(long = "nats-tls", env = "XTCP2_NATS_TLS", default_value = "false",
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub nats_tls: bool,
+    /// valkey: stream (XADD, capped by --valkey-maxlen) or publish (the Go
+    /// daemon's PUBLISH, counted as unconfirmed when nobody received it).
+    #[arg(long = "valkey-mode", env = "XTCP2_VALKEY_MODE", default_value = "stream")]
+    pub valkey_mode: String,
+    /// valkey: the stream keeps about this many envelopes (XADD MAXLEN ~); 0 = no cap.
+    #[arg(long = "valkey-maxlen", env = "XTCP2_VALKEY_MAXLEN", default_value_t = crate::sink::valkey::DEFAULT_MAXLEN)]
+    pub valkey_maxlen: u64,
+    /// valkey: ACL user name (empty: the default user).
+    #[arg(long = "valkey-user", env = "XTCP2_VALKEY_USER", default_value = "")]
+    pub valkey_user: String,
+    /// valkey: password (prefer the environment: never logged nor printed by -conf).
+    #[arg(
+        long = "valkey-password",
+        env = "XTCP2_VALKEY_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub valkey_password: String,
+    /// valkey: database number.
+    #[arg(long = "valkey-db", env = "XTCP2_VALKEY_DB", default_value_t = 0)]
+    pub valkey_db: u32,
+    /// valkey: connect with TLS (verified against the system's roots).
+    #[arg(long = "valkey-tls", env = "XTCP2_VALKEY_TLS", default_value = "false",
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub valkey_tls: bool,
     /// Listener for /metrics, /healthz and /readyz (:PORT = every address); empty disables.
     #[arg(
         long = "prom-listen",
@@ -549,10 +599,10 @@ pub fn effective_flags(args: impl IntoIterator<Item = std::ffi::OsString>, confi
                 .map(|v| v.to_string_lossy().into_owned())
                 .collect::<Vec<_>>()
                 .join(",");
-            let value = if name == "pyroscope-url" {
-                crate::profile::pyroscope::redact_credentials(&value)
-            } else {
-                value
+            let value = match name {
+                "pyroscope-url" | "dest" => crate::profile::pyroscope::redact_credentials(&value),
+                "valkey-password" if !value.is_empty() => "***".to_string(),
+                _ => value,
             };
             pairs.push((name.to_string(), value));
         }
@@ -616,6 +666,9 @@ fn parse_with(
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A nats/valkey option (`--nats-mode`, `--valkey-mode`, `--topic`).
+    #[error("{0}")]
+    DestinationOption(String),
     #[error("--{flag} {value} is out of range: it must be between {min} and {max}")]
     OutOfRange {
         flag: &'static str,
@@ -952,7 +1005,8 @@ impl Config {
             .hostname
             .get_or_insert_with(|| Arc::from(system_hostname().as_str()))
             .clone();
-        let destination = Destination::parse(&a.dest)?;
+        let mut destination = Destination::parse(&a.dest)?;
+        broker_settings(a, &mut destination)?;
         if a.resolve_container_id {
             // The cgroup id is what the path is found by.
             output.deserializers = output.deserializers.with(crate::decode::Deserializer::Cgroup);
@@ -1001,7 +1055,8 @@ impl Config {
             output,
             delivery: DeliveryConfig {
                 destination,
-                dest_text: a.dest.clone(),
+                // Logs name the destination by it: no URL password.
+                dest_text: crate::profile::pyroscope::redact_credentials(&a.dest),
                 flush: FlushLimits {
                     rows: a.envelope_flush_rows,
                     bytes: a.envelope_flush_bytes,
@@ -1032,6 +1087,49 @@ impl Config {
             skip_capability_check: a.skip_capability_check,
         })
     }
+}
+
+/// Fills the nats: and valkey: destinations' options from their flags
+/// (other destinations ignore them, so a typo there cannot stop a file: run).
+fn broker_settings(a: &DaemonArgs, destination: &mut Destination) -> Result<(), ConfigError> {
+    use crate::sink::{nats, valkey};
+    let topic = a.topic.trim();
+    let needs_topic = || {
+        if topic.is_empty() {
+            Err(ConfigError::DestinationOption("--topic must not be empty".into()))
+        } else {
+            Ok(topic.to_string())
+        }
+    };
+    match destination {
+        Destination::Nats(address) => {
+            let subject = needs_topic()?;
+            address.settings = nats::NatsSettings {
+                mode: a.nats_mode.parse().map_err(ConfigError::DestinationOption)?,
+                create_stream: a.nats_create_stream,
+                stream: match a.nats_stream.trim() {
+                    "" => nats::NatsSettings::default_stream_name(&subject),
+                    name => name.to_string(),
+                },
+                credentials: (!a.nats_credentials.trim().is_empty()).then(|| PathBuf::from(a.nats_credentials.trim())),
+                tls: a.nats_tls,
+                subject,
+            };
+        }
+        Destination::Valkey(address) => {
+            address.settings = valkey::ValkeySettings {
+                key: needs_topic()?,
+                mode: a.valkey_mode.parse().map_err(ConfigError::DestinationOption)?,
+                maxlen: a.valkey_maxlen,
+                user: a.valkey_user.clone(),
+                password: a.valkey_password.clone(),
+                db: a.valkey_db,
+                tls: a.valkey_tls,
+            };
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The netlinkers' receive buffer from the Go daemon's `-packetSize` (0 =

@@ -92,6 +92,7 @@ pub fn xtcp_config(args: &DaemonArgs, cadence: Cadence, grpc_port: u16) -> XtcpC
         pyroscope_sample_hz: args.pyroscope_sample_hz,
         pyroscope_upload_interval_sec: saturating_u32(args.pyroscope_upload_sec),
         dest: redact_url(&args.dest),
+        topic: args.topic.clone(),
         kafka_produce_timeout: Some(to_proto(produce)),
         debug_level: args.debug_level.map_or(0, saturating_u32),
         label: args.output.label.clone(),

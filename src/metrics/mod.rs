@@ -376,6 +376,8 @@ define_metrics! {
             dropped_envelopes: counter = "destination_dropped_envelopes";
             /// Records dropped because the queue was full.
             dropped_rows: counter = "destination_dropped_rows";
+            /// Records sent without a confirmation that anyone received them (nats --nats-mode core: every record; valkey --valkey-mode publish: the records of a PUBLISH no subscriber received): loss there goes unseen.
+            unconfirmed_rows: counter = "destination_unconfirmed_rows";
         }
         /// Network namespaces (`netns`).
         netns: NetnsMetrics {

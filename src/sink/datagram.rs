@@ -143,6 +143,7 @@ impl<S: DatagramSocket> Transport for DatagramSink<S> {
         self.progress = None;
         Ok(Sent {
             rows_too_large: progress.rows_too_large,
+            ..Sent::default()
         })
     }
 }

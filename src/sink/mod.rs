@@ -23,10 +23,12 @@ pub mod copies;
 pub mod datagram;
 pub mod file;
 pub mod http;
+pub mod nats;
 pub mod null;
 pub mod stdio;
 pub mod stream;
 pub mod udp;
+pub mod valkey;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -101,6 +103,17 @@ pub enum SinkError {
     Tls { dest: String, reason: String },
     #[error("{dest}: refusing to open: {reason}")]
     UnsafePath { dest: String, reason: String },
+    /// A message broker's client (nats, valkey) failed; `kind` is the
+    /// metric label (`connect`, `nats_ack`, `valkey_xadd`, ...).
+    #[error("{dest}: {reason}")]
+    Broker {
+        dest: String,
+        kind: &'static str,
+        reason: String,
+    },
+    /// The destination can never take this envelope (too large for it).
+    #[error("{dest} cannot take the envelope: {reason}")]
+    Rejected { dest: String, reason: String },
 }
 
 impl SinkError {
@@ -116,6 +129,8 @@ impl SinkError {
             SinkError::HttpStatus { .. } => "http_status",
             SinkError::Tls { .. } => "tls",
             SinkError::UnsafePath { .. } => "unsafe_path",
+            SinkError::Broker { kind, .. } => kind,
+            SinkError::Rejected { .. } => "rejected",
         }
     }
 
@@ -319,6 +334,8 @@ destinations! {
     Udp => udp::Udp,
     Unixgram => datagram::Unixgram,
     Http => http::Http,
+    Nats => nats::Nats,
+    Valkey => valkey::Valkey,
 }
 
 impl Destination {
@@ -357,6 +374,11 @@ pub struct Sent {
     /// Records a datagram destination skipped because one alone exceeds
     /// [`MAX_DATAGRAM_PAYLOAD`]; they count as dropped.
     pub rows_too_large: usize,
+    /// Records sent without any confirmation that they arrived
+    /// (fire-and-forget modes: nats core publish, a valkey PUBLISH no
+    /// subscriber received); delivered, but counted in
+    /// `xtcp2_destination_unconfirmed_rows_total`.
+    pub rows_unconfirmed: usize,
 }
 
 /// Where envelopes go: an open destination and its `-dest` text.
@@ -468,6 +490,8 @@ pub struct DeliveryReport {
     /// Rows [`deliver`] itself gave up on (rejected, too large, or left at
     /// shutdown); the queue counts the ones it dropped when full.
     pub rows_dropped: u64,
+    /// Rows sent without confirmation ([`Sent::rows_unconfirmed`]).
+    pub rows_unconfirmed: u64,
 }
 
 /// Sends queued envelopes until the queue is closed and drained (or, once
@@ -535,6 +559,13 @@ pub async fn deliver(
                 metrics.destination.send_bytes.inc_by(envelope.payload().len() as u64);
                 report.envelopes_sent += 1;
                 report.rows_sent += (envelope.rows - sent.rows_too_large) as u64;
+                if sent.rows_unconfirmed > 0 {
+                    report.rows_unconfirmed += sent.rows_unconfirmed as u64;
+                    metrics
+                        .destination
+                        .unconfirmed_rows
+                        .inc_by(sent.rows_unconfirmed as u64);
+                }
                 if sent.rows_too_large > 0 {
                     queue.count_dropped(0, sent.rows_too_large as u64);
                     report.rows_dropped += sent.rows_too_large as u64;
@@ -632,6 +663,7 @@ pub async fn deliver(
         rows_queued = metrics.envelope.rows_flushed.get(),
         rows_dropped = metrics.destination.dropped_rows.get(),
         failures = report.failures,
+        rows_unconfirmed = report.rows_unconfirmed,
         "delivery finished"
     );
     report
@@ -763,6 +795,9 @@ mod tests {
             "unixgram:/x",
             "http://h/",
             "https://h/",
+            "nats:h:1",
+            "valkey:h:1",
+            "redis:h:1",
         ];
         for d in Destination::REGISTERED {
             for scheme in d.schemes {
