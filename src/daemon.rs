@@ -93,7 +93,18 @@ pub fn run_with_held_signals(
             &config.output.format,
         ))
         .with_context(|| format!("opening destination {}", delivery.dest_text))?;
-    observability.destination_opened();
+    match sink.ready_signal() {
+        None => observability.destination_opened(),
+        // Open once the peer answered (kafka: the first metadata exchange).
+        Some(mut ready) => {
+            let readiness = observability.readiness.clone();
+            runtime.spawn(async move {
+                if ready.wait_for(|open| *open).await.is_ok() {
+                    readiness.destination_opened();
+                }
+            });
+        }
+    }
     let reopen = sink.reopen_handle();
     let policy = DeliveryPolicy {
         shutdown_budget: delivery.shutdown_timeout,

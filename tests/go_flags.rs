@@ -39,6 +39,10 @@ const ACCEPTED: &[(&str, &str, &str)] = &[
     ("-reconcileBeforePoll=false", "", "reconcile-before-poll"),
     ("-dest", "null", "dest"),
     ("-produceTimeout", "7s", "produce-timeout"),
+    ("-topic", "xtcp-test", "topic"),
+    ("-kafkaCompression", "lz4", "kafka-compression"),
+    ("-kafkaSchemaUrl", "http://registry:18081", "kafka-schema-url"),
+    ("-xtcpProtoFile", "/xtcp_flat_record.proto", "xtcp-proto-file"),
     ("-label", "lbl", "label"),
     ("-tag", "tg", "tag"),
     ("-location", "pop-1", "location"),
@@ -67,10 +71,6 @@ const ACCEPTED: &[(&str, &str, &str)] = &[
 /// moves to [`ACCEPTED`].
 const NOT_YET: &[&str] = &[
     "-destWriteFiles",
-    "-kafkaCompression",
-    "-topic",
-    "-xtcpProtoFile",
-    "-kafkaSchemaUrl",
     "-s3Endpoint",
     "-s3Bucket",
     "-s3Prefix",

@@ -122,9 +122,10 @@ pub struct DecodeInput {
 /// What a record holds and how it is written: the daemon's and `decode`'s.
 #[derive(Debug, clap::Args)]
 pub struct OutputArgs {
-    /// Output format (the list is generated from the format registry).
-    #[arg(long, env = "XTCP2_MARSHAL", default_value = "jsonl")]
-    pub marshal: Format,
+    /// Output format (the list is generated from the format registry);
+    /// default jsonl, or protobufList for a kafka: destination.
+    #[arg(long, env = "XTCP2_MARSHAL")]
+    pub marshal: Option<Format>,
     /// csv/tsv columns, comma separated, in order (default: all), by the
     /// record schema's names.
     #[arg(long, env = "XTCP2_COLUMNS", default_value = "")]
@@ -245,6 +246,46 @@ pub struct DaemonArgs {
         default_value_t = 64 << 20
     )]
     pub queue_bytes: usize,
+    /// Kafka topic every envelope is produced to (kafka: destinations).
+    #[arg(long, env = "XTCP2_TOPIC", default_value = crate::sink::kafka::DEFAULT_TOPIC)]
+    pub topic: String,
+    /// Kafka compression: "" or auto (zstd), zstd, lz4, snappy, gzip, none.
+    #[arg(
+        long = "kafka-compression",
+        alias = "kafkaCompression",
+        env = "XTCP2_KAFKA_COMPRESSION",
+        default_value = ""
+    )]
+    pub kafka_compression: String,
+    /// Kafka message key: none (spread over partitions) or hostname (one
+    /// host's envelopes in order in one partition).
+    #[arg(long = "kafka-key", env = "XTCP2_KAFKA_KEY", default_value = "none")]
+    pub kafka_key: String,
+    /// A librdkafka property KEY=VALUE (TLS, SASL, linger.ms, batch.size,
+    /// acks, ...), repeatable; wins over our defaults. Secret values
+    /// (passwords, keys, tokens) are never logged nor printed by -conf.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
+    pub kafka_option: Vec<String>,
+    /// Confluent-compatible schema registry: the record's .proto is
+    /// registered there at start as the subject TOPIC-value; a failure is
+    /// logged and counted, never fatal. Empty: no registration (the Go
+    /// daemon's default is http://localhost:18081).
+    #[arg(
+        long = "kafka-schema-url",
+        alias = "kafkaSchemaUrl",
+        env = "XTCP2_KAFKA_SCHEMA_URL",
+        default_value = ""
+    )]
+    pub kafka_schema_url: String,
+    /// The .proto registered with --kafka-schema-url; empty: the built-in
+    /// .proto of --record-schema (proto/xtcp2.proto or xtcp_flat_record_v1.proto).
+    #[arg(
+        long = "xtcp-proto-file",
+        alias = "xtcpProtoFile",
+        env = "XTCP2_PROTO_FILE",
+        default_value = ""
+    )]
+    pub xtcp_proto_file: String,
     /// Timeout of one write or POST to the destination.
     #[arg(
         long = "produce-timeout",
@@ -492,14 +533,16 @@ pub fn effective_flags(args: impl IntoIterator<Item = std::ffi::OsString>, confi
                 continue;
             };
             let value = values
-                .map(|v| v.to_string_lossy().into_owned())
+                .map(|v| {
+                    let v = v.to_string_lossy();
+                    match name {
+                        "pyroscope-url" | "kafka-schema-url" => crate::profile::pyroscope::redact_credentials(&v),
+                        "kafka-option" => crate::sink::kafka::redact_option_text(&v),
+                        _ => v.into_owned(),
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(",");
-            let value = if name == "pyroscope-url" {
-                crate::profile::pyroscope::redact_credentials(&value)
-            } else {
-                value
-            };
             pairs.push((name.to_string(), value));
         }
     }
@@ -602,6 +645,8 @@ pub enum ConfigError {
     Format(#[from] crate::format::FormatError),
     #[error(transparent)]
     Destination(#[from] crate::sink::SinkError),
+    #[error(transparent)]
+    Kafka(#[from] crate::sink::kafka::KafkaConfigError),
 }
 
 /// The poll loop's settings.
@@ -665,7 +710,15 @@ pub struct OutputConfig {
 }
 
 impl OutputConfig {
+    /// The output of `decode`, or of a destination without a format of its own.
     pub fn from_args(a: &OutputArgs) -> Result<OutputConfig, ConfigError> {
+        OutputConfig::for_destination(a, None)
+    }
+
+    /// The output for `destination`: without `--marshal`, its preferred
+    /// format (protobufList for kafka), else jsonl.
+    pub fn for_destination(a: &OutputArgs, destination: Option<&Destination>) -> Result<OutputConfig, ConfigError> {
+        let default_format = destination.and_then(Destination::preferred_format).unwrap_or(Format::Jsonl);
         let columns: Vec<String> = a
             .columns
             .split(',')
@@ -675,7 +728,7 @@ impl OutputConfig {
             .collect();
         let non_empty = |s: &str| (!s.is_empty()).then(|| Arc::<str>::from(s));
         Ok(OutputConfig {
-            format: StreamFormat::with_columns(a.marshal, a.record_schema, &columns)?,
+            format: StreamFormat::with_columns(a.marshal.unwrap_or(default_format), a.record_schema, &columns)?,
             deserializers: Deserializers::parse(&a.deserializers)?,
             stamps: Stamps {
                 hostname: non_empty(&a.hostname),
@@ -842,13 +895,16 @@ impl Config {
         };
         // Output choices are checked here, so a typo exits with code 2
         // before anything is opened.
-        let mut output = OutputConfig::from_args(&a.output)?;
+        let mut destination = Destination::parse(&a.dest)?;
+        if let Destination::Kafka(kafka) = &mut destination {
+            kafka.settings = kafka_settings(a)?;
+        }
+        let mut output = OutputConfig::for_destination(&a.output, Some(&destination))?;
         let hostname = output
             .stamps
             .hostname
             .get_or_insert_with(|| Arc::from(system_hostname().as_str()))
             .clone();
-        let destination = Destination::parse(&a.dest)?;
         Ok(Config {
             poll: PollConfig {
                 frequency,
@@ -914,6 +970,35 @@ impl Config {
             skip_capability_check: a.skip_capability_check,
         })
     }
+}
+
+/// The kafka: destination's settings from the Kafka flags (checked even
+/// when another destination is chosen would be friendlier, but a typo in a
+/// flag that has no effect must not stop a file: run).
+fn kafka_settings(a: &DaemonArgs) -> Result<crate::sink::kafka::KafkaSettings, ConfigError> {
+    use crate::sink::kafka::{Compression, KafkaOption, KafkaSettings, MessageKey};
+    if a.topic.trim().is_empty() {
+        return Err(crate::sink::kafka::KafkaConfigError::EmptyTopic.into());
+    }
+    Ok(KafkaSettings {
+        topic: a.topic.trim().to_string(),
+        compression: Compression::parse(&a.kafka_compression)?,
+        key: MessageKey::parse(&a.kafka_key)?,
+        options: a
+            .kafka_option
+            .iter()
+            .map(|o| KafkaOption::parse(o))
+            .collect::<Result<_, _>>()?,
+        queue_messages: a.queue_envelopes,
+        queue_bytes: a.queue_bytes,
+        max_envelope_bytes: a.envelope_flush_bytes,
+        schema_registry: if a.kafka_schema_url.trim().is_empty() {
+            None
+        } else {
+            let proto_file = (!a.xtcp_proto_file.trim().is_empty()).then(|| PathBuf::from(a.xtcp_proto_file.trim()));
+            Some(crate::sink::kafka::SchemaRegistry::new(&a.kafka_schema_url, proto_file)?)
+        },
+    })
 }
 
 /// The netlinkers' receive buffer from the Go daemon's `-packetSize` (0 =

@@ -361,6 +361,12 @@ define_metrics! {
             dropped_envelopes: counter = "destination_dropped_envelopes";
             /// Records dropped because the queue was full.
             dropped_rows: counter = "destination_dropped_rows";
+            /// Messages handed to the destination's client library and not yet acknowledged (kafka: librdkafka's queue and in-flight requests).
+            in_flight: gauge = "destination_in_flight";
+            /// Time from handing the last delivered envelope to the destination's client library to its acknowledgement (kafka: the delivery report).
+            last_delivery_latency: float_gauge = "destination_last_delivery_latency" in seconds;
+            /// Schema registrations at start (kafka --kafka-schema-url), by outcome: ok, or the failure's kind.
+            schema_registrations: counter<KindLabel> = "destination_schema_registrations";
         }
         /// Network namespaces (`netns`).
         netns: NetnsMetrics {
