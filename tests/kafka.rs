@@ -30,8 +30,7 @@ use std::time::{Duration, Instant};
 use observability_support::{free_port, http_get, sample, HttpDaemon};
 use serde_json::Value;
 use support::{
-    log_line, number_field, python, require, require_python_module, run_python_json, Need, Xtcp2,
-    DAEMON_CAPABILITIES,
+    log_line, number_field, python, require, require_python_module, run_python_json, Need, Xtcp2, DAEMON_CAPABILITIES,
 };
 
 /// Where ci/install-deps.sh installs tansu.
@@ -61,7 +60,10 @@ fn can_run() -> bool {
                 if tansu.is_file() {
                     Ok(())
                 } else {
-                    Err(format!("{} is missing (ci/install-deps.sh installs it)", tansu.display()))
+                    Err(format!(
+                        "{} is missing (ci/install-deps.sh installs it)",
+                        tansu.display()
+                    ))
                 },
             ),
             "the Kafka-protocol broker of the tests",
@@ -114,7 +116,13 @@ impl Broker {
     fn restart(&mut self) {
         assert!(self.child.is_none(), "the broker is running");
         let child = Command::new(tansu_path())
-            .args(["broker", "--listener-url", &self.url(), "--advertised-listener-url", &self.url()])
+            .args([
+                "broker",
+                "--listener-url",
+                &self.url(),
+                "--advertised-listener-url",
+                &self.url(),
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .env("CLUSTER_ID", "xtcp2-test")
             .stdout(Stdio::null())
@@ -131,7 +139,15 @@ impl Broker {
 
     fn create_topic(&self, topic: &str) {
         let output = Command::new(tansu_path())
-            .args(["topic", "create", topic, "--partitions", PARTITIONS, "--broker", &self.url()])
+            .args([
+                "topic",
+                "create",
+                topic,
+                "--partitions",
+                PARTITIONS,
+                "--broker",
+                &self.url(),
+            ])
             .output()
             .expect("tansu topic create");
         assert!(
@@ -309,7 +325,8 @@ impl Loopback {
 fn is_address(hex: &Value, ip: IpAddr) -> bool {
     let IpAddr::V4(v4) = ip else { return false };
     let short: String = v4.octets().iter().map(|b| format!("{b:02x}")).collect();
-    hex.as_str().is_some_and(|h| h == short || h.ends_with(&format!("ffff{short}")))
+    hex.as_str()
+        .is_some_and(|h| h == short || h.ends_with(&format!("ffff{short}")))
 }
 
 /// Our record's `.proto`.
@@ -393,18 +410,20 @@ fn clickhouse_ingests_the_topic_into_the_shipped_table() {
 
     let raw = tempfile::tempdir().expect("tempdir");
     let messages = broker.consume_into(topic, 1, Some(raw.path()));
-    assert!(messages.len() > 1, "several envelopes, several messages: {}", messages.len());
-    let source = format!(
-        "file('{}/*.bin', 'ProtobufList')",
-        raw.path().display()
+    assert!(
+        messages.len() > 1,
+        "several envelopes, several messages: {}",
+        messages.len()
     );
+    let source = format!("file('{}/*.bin', 'ProtobufList')", raw.path().display());
     let mut statements = sql_statements(&xtcp2::format::clickhouse::merge_tree_ddl());
     statements.push(format!(
         "INSERT INTO xtcp2.records {} SETTINGS format_schema = '{}:Record'",
         xtcp2::format::clickhouse::ingest_select(&source),
         proto_file().display()
     ));
-    statements.push("SELECT count(), countIf(hostname = 'kafka-test-host'), uniqExact(poll_seq) FROM xtcp2.records".into());
+    statements
+        .push("SELECT count(), countIf(hostname = 'kafka-test-host'), uniqExact(poll_seq) FROM xtcp2.records".into());
     let ip = loopback.listener.local_addr().expect("addr").ip();
     let sockets = loopback.sockets();
     for (local, remote) in &sockets {
@@ -416,7 +435,11 @@ fn clickhouse_ingests_the_topic_into_the_shipped_table() {
     }
     let results = clickhouse_session(&statements);
     let answers = &results[results.len() - sockets.len() - 1..];
-    assert_eq!(answers[0], format!("{sent}\t{sent}\t1"), "rows in ClickHouse = rows xtcp2 sent");
+    assert_eq!(
+        answers[0],
+        format!("{sent}\t{sent}\t1"),
+        "rows in ClickHouse = rows xtcp2 sent"
+    );
     for ((local, remote), answer) in sockets.iter().zip(&answers[1..]) {
         let row = messages
             .iter()
@@ -427,7 +450,11 @@ fn clickhouse_ingests_the_topic_into_the_shipped_table() {
                     && is_address(&r["idiag_src"], ip)
             })
             .unwrap_or_else(|| panic!("socket {local} -> {remote} not in the topic"));
-        let field = |name: &str| row.get(name).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_else(|| "0".into());
+        let field = |name: &str| {
+            row.get(name)
+                .map(|v| v.to_string().trim_matches('"').to_string())
+                .unwrap_or_else(|| "0".into())
+        };
         let expected = [
             field("idiag_state"),
             field("idiag_family"),
@@ -438,7 +465,11 @@ fn clickhouse_ingests_the_topic_into_the_shipped_table() {
         .join("\t");
         assert_eq!(answer, &expected, "socket {local} -> {remote}: ClickHouse vs protobuf");
     }
-    println!("ClickHouse: {sent} rows from {} messages; {} test sockets compared", messages.len(), sockets.len());
+    println!(
+        "ClickHouse: {sent} rows from {} messages; {} test sockets compared",
+        messages.len(),
+        sockets.len()
+    );
 }
 
 /// Every codec: a one-shot run produces one message per envelope with the
@@ -459,14 +490,26 @@ fn round_trip_every_codec_exactly_once() {
         args.extend(["--kafka-key", "hostname", "--envelope-flush-rows", "50"]);
         let output = Xtcp2::new().args(&args).env("XTCP2_LOG", "info").output();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{codec}: xtcp2 exited {}: {stderr}", output.status);
+        assert!(
+            output.status.success(),
+            "{codec}: xtcp2 exited {}: {stderr}",
+            output.status
+        );
         let (queued, sent, dropped) = delivery_totals(&stderr);
         assert_eq!((sent, dropped), (queued, 0), "{codec}: {stderr}");
 
         let messages = broker.consume(&topic, 1);
-        assert_eq!(total_rows(&messages), sent, "{codec}: rows read back = rows the daemon sent");
+        assert_eq!(
+            total_rows(&messages),
+            sent,
+            "{codec}: rows read back = rows the daemon sent"
+        );
         // 50 rows per envelope: more than one message when there are more sockets.
-        assert_eq!(messages.len() as u64, sent.div_ceil(50), "{codec}: one message per envelope");
+        assert_eq!(
+            messages.len() as u64,
+            sent.div_ceil(50),
+            "{codec}: one message per envelope"
+        );
         for m in &messages {
             assert_eq!(m.key.as_deref(), Some(HOST), "{codec}: key");
             assert_eq!(m.headers["xtcp2-host"], HOST);
@@ -510,7 +553,14 @@ fn broker_down_at_start_loses_only_what_is_counted() {
     let dest = broker.dest();
     let topic = "down-at-start";
     let mut args = common_args(&dest, topic);
-    args.extend(["--frequency", "200ms", "--queue-envelopes", "2", "--poll-jitter-pct", "0"]);
+    args.extend([
+        "--frequency",
+        "200ms",
+        "--queue-envelopes",
+        "2",
+        "--poll-jitter-pct",
+        "0",
+    ]);
     let mut daemon = HttpDaemon::start(&args, Stdio::null());
     daemon.wait_metric("xtcp2_poll_cycles_total", 8.0, Duration::from_secs(20));
     let readyz = http_get(daemon.addr, "/readyz").expect("/readyz");
@@ -528,7 +578,11 @@ fn broker_down_at_start_loses_only_what_is_counted() {
     assert!(status.success(), "exit {status}: {}", daemon.stderr());
     let (queued, sent, dropped) = delivery_totals(&daemon.stderr());
     assert!(dropped > 0, "the queue of 2 overflowed while the broker was down");
-    assert_eq!(queued, sent + dropped, "every collected row is sent or counted as dropped");
+    assert_eq!(
+        queued,
+        sent + dropped,
+        "every collected row is sent or counted as dropped"
+    );
 
     let messages = broker.consume(topic, 1);
     assert_no_duplicates(&messages);
@@ -547,7 +601,14 @@ fn broker_killed_and_restarted_delivery_resumes() {
     broker.create_topic(topic);
     let dest = broker.dest();
     let mut args = common_args(&dest, topic);
-    args.extend(["--frequency", "200ms", "--poll-jitter-pct", "0", "--produce-timeout", "1s"]);
+    args.extend([
+        "--frequency",
+        "200ms",
+        "--poll-jitter-pct",
+        "0",
+        "--produce-timeout",
+        "1s",
+    ]);
     let mut daemon = HttpDaemon::start(&args, Stdio::null());
     daemon.wait_ready(Duration::from_secs(20));
     let sends = daemon.wait_metric("xtcp2_destination_sends_total", 3.0, Duration::from_secs(20));
@@ -558,12 +619,20 @@ fn broker_killed_and_restarted_delivery_resumes() {
     broker.restart();
     broker.create_topic(topic);
     let sends_after = sample(&daemon.metrics(), "xtcp2_destination_sends_total").unwrap_or(0.0);
-    daemon.wait_metric("xtcp2_destination_sends_total", sends_after.max(sends) + 5.0, Duration::from_secs(60));
+    daemon.wait_metric(
+        "xtcp2_destination_sends_total",
+        sends_after.max(sends) + 5.0,
+        Duration::from_secs(60),
+    );
     daemon.terminate();
     let status = daemon.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "exit {status}: {}", daemon.stderr());
     let (queued, sent, dropped) = delivery_totals(&daemon.stderr());
-    assert_eq!(queued, sent + dropped, "every collected row is sent or counted as dropped");
+    assert_eq!(
+        queued,
+        sent + dropped,
+        "every collected row is sent or counted as dropped"
+    );
 
     // The restarted broker holds what was produced after the restart.
     let messages = broker.consume(topic, 5);
@@ -583,7 +652,14 @@ fn broker_dead_at_shutdown_exits_within_the_budget() {
     broker.create_topic(topic);
     let dest = broker.dest();
     let mut args = common_args(&dest, topic);
-    args.extend(["--frequency", "200ms", "--poll-jitter-pct", "0", "--shutdown-timeout", "2s"]);
+    args.extend([
+        "--frequency",
+        "200ms",
+        "--poll-jitter-pct",
+        "0",
+        "--shutdown-timeout",
+        "2s",
+    ]);
     let mut daemon = HttpDaemon::start(&args, Stdio::null());
     daemon.wait_ready(Duration::from_secs(20));
     daemon.wait_metric("xtcp2_destination_sends_total", 2.0, Duration::from_secs(20));
@@ -598,7 +674,11 @@ fn broker_dead_at_shutdown_exits_within_the_budget() {
     assert!(took < Duration::from_secs(5), "shutdown took {took:?} with a 2s budget");
     let (queued, sent, dropped) = delivery_totals(&daemon.stderr());
     assert!(dropped > 0, "polls after the broker died cannot be delivered");
-    assert_eq!(queued, sent + dropped, "every collected row is sent or counted as dropped");
+    assert_eq!(
+        queued,
+        sent + dropped,
+        "every collected row is sent or counted as dropped"
+    );
 }
 
 /// The schema registry stand-in (tests/kafka/schema_registry.py); killed on drop.

@@ -262,9 +262,15 @@ pub struct DaemonArgs {
     #[arg(long = "kafka-key", env = "XTCP2_KAFKA_KEY", default_value = "none")]
     pub kafka_key: String,
     /// A librdkafka property KEY=VALUE (TLS, SASL, linger.ms, batch.size,
-    /// acks, ...), repeatable; wins over our defaults. Secret values
-    /// (passwords, keys, tokens) are never logged nor printed by -conf.
-    #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
+    /// acks, ...), repeatable (in the environment: separated by ';'); wins
+    /// over our defaults. Secret values (passwords, keys, tokens) are never
+    /// logged nor printed by -conf.
+    #[arg(
+        long = "kafka-option",
+        value_name = "KEY=VALUE",
+        env = "XTCP2_KAFKA_OPTION",
+        value_delimiter = ';'
+    )]
     pub kafka_option: Vec<String>,
     /// Confluent-compatible schema registry: the record's .proto is
     /// registered there at start as the subject TOPIC-value; a failure is
@@ -505,7 +511,10 @@ pub struct DaemonArgs {
 /// The clap command, with the lists of valid `--dest` and `--marshal`
 /// values filled in from the registries (so `--help` cannot drift).
 pub fn command() -> clap::Command {
-    let marshal_help = format!("Output format: {}", Format::names());
+    let marshal_help = format!(
+        "Output format: {} (default jsonl; protobufList for a kafka: destination)",
+        Format::names()
+    );
     let dest_help = format!("Destination: {}", Destination::forms());
     // mut_args keeps the flags' order (mut_arg would move one to the end).
     let fill = move |a: clap::Arg| match a.get_id().as_str() {
@@ -718,7 +727,9 @@ impl OutputConfig {
     /// The output for `destination`: without `--marshal`, its preferred
     /// format (protobufList for kafka), else jsonl.
     pub fn for_destination(a: &OutputArgs, destination: Option<&Destination>) -> Result<OutputConfig, ConfigError> {
-        let default_format = destination.and_then(Destination::preferred_format).unwrap_or(Format::Jsonl);
+        let default_format = destination
+            .and_then(Destination::preferred_format)
+            .unwrap_or(Format::Jsonl);
         let columns: Vec<String> = a
             .columns
             .split(',')
@@ -996,7 +1007,10 @@ fn kafka_settings(a: &DaemonArgs) -> Result<crate::sink::kafka::KafkaSettings, C
             None
         } else {
             let proto_file = (!a.xtcp_proto_file.trim().is_empty()).then(|| PathBuf::from(a.xtcp_proto_file.trim()));
-            Some(crate::sink::kafka::SchemaRegistry::new(&a.kafka_schema_url, proto_file)?)
+            Some(crate::sink::kafka::SchemaRegistry::new(
+                &a.kafka_schema_url,
+                proto_file,
+            )?)
         },
     })
 }

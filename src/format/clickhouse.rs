@@ -29,11 +29,22 @@ pub fn column_type(column: &Column) -> &'static str {
     }
 }
 
-/// The column list, one `name Type` per line, with the field's doc.
-fn columns() -> String {
+/// The type a column has in the Kafka engine table, as the protobuf field
+/// is read: ClickHouse reads an integer into a DateTime64 as *seconds*, so
+/// the nanosecond timestamp is read as the integer it is and converted by
+/// the view ([`ingest_select`]).
+fn wire_type(column: &Column) -> &'static str {
+    match column.kind {
+        FieldKind::TimestampNs => "UInt64",
+        _ => column_type(column),
+    }
+}
+
+/// The column list, one `name Type` per line.
+fn columns(type_of: fn(&Column) -> &'static str) -> String {
     FIELDS
         .iter()
-        .map(|c| format!("    `{}` {}", c.name, column_type(c)))
+        .map(|c| format!("    `{}` {}", c.name, type_of(c)))
         .collect::<Vec<_>>()
         .join(",\n")
 }
@@ -54,14 +65,20 @@ pub fn merge_tree_ddl() -> String {
          PARTITION BY toDate(timestamp_ns)\n\
          ORDER BY (hostname, timestamp_ns)\n\
          TTL toDateTime(timestamp_ns) + INTERVAL {TTL_DAYS} DAY;\n",
-        columns = columns()
+        columns = columns(column_type)
     )
 }
 
 /// The materialized view's SELECT, reading from `source` (the Kafka engine
 /// table; the tests put a `file(...)` of consumed messages there).
 pub fn ingest_select(source: &str) -> String {
-    let names: Vec<String> = FIELDS.iter().map(|c| format!("`{}`", c.name)).collect();
+    let names: Vec<String> = FIELDS
+        .iter()
+        .map(|c| match c.kind {
+            FieldKind::TimestampNs => format!("fromUnixTimestamp64Nano(toInt64(`{0}`), 'UTC') AS `{0}`", c.name),
+            _ => format!("`{}`", c.name),
+        })
+        .collect();
     format!("SELECT {} FROM {source}", names.join(", "))
 }
 
@@ -87,7 +104,7 @@ pub fn kafka_ddl() -> String {
          \n\
          CREATE MATERIALIZED VIEW IF NOT EXISTS xtcp2.records_mv TO xtcp2.records AS\n\
          {select};\n",
-        columns = columns(),
+        columns = columns(wire_type),
         select = ingest_select("xtcp2.records_kafka")
     )
 }

@@ -168,9 +168,16 @@ impl std::fmt::Debug for KafkaOption {
 /// OAuth client secrets, SASL JAAS-style configs): its value is never shown.
 pub fn is_secret_option(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["password", "secret", "ssl.key.pem", "sasl.oauthbearer.config", "token", "credential"]
-        .iter()
-        .any(|s| key.contains(s))
+    [
+        "password",
+        "secret",
+        "ssl.key.pem",
+        "sasl.oauthbearer.config",
+        "token",
+        "credential",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
 }
 
 /// `--kafka-option` text as it may be shown: masked after `=` if secret.
@@ -325,6 +332,8 @@ impl DestinationKind for Kafka {
 /// The open kafka destination.
 pub struct KafkaSink {
     producer: FutureProducer<ClientLog>,
+    /// Kept to make a new producer after a fatal error (see `reset`).
+    client_config: ClientConfig,
     topic: String,
     key: MessageKey,
     schema_header: String,
@@ -358,14 +367,15 @@ impl KafkaSink {
                 .join(",")
         );
         let client_id = format!("xtcp2-{}", crate::config::system_hostname());
-        let producer: FutureProducer<ClientLog> = settings
-            .client_config(&address.brokers, &client_id)
-            .create_with_context(ClientLog)
-            .map_err(|e| SinkError::BadAddress {
-                dest: dest.clone(),
-                // librdkafka names the property it refused, not its value.
-                reason: format!("librdkafka refused the configuration: {e}"),
-            })?;
+        let client_config = settings.client_config(&address.brokers, &client_id);
+        let producer: FutureProducer<ClientLog> =
+            client_config
+                .create_with_context(ClientLog)
+                .map_err(|e| SinkError::BadAddress {
+                    dest: dest.clone(),
+                    // librdkafka names the property it refused, not its value.
+                    reason: format!("librdkafka refused the configuration: {e}"),
+                })?;
         let options: Vec<String> = settings.options.iter().map(KafkaOption::redacted).collect();
         tracing::info!(
             dest,
@@ -380,6 +390,7 @@ impl KafkaSink {
         spawn_metadata_probe(producer.clone(), settings.topic.clone(), ready_tx, probe_stop.clone());
         Ok(KafkaSink {
             producer,
+            client_config,
             topic: settings.topic.clone(),
             key: settings.key,
             schema_header: format!("{}/{}", format.schema().name(), format.format().name()),
@@ -457,15 +468,11 @@ fn kafka_error_kind(e: &KafkaError) -> &'static str {
         Some(RDKafkaErrorCode::MessageSizeTooLarge) | Some(RDKafkaErrorCode::InvalidMessageSize) => {
             "kafka_message_too_large"
         }
-        Some(RDKafkaErrorCode::UnknownTopicOrPartition) | Some(RDKafkaErrorCode::UnknownTopic) => {
-            "kafka_unknown_topic"
-        }
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition) | Some(RDKafkaErrorCode::UnknownTopic) => "kafka_unknown_topic",
         Some(RDKafkaErrorCode::TopicAuthorizationFailed) | Some(RDKafkaErrorCode::ClusterAuthorizationFailed) => {
             "kafka_authorization"
         }
-        Some(RDKafkaErrorCode::AllBrokersDown) | Some(RDKafkaErrorCode::BrokerTransportFailure) => {
-            "kafka_transport"
-        }
+        Some(RDKafkaErrorCode::AllBrokersDown) | Some(RDKafkaErrorCode::BrokerTransportFailure) => "kafka_transport",
         _ => "kafka",
     }
 }
@@ -500,7 +507,30 @@ impl Transport for KafkaSink {
 
     fn reset(&mut self) {
         // A pending delivery stays with librdkafka; the next send of the
-        // same envelope picks it up (see `send`).
+        // same envelope picks it up (see `send`). But an idempotent
+        // producer that hit a fatal error (a broker that lost its producer
+        // state in a way librdkafka cannot recover from) refuses every
+        // message from then on: start a new one, with a new producer id.
+        let Some((code, reason)) = self.producer.client().fatal_error() else {
+            return;
+        };
+        match self
+            .client_config
+            .create_with_context::<ClientLog, FutureProducer<ClientLog>>(ClientLog)
+        {
+            Ok(producer) => {
+                tracing::warn!(
+                    ?code,
+                    reason,
+                    "kafka: the producer hit a fatal error; starting a new producer"
+                );
+                self.pending = None;
+                self.producer = producer;
+            }
+            Err(e) => {
+                tracing::warn!(?code, reason, error = %e, "kafka: the producer hit a fatal error and a new one cannot be made; retrying later");
+            }
+        }
     }
 
     fn classify(&self, error: &SinkError) -> Disposition {
@@ -635,7 +665,10 @@ async fn post_schema(registration: &Registration, shown: &str) -> Result<String,
         .body(Full::new(bytes::Bytes::from(registry_request_body(&proto_text))))
         .map_err(|e| request_error(e.to_string()))?;
     let client = crate::https_client::https_client::<Full<bytes::Bytes>>().map_err(request_error)?;
-    let response = client.request(request).await.map_err(|e| request_error(e.to_string()))?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| request_error(e.to_string()))?;
     let status = response.status();
     let body = Limited::new(response.into_body(), REGISTRY_BODY_LIMIT)
         .collect()
@@ -667,7 +700,11 @@ fn spawn_metadata_probe(
             while !stop.load(Ordering::Acquire) {
                 match producer.client().fetch_metadata(Some(&topic), METADATA_TIMEOUT) {
                     Ok(metadata) if !metadata.brokers().is_empty() => {
-                        tracing::info!(brokers = metadata.brokers().len(), topic, "kafka: metadata received; ready");
+                        tracing::info!(
+                            brokers = metadata.brokers().len(),
+                            topic,
+                            "kafka: metadata received; ready"
+                        );
                         let _ = ready.send(true);
                         return;
                     }
