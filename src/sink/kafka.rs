@@ -651,10 +651,17 @@ async fn post_schema(registration: &Registration, shown: &str) -> Result<String,
         url: shown.to_string(),
         reason,
     };
+    // The subject is one path segment: everything but RFC 3986's unreserved
+    // characters is escaped (a topic may hold '.', '_' and '-', which stay).
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
     let uri = format!(
         "{}/subjects/{}/versions",
         registration.registry.url,
-        percent_encoding::utf8_percent_encode(&registration.subject, percent_encoding::NON_ALPHANUMERIC)
+        percent_encoding::utf8_percent_encode(&registration.subject, SEGMENT)
     );
     let request = hyper::Request::builder()
         .method(hyper::Method::POST)

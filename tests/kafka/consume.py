@@ -53,7 +53,6 @@ def main():
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         consumer_timeout_ms=int(idle * 1000),
-        api_version_auto_timeout_ms=10000,
     )
     deadline = time.monotonic() + 60
     partitions = None
