@@ -66,6 +66,7 @@ declare -A python_modules=(
     [zstandard]=zstandard
     [lz4]=lz4.frame
     [cramjam]=cramjam
+    [python-snappy]=snappy
 )
 venv=/var/cache/xtcp2-ci/venv
 imports=$(printf 'import %s\n' "${python_modules[@]}")
