@@ -103,6 +103,8 @@
           packages = {
             inherit xtcp2;
             default = xtcp2;
+            # The OCI image: nixos/image.nix says how to load it.
+            image = pkgs.callPackage ./nixos/image.nix { inherit xtcp2; };
           } // microvmRunners;
 
           # nix run .#microvm-lifecycle / .#microvm-capcheck-fail

@@ -87,6 +87,8 @@ DAEMON_WINDOW_S = 5
 FULL_CONNECTIONS = [1_000, 10_000, 50_000]
 FULL_NAMESPACES = [0, 10, 100]
 ONE_SHOT_CASES = ["floor", "floor_uring", "ss", "null", "null_uring", "jsonl", "protobufList"]
+# Not in the default set: with workload attribution on (any case + `_attributed`).
+ATTRIBUTED_CASES = ["null_attributed", "jsonl_attributed"]
 # Every TCP state but bound-inactive (Linux 6.5+), whose dump walks the
 # bind hash that all namespaces share: the `_nobound` cases (bench/scale.py).
 STATES_NO_BOUND = ("established,syn-sent,syn-recv,fin-wait-1,fin-wait-2,time-wait,close,close-wait,"
@@ -366,6 +368,13 @@ def run_case(case, tools, ws, namespaces):
             total["rss_kb"] = max(total["rss_kb"], m["rss_kb"])
         return total
     out_path = ws.dir / "out.data"
+    # `_attributed`: the same with workload attribution on (issue 16): every
+    # socket's cgroup looked up, and the Docker Engine asked (absent here:
+    # it costs one failed connect, nothing per socket).
+    attribution = []
+    if case.endswith("_attributed"):
+        case = case.removesuffix("_attributed")
+        attribution = ["--resolve-container-id", "--enrich-container", "--docker-socket", str(ws.dir / "no-docker.sock")]
     marshal = {"jsonl": "jsonl", "protobufList": "protobufList"}.get(case, "jsonl")
     stdout = subprocess.DEVNULL
     if case in ("null", "null_uring"):
@@ -380,6 +389,7 @@ def run_case(case, tools, ws, namespaces):
         else:
             extra += ["--dest", "stdout"]
             stdout = open(out_path, "wb")
+    extra += attribution
     try:
         m = measured(tools.xtcp2_argv(netns_dir, extra), stdout=stdout, env=tools.env)
     finally:

@@ -25,6 +25,10 @@ declare -A needs=(
     [make]=make
     # the https tests make their certificates with the openssl CLI.
     [openssl]=openssl
+    # tests/attribution_docker.rs: the Docker Engine (with containerd and
+    # runc) that --enrich-container follows, and its client.
+    [dockerd]=docker.io
+    [docker]=docker.io
 )
 # header → Debian package: what the build of xtcp2 itself compiles against.
 # librdkafka (bundled in the rdkafka crate, built by its ./configure and
@@ -57,16 +61,20 @@ fi
 # back what xtcp2 sent. One line per module (pip name → import name):
 #   chdb: ClickHouse as a library (tests/clickhouse.rs, tests/go_schema.rs);
 #   protobuf, grpcio-tools: protoc and Python classes from our .proto files;
-#   kafka-python, zstandard, lz4, cramjam: the Kafka consumer and its codecs.
+#   grpcio-reflection: the gRPC tests' reflection client (v1alpha);
+#   kafka-python, zstandard, lz4, cramjam: the Kafka consumer and its codecs;
+#   pyyaml: parses the Kubernetes manifests (tests/deploy.rs).
 declare -A python_modules=(
     [chdb]=chdb
     [protobuf]=google.protobuf
     [grpcio-tools]=grpc_tools.protoc
+    [grpcio-reflection]=grpc_reflection.v1alpha.reflection_pb2_grpc
     [kafka-python]=kafka
     [zstandard]=zstandard
     [lz4]=lz4.frame
     [cramjam]=cramjam
     [python-snappy]=snappy
+    [pyyaml]=yaml
 )
 venv=/var/cache/xtcp2-ci/venv
 imports=$(printf 'import %s\n' "${python_modules[@]}")

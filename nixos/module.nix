@@ -48,6 +48,11 @@ let
     "--prom-path=${cfg.promPath}"
   ]
   ++ lib.optional (cfg.marshal != null) "--marshal=${cfg.marshal}"
+  ++ lib.optional cfg.attribution.resolveContainerId "--resolve-container-id"
+  ++ lib.optionals (cfg.attribution.dockerSocket != null) [
+    "--enrich-container"
+    "--docker-socket=${cfg.attribution.dockerSocket}"
+  ]
   ++ nonEmptyFlag "pprof-listen" cfg.pprofListen
   ++ nonEmptyFlag "label" cfg.labels.label
   ++ nonEmptyFlag "tag" cfg.labels.tag
@@ -150,6 +155,29 @@ in
       default = 4;
       example = 8;
       description = "Network namespaces dumped in parallel (`--netlinkers`).";
+    };
+
+    attribution = {
+      resolveContainerId = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        description = ''
+          Attribute each socket to its container, Kubernetes pod or systemd
+          unit from its cgroup v2 path (`--resolve-container-id`; reads
+          `/sys/fs/cgroup`, which the unit sees read-only).
+        '';
+      };
+      dockerSocket = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "/run/docker.sock";
+        description = ''
+          Add each container's name and image from the Docker Engine at
+          this socket (`--enrich-container --docker-socket`). The unit's
+          dynamic user must be allowed to connect: the unit joins the
+          `docker` group when this is set.
+        '';
+      };
     };
 
     promListen = lib.mkOption {
@@ -340,6 +368,7 @@ in
           (isFileDest && !(underManagedDir fileDestPath))
           (dirOf fileDestPath);
         UMask = "0027";
+        SupplementaryGroups = lib.optional (cfg.attribution.dockerSocket != null) "docker";
 
         # One descriptor per open namespace plus one netlink socket per
         # netlinker: hosts with thousands of containers outgrow 1024.

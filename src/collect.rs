@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::attribute::{Attributor, Sources};
 use crate::batch::EnvelopeBuilder;
 use crate::decode::inet_diag::{AF_INET, AF_INET6};
 use crate::decode::{Deserializers, SocketDecoder};
@@ -15,6 +16,7 @@ use crate::kernel::{DatagramTap, DiagSocket, DumpError, DumpRequest, RECV_BUFFER
 use crate::metrics::{KindLabel, Metrics};
 use crate::netns::NamespaceStamp;
 use crate::record::Stamps;
+use crate::tap::TapWriter;
 
 /// What to ask for in every dump.
 #[derive(Debug, Clone, Copy)]
@@ -72,9 +74,14 @@ pub(crate) struct Collector {
     uring: Option<UringReceiver>,
     /// `--write-files`: lent to each namespace's socket for its dumps.
     capture: Option<Box<dyn DatagramTap>>,
+    /// Workload attribution (`--resolve-container-id`, `--enrich-container`);
+    /// `None` when both are off, so they cost nothing then.
+    attributor: Option<Attributor>,
     /// Sockets this collector has been handed, kept or not (`--modulus`
     /// keeps those whose count is a multiple of it, across namespaces and polls).
     seen: u64,
+    /// The live gRPC record streams (`tap`), when `--grpc-listen` is on.
+    tap: Option<TapWriter>,
     pub builder: EnvelopeBuilder,
 }
 
@@ -88,9 +95,16 @@ impl Collector {
             metrics,
             uring: None,
             capture: None,
+            attributor: None,
             seen: 0,
+            tap: None,
             builder,
         }
+    }
+
+    /// Offers every record to the live record streams too.
+    pub(crate) fn tap_to(&mut self, tap: TapWriter) {
+        self.tap = Some(tap);
     }
 
     /// Receives with io_uring from now on (`-ioUring`); when the kernel or a
@@ -106,6 +120,11 @@ impl Collector {
                 false
             }
         }
+    }
+
+    /// Fills the records' workload fields from `sources` from now on.
+    pub(crate) fn attribute_with(&mut self, sources: Sources) {
+        self.attributor = (!sources.is_empty()).then(|| Attributor::new(sources));
     }
 
     /// Saves the raw replies this collector receives (`--write-files`).
@@ -138,6 +157,9 @@ impl Collector {
         deadline: Instant,
     ) -> Result<u64, CutShort> {
         self.builder.start_poll(poll_seq);
+        if let Some(attributor) = &mut self.attributor {
+            attributor.start_namespace(namespace.inode);
+        }
         let mut produced = 0u64;
         for request in self.plan.requests() {
             let Collector {
@@ -149,6 +171,8 @@ impl Collector {
                 uring,
                 seen,
                 plan,
+                attributor,
+                tap,
                 ..
             } = self;
             let modulus = plan.modulus;
@@ -170,6 +194,12 @@ impl Collector {
                     record.netns_inode = namespace.inode;
                     record.netns_name = namespace.name.clone();
                     record.netns_pid = namespace.pid;
+                    if let Some(attributor) = attributor {
+                        attributor.apply(record);
+                    }
+                    if let Some(tap) = tap {
+                        tap.offer(record, poll_seq);
+                    }
                     builder.push(record);
                     produced += 1;
                 }

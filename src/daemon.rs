@@ -5,12 +5,16 @@ use std::time::Duration;
 
 use crate::batch::EnvelopeQueue;
 use crate::config::Config;
+use crate::control::{Cadence, PollControl};
+use crate::grpc::{GrpcParts, GrpcServer};
 use crate::metrics::Metrics;
 use crate::netns::watch::{self, Wake};
 use crate::observe::{caps, Observability};
-use crate::poll::Poller;
+use crate::poll::{Poller, PollerLinks};
 use crate::shutdown::{HeldSignals, Shutdown};
+use crate::sink::copies::EnvelopeCopies;
 use crate::sink::{deliver, DeliveryPolicy, Destination, ReopenHandle, Sink};
+use crate::tap::RecordTap;
 use anyhow::Context;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -80,19 +84,46 @@ pub fn run_with_held_signals(
     // Observability first: /healthz answers during startup, and a taken
     // --prom-listen port fails before anything else is opened.
     let observability = Observability::start(&runtime, &config.observe, metrics.clone(), shutdown.clone())?;
+    // Bound before the destination opens, like --prom-listen: a taken
+    // port fails the start at once.
+    let control = Arc::new(PollControl::new(Cadence {
+        frequency: config.poll.frequency,
+        timeout: config.poll.timeout,
+    }));
+    let tap = config.grpc.as_ref().map(|_| Arc::new(RecordTap::default()));
+    let grpc = match (&config.grpc, &tap) {
+        (Some(grpc), Some(tap)) => Some(
+            GrpcServer::start(
+                &runtime,
+                grpc,
+                GrpcParts {
+                    metrics: metrics.clone(),
+                    control: control.clone(),
+                    tap: tap.clone(),
+                    args: config.args.clone(),
+                },
+                shutdown.clone(),
+            )
+            .context("starting the gRPC server")?,
+        ),
+        _ => None,
+    };
     let delivery = &config.delivery;
     let queue = Arc::new(EnvelopeQueue::with_byte_limit(
         delivery.queue_envelopes,
         delivery.queue_bytes,
         metrics.clone(),
     ));
-    let sink = runtime
+    let mut sink = runtime
         .block_on(Sink::open_destination(
             &delivery.dest_text,
             &delivery.destination,
             &config.output.format,
         ))
         .with_context(|| format!("opening destination {}", delivery.dest_text))?;
+    if let Some(copies) = &delivery.envelope_copies {
+        sink.keep_copies(EnvelopeCopies::new(copies, config.output.format.format().name()));
+    }
     match sink.ready_signal() {
         None => observability.destination_opened(),
         // Open once the peer answered (kafka: the first metadata exchange).
@@ -123,6 +154,11 @@ pub fn run_with_held_signals(
     };
 
     let (wake_tx, wake_rx) = std::sync::mpsc::channel();
+    control.wake_with(wake_tx.clone());
+    {
+        let readiness = observability.readiness.clone();
+        control.on_cadence_change(move |cadence| readiness.set_poll_period(cadence.frequency));
+    }
     runtime.spawn(signals.serve(shutdown.clone(), reopen));
     {
         let shutdown = shutdown.clone();
@@ -140,8 +176,22 @@ pub fn run_with_held_signals(
         watch::spawn(config.netns.dirs.clone(), wake_tx, shutdown.clone())
     };
 
-    let mut poller = Poller::new(config, metrics.clone(), queue.clone())?;
-    poller.run(wake_rx, |_report| observability.poll_completed());
+    let sources = attribution_sources(&config, &metrics, &runtime, &shutdown);
+    let links = PollerLinks {
+        control: Some(control),
+        tap,
+    };
+    let mut poller = Poller::with_links(config, metrics.clone(), queue.clone(), links)?;
+    poller.attribute_with(&sources);
+    let mut grpc_serving = false;
+    poller.run(wake_rx, |_report| {
+        observability.poll_completed();
+        if let (Some(grpc), false) = (&grpc, grpc_serving) {
+            // Ready as /readyz is: the first poll is done.
+            runtime.block_on(grpc.ready());
+            grpc_serving = true;
+        }
+    });
 
     shutdown.trigger();
     queue.close();
@@ -160,6 +210,9 @@ pub fn run_with_held_signals(
     if let Some(w) = watcher {
         let _ = w.join();
     }
+    if let Some(grpc) = grpc {
+        runtime.block_on(grpc.finish());
+    }
     // After the flush: /readyz kept answering 503 until here.
     let finished = observability.finish(&runtime);
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -168,6 +221,43 @@ pub fn run_with_held_signals(
         polls: metrics.poll.cycles.get(),
         incomplete_polls: metrics.poll.partial.get(),
     })
+}
+
+/// How long the first poll waits for the Docker Engine's container list.
+const DOCKER_FIRST_SYNC: Duration = Duration::from_secs(3);
+
+/// Starts the workload attribution sources `config` asks for: the cgroup
+/// index is walked once here, the Docker Engine is followed on the runtime.
+fn attribution_sources(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    runtime: &tokio::runtime::Runtime,
+    shutdown: &Shutdown,
+) -> crate::attribute::Sources {
+    use crate::attribute::{cgroup::CgroupResolver, docker};
+    let cgroups = if config.attribution.cgroups {
+        CgroupResolver::start(metrics.clone())
+    } else {
+        None
+    };
+    let containers = config.attribution.docker_socket.as_ref().map(|socket| {
+        let index = Arc::new(docker::ContainerIndex::default());
+        runtime.spawn(docker::follow(
+            socket.clone(),
+            index.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        // The first poll should know the running containers: wait for
+        // the first list, but never long (an engine that is down is
+        // logged by the follower and the daemon goes on without it).
+        let synced = runtime.block_on(async { tokio::time::timeout(DOCKER_FIRST_SYNC, index.wait_synced()).await });
+        if synced.is_err() {
+            tracing::info!(waited = ?DOCKER_FIRST_SYNC, "--enrich-container: no container list yet; polling without it");
+        }
+        index
+    });
+    crate::attribute::Sources { cgroups, containers }
 }
 
 /// What `config` will ask of the kernel once started (`docs/security.md`).
@@ -179,7 +269,9 @@ pub(crate) fn capability_needs(config: &Config) -> caps::Needs {
         privileged_port: config
             .observe
             .prom_listen
-            .is_some_and(|addr| addr.port() != 0 && addr.port() < unprivileged_port_start()),
+            .into_iter()
+            .chain(config.grpc.as_ref().map(|g| g.listen))
+            .any(|addr| addr.port() != 0 && addr.port() < unprivileged_port_start()),
     }
 }
 

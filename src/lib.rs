@@ -9,6 +9,7 @@
 //! | wiring | [`daemon`], [`poll`] | the runtime, the poll loop, parallel dumps |
 //! | configuration | [`config`] | flags (with Go spellings) → a typed [`config::Config`] |
 //! | collect | [`collect`] | one namespace's dump → stamped records → the envelope builder |
+//! | attribution | [`attribute`] | which container, pod or unit owns a socket (cgroup path, Docker Engine) |
 //! | namespaces | [`netns`] | discovery, entering, one socket per namespace |
 //! | kernel | [`kernel`] | the `NETLINK_SOCK_DIAG` socket and dump protocol |
 //! | decode | [`decode`] | netlink bytes → [`record::Record`], offline captures |
@@ -38,13 +39,16 @@
 //! - a flag: a field in the clap struct of its group in `config/`, and the
 //!   value in that group's typed settings.
 
+pub mod attribute;
 pub mod batch;
 pub mod clock;
 pub mod collect;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod decode;
 pub mod format;
+pub mod grpc;
 pub mod https_client;
 pub mod kernel;
 pub mod log_throttle;
@@ -56,3 +60,4 @@ pub mod profile;
 pub mod record;
 pub mod shutdown;
 pub mod sink;
+pub mod tap;

@@ -51,6 +51,14 @@ fn main() -> ExitCode {
     };
     init_logging(cli.daemon.debug_level);
     match cli.command {
+        Some(CliCommand::Ctl(args)) => {
+            held.release();
+            run_client("ctl", xtcp2::grpc::client::ctl(args))
+        }
+        Some(CliCommand::Client(args)) => {
+            held.release();
+            run_client("client", xtcp2::grpc::client::client(args))
+        }
         Some(CliCommand::Decode(args)) => {
             // decode keeps the default actions: Ctrl-C stops it at once.
             held.release();
@@ -159,6 +167,28 @@ fn init_logging(debug_level: Option<u64>) {
 
 /// `-healthcheck`: GET /readyz of the local listener; 0 when it answers
 /// 200, 1 otherwise (no listener, refused, not ready, or no answer in 2 s).
+/// Runs a gRPC client command on a small runtime of its own: exit 0, or
+/// 1 with the error (an RPC's status code and message) on stderr.
+fn run_client(
+    name: &str,
+    command: impl std::future::Future<Output = Result<(), xtcp2::grpc::client::ClientError>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("xtcp2 {name}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtcp2 {name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn healthcheck(prom_listen: Option<std::net::SocketAddr>) -> ExitCode {
     use std::io::{Read, Write};
     let Some(mut addr) = prom_listen else {

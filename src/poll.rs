@@ -6,7 +6,7 @@
 //! change (inotify) or shutdown wakes it at once.
 
 use std::hash::{BuildHasher, Hasher};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,9 +15,11 @@ use anyhow::Context;
 use crate::batch::{CountOnly, EnvelopeBuilder, EnvelopeQueue};
 use crate::collect::{Collector, DumpPlan};
 use crate::config::Config;
+use crate::control::{Cadence, Due, PollCause, PollControl};
 use crate::metrics::{KindLabel, Metrics};
 use crate::netns::watch::Wake;
 use crate::netns::{Discovery, DiscoveryConfig, NetnsEntry, NetnsRegistry};
+use crate::tap::{RecordTap, TapWriter};
 
 /// What one poll cycle did, reported to the caller (readiness, tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,10 +112,31 @@ pub struct Poller {
     seq: u64,
     /// When namespaces were last rediscovered (`--reconcile-frequency`).
     last_discovery: Option<Instant>,
+    /// The live period and deadline, and requested polls (gRPC `ConfigService`).
+    control: Arc<PollControl>,
+    /// The live record streams (gRPC `XTCPFlatRecordService`).
+    tap: Option<Arc<RecordTap>>,
+}
+
+/// What a [`Poller`] is driven by beyond its configuration.
+#[derive(Default)]
+pub struct PollerLinks {
+    /// Runtime control; `None`: the configuration's cadence, no requests.
+    pub control: Option<Arc<PollControl>>,
+    pub tap: Option<Arc<RecordTap>>,
 }
 
 impl Poller {
     pub fn new(config: Config, metrics: Arc<Metrics>, queue: Arc<EnvelopeQueue>) -> anyhow::Result<Self> {
+        Self::with_links(config, metrics, queue, PollerLinks::default())
+    }
+
+    pub fn with_links(
+        config: Config,
+        metrics: Arc<Metrics>,
+        queue: Arc<EnvelopeQueue>,
+        links: PollerLinks,
+    ) -> anyhow::Result<Self> {
         let plan = DumpPlan {
             states: config.poll.states,
             deserializers: config.output.deserializers,
@@ -153,6 +176,9 @@ impl Poller {
                 tracing::info!(path = %path.display(), datagrams = capture.datagrams_per_netlinker, "saving raw netlink replies");
                 collector.capture_to(Box::new(file));
             }
+            if let Some(tap) = &links.tap {
+                collector.tap_to(TapWriter::new(tap.clone()));
+            }
             collectors.push(collector);
         }
         Ok(Poller {
@@ -160,13 +186,27 @@ impl Poller {
                 DiscoveryConfig::new(config.netns.dirs.clone(), config.netns.proc_scan)
                     .with_proc_rescan_interval(config.netns.proc_rescan),
             ),
-            config,
             metrics,
             registry: NetnsRegistry::new(),
             collectors,
             seq: 0,
             last_discovery: None,
+            control: links.control.unwrap_or_else(|| {
+                Arc::new(PollControl::new(Cadence {
+                    frequency: config.poll.frequency,
+                    timeout: config.poll.timeout,
+                }))
+            }),
+            tap: links.tap,
+            config,
         })
+    }
+
+    /// Every netlinker fills the records' workload fields from `sources`.
+    pub fn attribute_with(&mut self, sources: &crate::attribute::Sources) {
+        for collector in &mut self.collectors {
+            collector.attribute_with(sources.clone());
+        }
     }
 
     pub fn registry(&self) -> &NetnsRegistry {
@@ -192,8 +232,9 @@ impl Poller {
     /// One poll cycle over every namespace.
     pub(crate) fn poll_once(&mut self) -> PollReport {
         let started = Instant::now();
-        self.seq += 1;
-        let seq = self.seq;
+        let seq = self.control.begin_poll(started);
+        self.seq = seq;
+        let cadence = self.control.cadence();
         let netns = &self.config.netns;
         let reconcile_due = self
             .last_discovery
@@ -205,7 +246,7 @@ impl Poller {
         let namespaces = entries.len();
         let jobs = Mutex::new(entries.into_iter());
         let workers = self.collectors.len().min(namespaces).max(1);
-        let timeout = self.config.poll.timeout;
+        let timeout = cadence.timeout;
         let nl_timeout = self.config.poll.netlink_timeout;
         let metrics = &self.metrics;
         let job = PollJob {
@@ -260,7 +301,7 @@ impl Poller {
         m.duration_seconds.observe(duration.as_secs_f64());
         m.last_timestamp_seconds.set(crate::clock::now_ns() as f64 / 1e9);
         m.duration_ratio
-            .set(duration.as_secs_f64() / self.config.poll.frequency.as_secs_f64());
+            .set(duration.as_secs_f64() / cadence.frequency.as_secs_f64());
         m.sockets_last_poll.set(tally.records as i64);
         m.sockets_missed.set(tally.missed as i64);
         let report = PollReport {
@@ -272,6 +313,9 @@ impl Poller {
             records: tally.records,
             duration,
         };
+        if let Some(tap) = &self.tap {
+            tap.poll_done(seq);
+        }
         if report.is_incomplete() {
             m.partial.inc();
             if let Some(suppressed) = INCOMPLETE_POLL_LOG.admit() {
@@ -291,18 +335,15 @@ impl Poller {
         report
     }
 
-    /// Polls every `-frequency` until `-maxLoops` or shutdown. `on_poll` is
-    /// called after each cycle.
+    /// Polls every `-frequency` until `-maxLoops` or shutdown, plus the
+    /// polls asked for through [`PollControl`] (never overlapping: this is
+    /// one thread). `on_poll` is called after each cycle.
     pub fn run(&mut self, wake: Receiver<Wake>, mut on_poll: impl FnMut(&PollReport)) {
         let poll = &self.config.poll;
         // A one-shot is run by someone waiting for it: only an explicit
         // --poll-jitter delays it, not the fleet-spreading percentage.
-        let tick_jitter = if poll.max_loops == 1 {
-            Duration::ZERO
-        } else {
-            poll.frequency.mul_f64(poll.tick_jitter)
-        };
-        let first_delay = poll.jitter.max(tick_jitter);
+        let tick_jitter = if poll.max_loops == 1 { 0.0 } else { poll.tick_jitter };
+        let first_delay = poll.jitter.max(poll.frequency.mul_f64(tick_jitter));
         if !first_delay.is_zero() {
             let jitter = random_fraction_of(first_delay);
             tracing::info!(?jitter, "delaying the first poll");
@@ -310,9 +351,48 @@ impl Poller {
                 return;
             }
         }
+        // The regular schedule: when the last scheduled poll started, and
+        // this tick's jitter. Requested polls come in between and leave it
+        // as it is; a new -frequency applies from the last scheduled poll.
+        let mut last_scheduled: Option<Instant> = None;
+        let mut tick_fraction = 0.5;
         loop {
+            let cause = loop {
+                // What is already waiting first, even when a poll is due: a
+                // poll that overran its period must still see the shutdown
+                // asked for meanwhile (otherwise overrunning polls follow
+                // each other and SIGTERM is never read).
+                match take_pending(&wake) {
+                    Pending::Shutdown => return,
+                    Pending::NetnsChanged => self.rediscover(),
+                    Pending::Nothing => {}
+                }
+                let now = Instant::now();
+                let scheduled = match last_scheduled {
+                    None => now,
+                    // Each period is frequency +/- half the jitter: hosts
+                    // that started together drift apart, and the mean stays
+                    // the period.
+                    Some(at) => {
+                        let frequency = self.control.cadence().frequency;
+                        at + frequency.mul_f64(1.0 + tick_jitter * (tick_fraction - 0.5))
+                    }
+                };
+                match self.control.due(now, scheduled) {
+                    Due::Now(cause) => break cause,
+                    Due::At(at) => match wake.recv_timeout(at.saturating_duration_since(now)) {
+                        Ok(Wake::NetnsChanged) => self.rediscover(),
+                        Ok(Wake::Control) | Err(RecvTimeoutError::Timeout) => {}
+                        Ok(Wake::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                    },
+                }
+            };
+            if cause == PollCause::Scheduled {
+                last_scheduled = Some(Instant::now());
+                tick_fraction = random_unit();
+            }
             let report = self.poll_once();
-            tracing::debug!(?report, "poll done");
+            tracing::debug!(?report, ?cause, "poll done");
             on_poll(&report);
             if self.config.poll.max_loops > 0 && report.seq >= self.config.poll.max_loops {
                 // One line with the collection's totals; what was
@@ -328,21 +408,30 @@ impl Poller {
                 );
                 return;
             }
-            // Each period is frequency +/- half the jitter: hosts that
-            // started together drift apart, and the mean stays the period.
-            let period = self.config.poll.frequency.saturating_sub(tick_jitter / 2) + random_fraction_of(tick_jitter);
-            let next = Instant::now() + period.saturating_sub(report.duration);
-            loop {
-                let now = Instant::now();
-                if now >= next {
-                    break;
-                }
-                match wake.recv_timeout(next - now) {
-                    Ok(Wake::NetnsChanged) => self.rediscover(),
-                    Ok(Wake::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
-                    Err(RecvTimeoutError::Timeout) => break,
-                }
-            }
+        }
+    }
+}
+
+/// The wake-ups already waiting, taken together.
+#[derive(Debug, PartialEq, Eq)]
+enum Pending {
+    Nothing,
+    /// One or more namespace changes: one rediscovery, not one each.
+    NetnsChanged,
+    Shutdown,
+}
+
+/// Takes every wake-up already waiting without blocking. A control
+/// wake-up needs nothing here: the caller asks the control what is due.
+fn take_pending(wake: &Receiver<Wake>) -> Pending {
+    let mut changed = false;
+    loop {
+        match wake.try_recv() {
+            Ok(Wake::NetnsChanged) => changed = true,
+            Ok(Wake::Control) => {}
+            Ok(Wake::Shutdown) | Err(TryRecvError::Disconnected) => return Pending::Shutdown,
+            Err(TryRecvError::Empty) if changed => return Pending::NetnsChanged,
+            Err(TryRecvError::Empty) => return Pending::Nothing,
         }
     }
 }
@@ -433,17 +522,52 @@ fn wait_or_shutdown(wake: &Receiver<Wake>, d: Duration) -> bool {
             return false;
         }
         match wake.recv_timeout(until - now) {
-            Ok(Wake::NetnsChanged) => {}
+            Ok(Wake::NetnsChanged | Wake::Control) => {}
             Ok(Wake::Shutdown) | Err(RecvTimeoutError::Disconnected) => return true,
             Err(RecvTimeoutError::Timeout) => return false,
         }
     }
 }
 
-/// A uniformly random duration in `[0, max)`, from the std hasher's random keys.
+/// A uniformly random duration in `[0, max)`.
 fn random_fraction_of(max: Duration) -> Duration {
+    max.mul_f64(random_unit())
+}
+
+/// A uniformly random number in `[0, 1)`, from the std hasher's random keys.
+fn random_unit() -> f64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(crate::clock::now_ns());
-    let fraction = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
-    max.mul_f64(fraction)
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+
+    /// A shutdown that arrived while a poll overran its period is seen
+    /// before the next poll, behind any other wake-up.
+    #[test]
+    fn a_waiting_shutdown_is_taken() {
+        let (tx, rx) = channel();
+        tx.send(Wake::NetnsChanged).unwrap();
+        tx.send(Wake::Control).unwrap();
+        tx.send(Wake::Shutdown).unwrap();
+        assert_eq!(take_pending(&rx), Pending::Shutdown);
+    }
+
+    /// Namespace changes that piled up are one rediscovery; then nothing
+    /// is waiting.
+    #[test]
+    fn piled_up_changes_are_one_rediscovery() {
+        let (tx, rx) = channel();
+        for _ in 0..5 {
+            tx.send(Wake::NetnsChanged).unwrap();
+        }
+        assert_eq!(take_pending(&rx), Pending::NetnsChanged);
+        assert_eq!(take_pending(&rx), Pending::Nothing);
+        drop(tx);
+        assert_eq!(take_pending(&rx), Pending::Shutdown, "the senders are gone");
+    }
 }

@@ -260,6 +260,8 @@ fn judge(argv: Vec<OsString>) -> Option<i32> {
         Ok(cli) => {
             let valid = match &cli.command {
                 Some(CliCommand::Decode(d)) => OutputConfig::from_args(&d.output).is_ok(),
+                // gRPC clients: clap validates everything they take.
+                Some(CliCommand::Ctl(_) | CliCommand::Client(_)) => true,
                 None => Config::from_args(&cli.daemon).is_ok(),
             };
             (!valid).then_some(2)

@@ -30,6 +30,7 @@ const ACCEPTED: &[(&str, &str, &str)] = &[
     ("-modulus", "3", "modulus"),
     ("-writeFiles", "10", "write-files"),
     ("-capturePath", "/var/tmp", "capture-path"),
+    ("-destWriteFiles", "2", "dest-write-files"),
     ("-marshal", "csv", "marshal"),
     ("-columns", "tcpi_rtt", "columns"),
     ("-envelopeFlushBytes", "100000", "envelope-flush-bytes"),
@@ -63,6 +64,10 @@ const ACCEPTED: &[(&str, &str, &str)] = &[
     ("-ioUringRecvBatch", "64", "io-uring-recv-batch"),
     ("-ioUringCqeBatch", "128", "io-uring-cqe-batch"),
     ("-deserializers", "all", "deserializers"),
+    ("-resolveContainerId", "true", "resolve-container-id"),
+    ("-enrichContainer", "true", "enrich-container"),
+    ("-dockerSocket", "/var/run/docker.sock", "docker-socket"),
+    ("-grpcPort", "8889", "grpc-port"),
 ];
 
 /// Go flags of features other issues add (Kafka 14, S3/Parquet 15,
@@ -70,7 +75,6 @@ const ACCEPTED: &[(&str, &str, &str)] = &[
 /// refused today, so that nobody believes they work. When one lands it
 /// moves to [`ACCEPTED`].
 const NOT_YET: &[&str] = &[
-    "-destWriteFiles",
     "-s3Endpoint",
     "-s3Bucket",
     "-s3Prefix",
@@ -84,10 +88,6 @@ const NOT_YET: &[&str] = &[
     "-s3FlushThresholdJitterPct",
     "-s3UploadMaxAttempts",
     "-s3UploadBackoffCap",
-    "-resolveContainerId",
-    "-grpcPort",
-    "-enrichContainer",
-    "-dockerSocket",
     "-enrichLldp",
     "-lldpdSocket",
     "-lldpdVersionHint",
@@ -468,4 +468,80 @@ impl PacketSocket {
             }
         }
     }
+}
+
+/// `-destWriteFiles N` writes the first N envelopes, exactly as the
+/// destination receives them, each to a file of its own in `-capturePath`:
+/// their concatenation is the start of what the destination got.
+#[test]
+fn dest_write_files_copies_the_first_envelopes_as_sent() {
+    if !require(Need::Root, DAEMON_CAPABILITIES) {
+        return;
+    }
+    let _held: Vec<_> = (0..50)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let copies_dir = dir.path().join("copies");
+    std::fs::create_dir(&copies_dir).unwrap();
+    let out = dir.path().join("out.jsonl");
+    let run = Xtcp2::new()
+        .args([
+            "-maxLoops",
+            "1",
+            "-destWriteFiles",
+            "3",
+            "-capturePath",
+            copies_dir.to_str().unwrap(),
+            "-envelopeFlushRows",
+            "10",
+            "-marshal",
+            "jsonl",
+            "--states",
+            "listen",
+            "-dest",
+            &format!("file:{}", out.display()),
+            "-promListen",
+            "",
+            "--netns-proc-scan=false",
+            "--netns-dirs",
+            "",
+        ])
+        .output();
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    let mut copies: Vec<_> = std::fs::read_dir(&copies_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    copies.sort();
+    let names: Vec<String> = copies
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(copies.len(), 3, "{names:?}");
+    for (i, name) in names.iter().enumerate() {
+        assert!(
+            name.starts_with("xtcp2-") && name.ends_with(&format!("-envelope{i}.jsonl")),
+            "{name}"
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mut joined = Vec::new();
+    for copy in &copies {
+        assert_eq!(std::fs::metadata(copy).unwrap().permissions().mode() & 0o777, 0o600);
+        let bytes = std::fs::read(copy).unwrap();
+        assert_eq!(
+            parse_records(&String::from_utf8_lossy(&bytes)).len(),
+            10,
+            "{}",
+            copy.display()
+        );
+        joined.extend_from_slice(&bytes);
+    }
+    let sent = std::fs::read(&out).unwrap();
+    assert!(
+        sent.len() > joined.len(),
+        "the destination got more than the three copies"
+    );
+    assert_eq!(&sent[..joined.len()], &joined[..]);
 }

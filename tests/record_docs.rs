@@ -19,7 +19,7 @@ const END_GO: &str = "<!-- END GO_V1 -->";
 
 /// Field groups by protobuf tag range (see the comment atop
 /// `src/record/fields.rs`).
-const GROUPS: [(u32, u32, &str); 8] = [
+const GROUPS: [(u32, u32, &str); 9] = [
     (1, 9, "Context (stamped by xtcp2)"),
     (10, 29, "`inet_diag_msg` header (every socket)"),
     (30, 39, "`INET_DIAG_MEMINFO` (`--deserializers meminfo`)"),
@@ -36,6 +36,11 @@ const GROUPS: [(u32, u32, &str); 8] = [
         "Congestion-control info (`vegas`, `dctcp`, `bbr`; only the running algorithm's)",
     ),
     (100, 199, "`INET_DIAG_INFO`: `struct tcp_info` (`info`)"),
+    (
+        200,
+        219,
+        "Workload attribution (`--resolve-container-id`, `--enrich-container`; see [attribution](attribution.md))",
+    ),
 ];
 
 fn json_type(kind: FieldKind) -> &'static str {

@@ -97,6 +97,10 @@ pub struct Cli {
 pub enum CliCommand {
     /// Decode saved netlink traffic (no capabilities needed) and print records.
     Decode(DecodeArgs),
+    /// Control a running daemon over gRPC (its -grpcPort / --grpc-listen).
+    Ctl(crate::grpc::client::CtlArgs),
+    /// Print a running daemon's records as they are collected, over gRPC.
+    Client(crate::grpc::client::ClientArgs),
 }
 
 /// `xtcp2 decode`: an input, and the output flags it shares with the daemon.
@@ -120,7 +124,7 @@ pub struct DecodeInput {
 }
 
 /// What a record holds and how it is written: the daemon's and `decode`'s.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct OutputArgs {
     /// Output format (the list is generated from the format registry);
     /// default jsonl, or protobufList for a kafka: destination.
@@ -160,7 +164,7 @@ pub struct OutputArgs {
 }
 
 /// Flags of the collector daemon.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct DaemonArgs {
     /// Poll period (e.g. 500ms, 10s, 1m; a bare number is seconds).
     #[arg(long, alias = "frequency", env = "XTCP2_FREQUENCY", default_value = DEFAULT_FREQUENCY)]
@@ -422,6 +426,16 @@ pub struct DaemonArgs {
         default_value = "./"
     )]
     pub capture_path: PathBuf,
+    /// Also write the first N marshalled envelopes, exactly as sent, each to
+    /// a file xtcp2-<pid>-envelope<i>.<marshal> in --capture-path (debugging;
+    /// created new, 0600). The Go daemon's default is 10; ours 0 (none).
+    #[arg(
+        long = "dest-write-files",
+        alias = "destWriteFiles",
+        env = "XTCP2_DEST_WRITE_FILES",
+        default_value_t = 0
+    )]
+    pub dest_write_files: u64,
     /// Keep every Nth socket of each netlinker's stream (sampling); 1 = every socket.
     #[arg(long, env = "XTCP2_MODULUS", default_value_t = 1)]
     pub modulus: u64,
@@ -503,6 +517,45 @@ pub struct DaemonArgs {
     /// Go runtime: OS thread cap. Accepted for compatibility; no effect (logged).
     #[arg(long = "max-threads", alias = "maxThreads", env = "XTCP2_MAX_THREADS")]
     pub max_threads: Option<i64>,
+    /// Attribute each socket to its workload from its cgroup v2 path:
+    /// container_id and container_runtime (Docker, containerd, CRI-O,
+    /// Podman), pod_uid (Kubernetes), systemd_unit. Turns the cgroup decoder on.
+    #[arg(long = "resolve-container-id", alias = "resolveContainerId", env = "CONTAINER_ID_RESOLVE",
+          default_value = "false", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::value_parser!(bool))]
+    pub resolve_container_id: bool,
+    /// Name and image of the Docker container owning each socket's network
+    /// namespace, from the Docker Engine API on --docker-socket (followed live).
+    #[arg(long = "enrich-container", alias = "enrichContainer", env = "ENRICH_CONTAINER",
+          default_value = "false", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::value_parser!(bool))]
+    pub enrich_container: bool,
+    /// The Docker Engine's unix socket, for --enrich-container.
+    #[arg(
+        long = "docker-socket",
+        alias = "dockerSocket",
+        env = "DOCKER_SOCKET",
+        default_value = "/run/docker.sock"
+    )]
+    pub docker_socket: PathBuf,
+    /// gRPC listener (ConfigService, XTCPFlatRecordService, health,
+    /// reflection; docs/grpc.md): HOST:PORT, or :PORT for every address.
+    /// Empty: see --grpc-port; neither: no gRPC.
+    #[arg(long = "grpc-listen", env = "XTCP2_GRPC_LISTEN", default_value = "")]
+    pub grpc_listen: String,
+    /// The Go daemon's -grpcPort: serve gRPC on 127.0.0.1:PORT (loopback,
+    /// unlike the Go daemon's every address; --grpc-listen for others).
+    #[arg(long = "grpc-port", alias = "grpcPort", env = "XTCP2_GRPC_PORT")]
+    pub grpc_port: Option<u16>,
+    /// PEM certificate chain of the gRPC listener: serve gRPC over TLS (with --grpc-tls-key).
+    #[arg(long = "grpc-tls-cert", env = "XTCP2_GRPC_TLS_CERT", value_name = "FILE")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key of --grpc-tls-cert.
+    #[arg(long = "grpc-tls-key", env = "XTCP2_GRPC_TLS_KEY", value_name = "FILE")]
+    pub grpc_tls_key: Option<PathBuf>,
+    /// PEM CA certificates: gRPC clients must present a certificate they signed (mutual TLS).
+    #[arg(long = "grpc-tls-client-ca", env = "XTCP2_GRPC_TLS_CLIENT_CA", value_name = "FILE")]
+    pub grpc_tls_client_ca: Option<PathBuf>,
     /// Skip the startup capability check (for unprivileged decode/testing only).
     #[arg(long = "skip-capability-check", env = "XTCP2_SKIP_CAPABILITY_CHECK", hide = true)]
     pub skip_capability_check: bool,
@@ -632,6 +685,10 @@ pub enum ConfigError {
     PromPathReserved { path: String, hidden: &'static str },
     #[error("--prom-listen {0:?} is not HOST:PORT or :PORT")]
     PromListen(String),
+    #[error("--grpc-listen {0:?} is not HOST:PORT or :PORT")]
+    GrpcListen(String),
+    #[error("--grpc-tls-cert and --grpc-tls-key go together; --grpc-tls-client-ca needs both")]
+    GrpcTlsIncomplete,
     #[error("--pprof-listen {0:?} is not HOST:PORT or :PORT")]
     PprofListen(String),
     #[error("--pprof serves the profiles on --prom-listen, which is empty; give --pprof-listen ADDR instead")]
@@ -656,6 +713,22 @@ pub enum ConfigError {
     Destination(#[from] crate::sink::SinkError),
     #[error(transparent)]
     Kafka(#[from] crate::sink::kafka::KafkaConfigError),
+}
+
+/// The gRPC server's settings (`grpc`).
+#[derive(Debug, Clone)]
+pub struct GrpcConfig {
+    pub listen: std::net::SocketAddr,
+    pub tls: Option<GrpcTls>,
+}
+
+/// PEM files of the gRPC listener's TLS; `client_ca` set: clients must
+/// present a certificate it signed.
+#[derive(Debug, Clone)]
+pub struct GrpcTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
 }
 
 /// The poll loop's settings.
@@ -763,12 +836,28 @@ pub struct DeliveryConfig {
     pub produce_timeout: Duration,
     /// Delivery's budget once the queue closed at shutdown.
     pub shutdown_timeout: Duration,
+    /// `-destWriteFiles`: debug copies of the first envelopes sent.
+    pub envelope_copies: Option<crate::sink::copies::EnvelopeCopiesConfig>,
+}
+
+/// Workload attribution (`attribute`): which sources run.
+#[derive(Debug, Clone, Default)]
+pub struct AttributionConfig {
+    /// `--resolve-container-id`.
+    pub cgroups: bool,
+    /// `--enrich-container`: the Docker Engine's socket.
+    pub docker_socket: Option<PathBuf>,
 }
 
 /// Validated configuration of the daemon.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `None`: no gRPC server.
+    pub grpc: Option<GrpcConfig>,
+    /// The flags as given, for gRPC `ConfigService.Get` (the Go daemon's view).
+    pub args: Arc<DaemonArgs>,
     pub poll: PollConfig,
+    pub attribution: AttributionConfig,
     pub netns: NetnsConfig,
     pub output: OutputConfig,
     pub delivery: DeliveryConfig,
@@ -867,6 +956,7 @@ impl Config {
             });
         }
         let prom_listen = parse_listen(&a.prom_listen)?;
+        let grpc = grpc_config(a)?;
         let pprof_listen =
             parse_listen(&a.pprof_listen).map_err(|_| ConfigError::PprofListen(a.pprof_listen.trim().to_string()))?;
         // A listener of its own wins: the point of it is keeping the
@@ -916,7 +1006,17 @@ impl Config {
             .hostname
             .get_or_insert_with(|| Arc::from(system_hostname().as_str()))
             .clone();
+        if a.resolve_container_id {
+            // The cgroup id is what the path is found by.
+            output.deserializers = output.deserializers.with(crate::decode::Deserializer::Cgroup);
+        }
         Ok(Config {
+            attribution: AttributionConfig {
+                cgroups: a.resolve_container_id,
+                docker_socket: a.enrich_container.then(|| a.docker_socket.clone()),
+            },
+            grpc,
+            args: Arc::new(a.clone()),
             poll: PollConfig {
                 frequency,
                 timeout,
@@ -963,6 +1063,10 @@ impl Config {
                 queue_bytes: a.queue_bytes,
                 produce_timeout,
                 shutdown_timeout,
+                envelope_copies: (a.dest_write_files > 0).then(|| crate::sink::copies::EnvelopeCopiesConfig {
+                    dir: a.capture_path.clone(),
+                    count: a.dest_write_files,
+                }),
             },
             observe: ObserveConfig {
                 prom_listen,
@@ -1073,6 +1177,27 @@ fn in_range_duration(flag: &'static str, value: Duration, (min, max): (Duration,
         min: format!("{min:?}"),
         max: format!("{max:?}"),
     })
+}
+
+/// `--grpc-listen` or `-grpcPort` (loopback), and the TLS files.
+fn grpc_config(a: &DaemonArgs) -> Result<Option<GrpcConfig>, ConfigError> {
+    let listen = match parse_listen(&a.grpc_listen) {
+        Ok(Some(addr)) => Some(addr),
+        Ok(None) => a
+            .grpc_port
+            .map(|port| std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port))),
+        Err(_) => return Err(ConfigError::GrpcListen(a.grpc_listen.trim().to_string())),
+    };
+    let tls = match (&a.grpc_tls_cert, &a.grpc_tls_key, &a.grpc_tls_client_ca) {
+        (None, None, None) => None,
+        (Some(cert), Some(key), client_ca) => Some(GrpcTls {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: client_ca.clone(),
+        }),
+        _ => return Err(ConfigError::GrpcTlsIncomplete),
+    };
+    Ok(listen.map(|listen| GrpcConfig { listen, tls }))
 }
 
 /// `:9088` means every address (as Go's net.Listen does); empty disables.

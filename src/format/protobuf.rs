@@ -97,6 +97,22 @@ fn widest_record(schema: RecordSchema) -> usize {
     fields + STRING_ROOM
 }
 
+impl ProtobufList {
+    /// Appends `record` as field `field` (a sub-message) of an enclosing
+    /// message: key, length, row body. The gRPC record streams write each
+    /// record once this way as a whole `FlatRecordsResponse` (field 1).
+    pub fn encode_as_field(&mut self, record: &Record, field: u32, out: &mut Vec<u8>) {
+        let keys = self.keys;
+        let schema = self.schema;
+        let body = write_growing(&mut self.scratch, |writer| {
+            schema.visit(record, &mut ProtobufFields { writer, keys });
+        });
+        write_varint(out, (u64::from(field) << 3) | u64::from(WIRE_LEN));
+        write_varint(out, body.len() as u64);
+        out.extend_from_slice(body);
+    }
+}
+
 impl Default for ProtobufList {
     fn default() -> Self {
         Self::new(RecordSchema::Xtcp2)
@@ -370,7 +386,7 @@ fn flat_record_v1_schema_text() -> String {
     s.push_str(
         "}\n\
          \n\
-         // The Go daemon's record service (xtcp2 does not serve it).\n\
+         // The Go daemon's record service, served by `xtcp2 --grpc-listen` (docs/grpc.md).\n\
          service XTCPFlatRecordService {\n\
          \x20 rpc FlatRecords(FlatRecordsRequest) returns (stream FlatRecordsResponse);\n\
          \x20 rpc PollFlatRecords(stream PollFlatRecordsRequest) returns (stream PollFlatRecordsResponse);\n\

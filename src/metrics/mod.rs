@@ -71,12 +71,27 @@ define_labels! {
     /// (`effective`, `permitted`, `inheritable`, `bounding`, `ambient`) and
     /// the kernel's lower-case name (`cap_net_admin`).
     CapabilityLabel { set, capability }
+    /// A gRPC method (`Get`, `FlatRecords`, ...) and the status code it
+    /// answered (`OK`, `INVALID_ARGUMENT`, ...).
+    RpcLabel { method, code }
     /// The build's identity, as labels of `xtcp2_build_info`.
     BuildLabel {
         version,
         /// "true" when built with the `heap-profiling` feature.
         heap_profiling,
     }
+}
+
+/// One gRPC record stream: its method and a number unique for the
+/// process's life. Its series are removed when the stream ends.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabel {
+    pub method: &'static str,
+    pub stream: String,
+}
+
+impl LabelNames for StreamLabel {
+    const NAMES: &'static [&'static str] = &["method", "stream"];
 }
 
 impl BuildLabel {
@@ -389,6 +404,21 @@ define_metrics! {
             /// stat calls on /proc/PID/ns/net (incremental scans stat only new processes).
             proc_stat_calls: counter = "netns_proc_stat_calls";
         }
+        /// Workload attribution (`attribute`): cgroups and containers.
+        attribution: AttributionMetrics {
+            /// Walks of the cgroup2 hierarchy (at start, and when a socket's cgroup id is unknown, at most every 2 s).
+            cgroup_walks: counter = "attribution_cgroup_walks";
+            /// Socket cgroup ids the netlinker's snapshot did not know (each asks for a walk).
+            cgroup_misses: counter = "attribution_cgroup_misses";
+            /// cgroups in the index after the last walk.
+            cgroups: gauge = "attribution_cgroups";
+            /// Containers known by network namespace (--enrich-container).
+            containers: gauge = "attribution_containers";
+            /// Docker Engine events read.
+            docker_events: counter = "attribution_docker_events";
+            /// Attribution sources that could not be read, by kind (cgroup_mount, cgroup_walk, cgroup_cap, docker_connect, docker_http, docker_status, docker_timeout, docker_reply).
+            source_failures: counter<KindLabel> = "attribution_source_failures";
+        }
         /// On-demand profiles and the Pyroscope push.
         profiling: ProfilingMetrics {
             /// On-demand /debug/pprof requests, by profile kind and outcome.
@@ -413,6 +443,19 @@ define_metrics! {
         http: HttpMetrics {
             /// HTTP connections the listener cut short, by kind (peer_limit, total_limit, all_busy, header_timeout).
             connections_dropped: counter<KindLabel> = "http_connections_dropped";
+        }
+        /// The gRPC server (`grpc`).
+        grpc: GrpcMetrics {
+            /// gRPC calls answered, by method and status code (a stream counts when it opens).
+            requests: counter<RpcLabel> = "grpc_requests";
+            /// Record streams open now (FlatRecords and PollFlatRecords).
+            stream_clients: gauge = "grpc_stream_clients";
+            /// Records sent on each open record stream.
+            streamed_records: counter<StreamLabel> = "grpc_stream_records";
+            /// Records each open record stream lost by falling behind its buffer.
+            dropped_records: counter<StreamLabel> = "grpc_stream_dropped_records";
+            /// Records lost by all record streams, ended ones included.
+            dropped_records_all: counter = "grpc_streams_dropped_records";
         }
         /// What is running.
         build: BuildMetrics {

@@ -24,6 +24,8 @@ const SETTLE_DELAY: Duration = Duration::from_millis(50);
 pub enum Wake {
     /// A watched directory changed: rediscover now.
     NetnsChanged,
+    /// A runtime-control request (`control::PollControl`): look again at what is due.
+    Control,
     /// Stop.
     Shutdown,
 }

@@ -52,7 +52,9 @@ impl ReadyState {
 /// Shared between the poll loop (writer) and the HTTP server (reader).
 pub struct Readiness {
     started: Instant,
-    stall_after: Duration,
+    /// Nanoseconds without a poll after which the poller is stalled:
+    /// [`STALL_PERIODS`] periods, updated when gRPC changes the period.
+    stall_after_ns: AtomicU64,
     destination_open: AtomicBool,
     /// Nanoseconds after `started` when the last poll completed; 0 = none yet.
     last_poll_ns: AtomicU64,
@@ -64,11 +66,17 @@ impl Readiness {
     pub fn new(poll_period: Duration, shutdown: Shutdown) -> Self {
         Readiness {
             started: Instant::now(),
-            stall_after: poll_period * STALL_PERIODS,
+            stall_after_ns: AtomicU64::new(stall_after_ns(poll_period)),
             destination_open: AtomicBool::new(false),
             last_poll_ns: AtomicU64::new(0),
             shutdown,
         }
+    }
+
+    /// The poll period changed while running (gRPC `SetPollFrequency`).
+    pub fn set_poll_period(&self, poll_period: Duration) {
+        self.stall_after_ns
+            .store(stall_after_ns(poll_period), Ordering::Release);
     }
 
     pub fn destination_opened(&self) {
@@ -99,11 +107,15 @@ impl Readiness {
             return ReadyState::NoPollYet;
         }
         let since = now.saturating_duration_since(self.started + Duration::from_nanos(last));
-        if since > self.stall_after {
+        if since > Duration::from_nanos(self.stall_after_ns.load(Ordering::Acquire)) {
             return ReadyState::Stalled { since };
         }
         ReadyState::Ready
     }
+}
+
+fn stall_after_ns(poll_period: Duration) -> u64 {
+    u64::try_from((poll_period * STALL_PERIODS).as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -136,5 +148,8 @@ mod tests {
         assert_eq!(r.state_at(at), ReadyState::Ready);
         let at = Instant::now() + Duration::from_secs(4);
         assert!(matches!(r.state_at(at), ReadyState::Stalled { since } if since > Duration::from_secs(3)));
+        // A longer period set at run time (gRPC) moves the threshold.
+        r.set_poll_period(Duration::from_secs(10));
+        assert_eq!(r.state_at(at), ReadyState::Ready);
     }
 }

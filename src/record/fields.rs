@@ -4,7 +4,7 @@
 //! Tags are grouped in ranges per source so new fields can be added without
 //! renumbering: 1-9 context, 10-29 `inet_diag_msg`, 30-39 meminfo, 40-49
 //! skmem, 50-59 small attributes, 60-79 sockopt, 80-99 congestion control
-//! info, 100-199 `tcp_info`.
+//! info, 100-199 `tcp_info`, 200-219 workload attribution (`attribute`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -349,4 +349,17 @@ define_record! {
     tcpi_accecn_fail_mode: u8 = 170, Uint, "tcp_info.tcpi_accecn_fail_mode:4", "";
     /// More option flags (24 bits).
     tcpi_options2: u32 = 171, Uint, "tcp_info.tcpi_options2:24", "";
+
+    /// Container id (64 hex digits for Docker, containerd, CRI-O and Podman), from the socket's cgroup path (`--resolve-container-id`) or the Docker Engine (`--enrich-container`).
+    container_id: Arc<str> = 200, Str, "cgroup v2 path / Docker Engine API", "";
+    /// Container runtime: `docker`, `containerd`, `crio` or `podman` (from the cgroup naming), `docker` for `--enrich-container`.
+    container_runtime: Arc<str> = 201, Str, "cgroup v2 path / Docker Engine API", "";
+    /// Container name without Docker's leading `/` (`--enrich-container`).
+    container_name: Arc<str> = 202, Str, "Docker Engine API /containers/ID/json .Name", "";
+    /// Image the container was created from, as its Config.Image says (`--enrich-container`).
+    container_image: Arc<str> = 203, Str, "Docker Engine API /containers/ID/json .Config.Image", "";
+    /// Kubernetes pod UID (with dashes), from a `kubepods` cgroup of either cgroup driver (`--resolve-container-id`).
+    pod_uid: Arc<str> = 204, Str, "cgroup v2 path", "";
+    /// systemd unit owning the socket's cgroup (`nginx.service`, `session-3.scope`), when it is not a container's scope (`--resolve-container-id`).
+    systemd_unit: Arc<str> = 205, Str, "cgroup v2 path", "";
 }

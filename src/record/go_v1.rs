@@ -145,14 +145,10 @@ define_go_v1! {
     netns_inode: uint64 = 31, "netnsInode", Uint <- [field netns_inode];
     /// Unset: the namespace id (NETNSA_NSID) is not collected.
     nsid: uint32 = 32, "nsid", Uint <- [unset];
-    /// Unset: no container enrichment.
-    container_id: string = 40, "containerId", Str <- [unset];
-    /// Unset: no container enrichment.
-    container_runtime: string = 41, "containerRuntime", Str <- [unset];
-    /// Unset: no container enrichment.
-    container_name: string = 42, "containerName", Str <- [unset];
-    /// Unset: no container enrichment.
-    container_image: string = 43, "containerImage", Str <- [unset];
+    container_id: string = 40, "containerId", Str <- [field container_id];
+    container_runtime: string = 41, "containerRuntime", Str <- [field container_runtime];
+    container_name: string = 42, "containerName", Str <- [field container_name];
+    container_image: string = 43, "containerImage", Str <- [field container_image];
     label: string = 50, "label", Str <- [field label];
     tag: string = 51, "tag", Str <- [field tag];
     /// Unset: the Go daemon's count within one netlink read; ours numbers polls (`poll_seq`).

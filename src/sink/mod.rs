@@ -19,6 +19,7 @@
 //! This module must not encode records (that is `format`) nor decide what
 //! to drop when the queue is full (that is `batch::queue`).
 
+pub mod copies;
 pub mod datagram;
 pub mod file;
 pub mod http;
@@ -253,6 +254,10 @@ macro_rules! destinations {
             $($variant(<$kind as DestinationKind>::Address)),+
         }
 
+        // One per daemon, moved once: the size of its largest variant (an
+        // HTTP client, larger since the gRPC server's dependencies updated
+        // hyper-util) costs nothing worth a box.
+        #[allow(clippy::large_enum_variant)]
         enum OpenSink {
             $($variant(<$kind as DestinationKind>::Sink)),+
         }
@@ -403,6 +408,7 @@ pub struct Sink {
     name: String,
     open: OpenSink,
     reopen: ReopenHandle,
+    copies: Option<copies::EnvelopeCopies>,
 }
 
 impl Sink {
@@ -422,7 +428,21 @@ impl Sink {
             name: name.to_string(),
             open: destination.open_sink(format).await?,
             reopen: ReopenHandle::default(),
+            copies: None,
         })
+    }
+
+    /// Also writes the first envelopes taken for delivery to files
+    /// (`-destWriteFiles`).
+    pub fn keep_copies(&mut self, copies: copies::EnvelopeCopies) {
+        self.copies = Some(copies);
+    }
+
+    /// Called once per envelope taken from the queue (retries are not new).
+    fn taken(&mut self, envelope: &Envelope) {
+        if let Some(copies) = &mut self.copies {
+            copies.save(envelope);
+        }
     }
 
     /// The `-dest` this sink writes to.
@@ -522,7 +542,10 @@ pub async fn deliver(
         let envelope = match held.take() {
             Some(envelope) => envelope,
             None => match queue.pop().await {
-                Some(envelope) => envelope,
+                Some(envelope) => {
+                    sink.taken(&envelope);
+                    envelope
+                }
                 None => break,
             },
         };
