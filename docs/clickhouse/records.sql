@@ -150,7 +150,13 @@ CREATE TABLE IF NOT EXISTS xtcp2.records
     `tcpi_ecn_mode` UInt64,
     `tcpi_accecn_opt_seen` UInt64,
     `tcpi_accecn_fail_mode` UInt64,
-    `tcpi_options2` UInt64
+    `tcpi_options2` UInt64,
+    `container_id` LowCardinality(String),
+    `container_runtime` LowCardinality(String),
+    `container_name` LowCardinality(String),
+    `container_image` LowCardinality(String),
+    `pod_uid` LowCardinality(String),
+    `systemd_unit` LowCardinality(String)
 )
 ENGINE = MergeTree
 PARTITION BY toDate(timestamp_ns)

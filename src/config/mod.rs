@@ -261,8 +261,9 @@ pub struct DaemonArgs {
         default_value = ""
     )]
     pub kafka_compression: String,
-    /// Kafka message key: none (spread over partitions) or hostname (one
-    /// host's envelopes in order in one partition).
+    /// Kafka message key: none (spread over partitions), hostname (one
+    /// host's envelopes in order in one partition) or netns (one envelope
+    /// per namespace, keyed HOSTNAME/INODE: one namespace's in order).
     #[arg(long = "kafka-key", env = "XTCP2_KAFKA_KEY", default_value = "none")]
     pub kafka_key: String,
     /// A librdkafka property KEY=VALUE (TLS, SASL, linger.ms, batch.size,

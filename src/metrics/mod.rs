@@ -380,6 +380,8 @@ define_metrics! {
             in_flight: gauge = "destination_in_flight";
             /// Time from handing the last delivered envelope to the destination's client library to its acknowledgement (kafka: the delivery report).
             last_delivery_latency: float_gauge = "destination_last_delivery_latency" in seconds;
+            /// Producers replaced by a new one (kafka: after a fatal error, or a message that timed out, e.g. a broker that lost the producer id).
+            producer_restarts: counter = "destination_producer_restarts";
             /// Schema registrations at start (kafka --kafka-schema-url), by outcome: ok, or the failure's kind.
             schema_registrations: counter<KindLabel> = "destination_schema_registrations";
         }

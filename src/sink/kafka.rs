@@ -54,6 +54,9 @@ pub const HEADER_POLL_SEQ: &str = "xtcp2-poll-seq";
 pub const HEADER_SCHEMA: &str = "xtcp2-schema";
 /// Header carrying the envelope's record count (decimal).
 pub const HEADER_ROWS: &str = "xtcp2-rows";
+/// Header carrying the network namespace's inode (decimal), with
+/// `--kafka-key netns` only (otherwise an envelope mixes namespaces).
+pub const HEADER_NETNS: &str = "xtcp2-netns";
 
 /// `--topic`'s default (the Go daemon's).
 pub const DEFAULT_TOPIC: &str = "xtcp";
@@ -113,6 +116,11 @@ pub enum MessageKey {
     None,
     /// The host name: one host's envelopes stay in order in one partition.
     Hostname,
+    /// `HOSTNAME/INODE` of the network namespace: each envelope then holds
+    /// one namespace's records, and one namespace's envelopes stay in order
+    /// in one partition while a host's namespaces spread over all of them
+    /// (an inode is unique only on its host, hence the host name).
+    Netns,
 }
 
 impl MessageKey {
@@ -120,6 +128,7 @@ impl MessageKey {
         match text.trim() {
             "" | "none" => Ok(MessageKey::None),
             "hostname" => Ok(MessageKey::Hostname),
+            "netns" => Ok(MessageKey::Netns),
             other => Err(KafkaConfigError::Key(other.to_string())),
         }
     }
@@ -192,7 +201,7 @@ pub fn redact_option_text(text: &str) -> String {
 pub enum KafkaConfigError {
     #[error("--kafka-compression {0:?} is unknown; use auto (zstd), zstd, lz4, snappy, gzip or none")]
     Compression(String),
-    #[error("--kafka-key {0:?} is unknown; use none or hostname")]
+    #[error("--kafka-key {0:?} is unknown; use none, hostname or netns")]
     Key(String),
     #[error("--kafka-option {0:?} is not KEY=VALUE")]
     Option(String),
@@ -288,6 +297,11 @@ impl KafkaSettings {
             .set_log_level(RDKafkaLogLevel::Warning);
         for option in &self.options {
             config.set(option.key.clone(), option.value.clone());
+            // librdkafka's `debug` contexts log at debug level: let them
+            // through to our log (XTCP2_LOG=debug shows them).
+            if option.key == "debug" {
+                config.set_log_level(RDKafkaLogLevel::Debug);
+            }
         }
         config
     }
@@ -339,6 +353,8 @@ pub struct KafkaSink {
     schema_header: String,
     /// The send whose delivery report has not come yet, by envelope id.
     pending: Option<(u64, Instant, DeliveryFuture)>,
+    /// The last send's message timed out inside librdkafka (see `reset`).
+    timed_out: bool,
     metrics: Option<Arc<Metrics>>,
     ready: tokio::sync::watch::Receiver<bool>,
     /// Stops the readiness probe thread when the sink goes.
@@ -395,6 +411,7 @@ impl KafkaSink {
             key: settings.key,
             schema_header: format!("{}/{}", format.schema().name(), format.format().name()),
             pending: None,
+            timed_out: false,
             metrics: None,
             ready,
             probe_stop,
@@ -409,7 +426,8 @@ impl KafkaSink {
     fn produce(&self, envelope: &Envelope, dest: &str) -> Result<DeliveryFuture, SinkError> {
         let poll_seq = envelope.poll_seq.to_string();
         let rows = envelope.rows.to_string();
-        let headers = OwnedHeaders::new_with_capacity(4)
+        let netns = envelope.netns.map(|inode| inode.to_string());
+        let mut headers = OwnedHeaders::new_with_capacity(5)
             .insert(Header {
                 key: HEADER_HOST,
                 value: Some(envelope.hostname.as_bytes()),
@@ -426,12 +444,19 @@ impl KafkaSink {
                 key: HEADER_ROWS,
                 value: Some(rows.as_bytes()),
             });
+        if let Some(inode) = &netns {
+            headers = headers.insert(Header {
+                key: HEADER_NETNS,
+                value: Some(inode.as_bytes()),
+            });
+        }
+        let key = message_key(self.key, envelope);
         let record = FutureRecord::<[u8], [u8]>::to(&self.topic)
             .payload(envelope.payload())
             .headers(headers);
-        let record = match self.key {
-            MessageKey::None => record,
-            MessageKey::Hostname => record.key(envelope.hostname.as_bytes()),
+        let record = match &key {
+            None => record,
+            Some(key) => record.key(key.as_bytes()),
         };
         self.producer
             .send_result(record)
@@ -448,6 +473,17 @@ impl KafkaSink {
 impl Drop for KafkaSink {
     fn drop(&mut self) {
         self.probe_stop.store(true, Ordering::Release);
+    }
+}
+
+/// The message key of `envelope` under `--kafka-key`.
+fn message_key(key: MessageKey, envelope: &Envelope) -> Option<String> {
+    match (key, envelope.netns) {
+        (MessageKey::None, _) => None,
+        (MessageKey::Netns, Some(inode)) => Some(format!("{}/{inode}", envelope.hostname)),
+        // A namespace whose inode could not be read: the host still keeps
+        // its records together.
+        (MessageKey::Hostname, _) | (MessageKey::Netns, None) => Some(envelope.hostname.to_string()),
     }
 }
 
@@ -499,7 +535,10 @@ impl Transport for KafkaSink {
                 }
                 Ok(Sent::default())
             }
-            Ok(Err((e, _message))) => Err(kafka_error(dest, e)),
+            Ok(Err((e, _message))) => {
+                self.timed_out = e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut);
+                Err(kafka_error(dest, e))
+            }
             // The producer went away before reporting (only at drop).
             Err(_canceled) => Err(kafka_error(dest, KafkaError::Canceled)),
         }
@@ -507,28 +546,40 @@ impl Transport for KafkaSink {
 
     fn reset(&mut self) {
         // A pending delivery stays with librdkafka; the next send of the
-        // same envelope picks it up (see `send`). But an idempotent
-        // producer that hit a fatal error (a broker that lost its producer
-        // state in a way librdkafka cannot recover from) refuses every
-        // message from then on: start a new one, with a new producer id.
-        let Some((code, reason)) = self.producer.client().fatal_error() else {
-            return;
+        // same envelope picks it up (see `send`). But a producer can be
+        // stuck for good, and then only a new one (with a new producer id
+        // from the brokers) delivers again:
+        // - a fatal error of the idempotent producer refuses every message;
+        // - a message that timed out (`message.timeout.ms`): the brokers
+        //   were unreachable that long, or they answer but refuse the
+        //   producer id. A broker that lost its producer state (restarted
+        //   empty; tansu's `memory://` storage in the tests) answers every
+        //   produce with UNKNOWN_PRODUCER_ID, and librdkafka bumps the epoch
+        //   of the same id and retries, forever, never asking for a new id.
+        //   The timed-out message was not persisted (librdkafka reports a
+        //   message it may have written as a fatal error instead), so the
+        //   delivery task sending it again on the new producer duplicates
+        //   nothing; what the queue dropped meanwhile is counted there.
+        let why = match self.producer.client().fatal_error() {
+            Some((code, reason)) => format!("fatal error {code:?}: {reason}"),
+            None if std::mem::take(&mut self.timed_out) => "a message timed out".to_string(),
+            None => return,
         };
         match self
             .client_config
             .create_with_context::<ClientLog, FutureProducer<ClientLog>>(ClientLog)
         {
             Ok(producer) => {
-                tracing::warn!(
-                    ?code,
-                    reason,
-                    "kafka: the producer hit a fatal error; starting a new producer"
-                );
+                tracing::warn!(why, "kafka: starting a new producer (a new producer id)");
                 self.pending = None;
                 self.producer = producer;
+                if let Some(m) = &self.metrics {
+                    m.destination.producer_restarts.inc();
+                }
             }
             Err(e) => {
-                tracing::warn!(?code, reason, error = %e, "kafka: the producer hit a fatal error and a new one cannot be made; retrying later");
+                tracing::warn!(why, error = %e, "kafka: a new producer cannot be made; retrying later");
+                self.timed_out = true;
             }
         }
     }

@@ -371,6 +371,12 @@ impl Destination {
         }
     }
 
+    /// Whether each envelope must hold one namespace's records
+    /// (`--kafka-key netns` keys messages by namespace).
+    pub(crate) fn envelope_per_namespace(&self) -> bool {
+        matches!(self, Destination::Kafka(k) if k.settings.key == kafka::MessageKey::Netns)
+    }
+
     /// Whether records are thrown away (encoding can be skipped).
     pub(crate) fn discards_records(&self) -> bool {
         matches!(self, Destination::Null(_))
