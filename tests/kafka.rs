@@ -298,6 +298,14 @@ fn delivery_totals(stderr: &str) -> (u64, u64, u64) {
     )
 }
 
+/// TCP sockets of the host's namespace now (lines of /proc/net/tcp{,6}).
+fn host_tcp_sockets() -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .map(|p| std::fs::read_to_string(p).map_or(0, |t| t.lines().count().saturating_sub(1)))
+        .sum()
+}
+
 /// Listener and established connections on 127.0.0.1, kept open.
 struct Loopback {
     listener: TcpListener,
@@ -412,11 +420,12 @@ fn clickhouse_ingests_the_topic_into_the_shipped_table() {
     let loopback = Loopback::open();
     let dest = broker.dest();
     let mut args = common_args(&dest, topic);
-    // Envelopes of 4 rows: several messages even on a host with few
-    // sockets. Each waits for its delivery report, so a busy host with
-    // hundreds of them needs more than the default shutdown budget to drain.
-    args.extend(["--max-loops", "1", "--prom-listen", "", "--envelope-flush-rows", "4"]);
-    args.extend(["--shutdown-timeout", "60s"]);
+    // About 16 envelopes whatever the host holds (a busy CI host has
+    // thousands of sockets): several messages, and far fewer than the
+    // queue holds, so none is dropped before delivery takes it.
+    let rows_per_envelope = (host_tcp_sockets() / 16).max(4).to_string();
+    args.extend(["--max-loops", "1", "--prom-listen", ""]);
+    args.extend(["--envelope-flush-rows", &rows_per_envelope, "--shutdown-timeout", "60s"]);
     let output = Xtcp2::new().args(&args).env("XTCP2_LOG", "info").output();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "xtcp2 exited {}: {stderr}", output.status);
@@ -531,10 +540,10 @@ fn round_trip_every_codec_exactly_once() {
         );
         for m in &messages {
             if key == "netns" {
-                let inode = m.headers["xtcp2-netns"].clone();
+                let inode: u64 = m.headers["xtcp2-netns"].parse().expect("namespace header");
                 assert_eq!(m.key, Some(format!("{HOST}/{inode}")), "{codec}: key");
                 assert!(
-                    m.rows.iter().all(|r| r["netns_inode"].to_string() == inode),
+                    m.rows.iter().all(|r| r["netns_inode"] == inode),
                     "{codec}: every row of the message from namespace {inode}"
                 );
             } else {

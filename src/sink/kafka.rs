@@ -556,10 +556,11 @@ impl Transport for KafkaSink {
         //   empty; tansu's `memory://` storage in the tests) answers every
         //   produce with UNKNOWN_PRODUCER_ID, and librdkafka bumps the epoch
         //   of the same id and retries, forever, never asking for a new id.
-        //   The timed-out message was not persisted (librdkafka reports a
-        //   message it may have written as a fatal error instead), so the
-        //   delivery task sending it again on the new producer duplicates
-        //   nothing; what the queue dropped meanwhile is counted there.
+        //   The delivery task sends the timed-out message again on the new
+        //   producer: a refused one is not duplicated; one that timed out in
+        //   flight may have been written, the at-least-once that
+        //   librdkafka's own epoch bump (a sequence reset) has too. What
+        //   the queue dropped meanwhile is counted there.
         let why = match self.producer.client().fatal_error() {
             Some((code, reason)) => format!("fatal error {code:?}: {reason}"),
             None if std::mem::take(&mut self.timed_out) => "a message timed out".to_string(),
