@@ -389,6 +389,29 @@ mod tests {
         assert_eq!(sizes, [(3, 57), (2, 38)]);
     }
 
+    /// Per namespace (`--kafka-key netns`): a change of namespace closes
+    /// the envelope, and each names its namespace; otherwise namespaces mix.
+    #[test]
+    fn per_namespace_envelopes_name_their_namespace() {
+        let limits = FlushLimits {
+            rows: 1000,
+            bytes: 1 << 20,
+        };
+        for (per_namespace, expected) in [(true, vec![(2, Some(7)), (1, Some(9))]), (false, vec![(3, None)])] {
+            let (b, queue, _) = builder("jsonl", limits);
+            let mut b = b.per_namespace(per_namespace);
+            b.start_poll(1);
+            b.start_namespace(Some(7));
+            b.push(&record(1));
+            b.push(&record(2));
+            b.start_namespace(Some(9));
+            b.push(&record(3));
+            b.flush();
+            let got: Vec<(usize, Option<u64>)> = drain(&queue).iter().map(|e| (e.rows, e.netns)).collect();
+            assert_eq!(got, expected, "per_namespace {per_namespace}");
+        }
+    }
+
     /// A new poll sequence closes the previous poll's envelope and stamps the new one.
     #[test]
     fn new_poll_closes_previous_envelope() {

@@ -846,6 +846,28 @@ mod tests {
         assert!(!err.contains("hunter2"));
     }
 
+    /// --kafka-key: none, the host, or host/inode of the envelope's namespace.
+    #[test]
+    fn message_keys() {
+        assert_eq!(MessageKey::parse("netns").unwrap(), MessageKey::Netns);
+        assert!(MessageKey::parse("pod").unwrap_err().to_string().contains("netns"));
+        let mut e = Envelope::from_records(
+            crate::format::StreamFormat::new("jsonl", &[])
+                .unwrap()
+                .encoder()
+                .as_mut(),
+            [],
+            Arc::from("h1"),
+            3,
+        );
+        assert_eq!(message_key(MessageKey::None, &e), None);
+        assert_eq!(message_key(MessageKey::Hostname, &e).as_deref(), Some("h1"));
+        assert_eq!(message_key(MessageKey::Netns, &e).as_deref(), Some("h1"));
+        e.netns = Some(4026531840);
+        assert_eq!(message_key(MessageKey::Netns, &e).as_deref(), Some("h1/4026531840"));
+        assert_eq!(message_key(MessageKey::Hostname, &e).as_deref(), Some("h1"));
+    }
+
     /// Options given by the operator override our defaults.
     #[test]
     fn options_override_defaults() {
