@@ -210,7 +210,11 @@ def plot_soak(csv_path, out):
 
     ax = axes[0][0]
     ax.plot(t, col("rss_mb"), label="RSS MB")
+    if rows and "heap_in_use" in rows[0]:
+        # Older CSVs have no heap columns.
+        ax.plot(t, [b / 1e6 for b in col("heap_in_use")], color="tab:purple", alpha=0.7, label="heap in use MB (after the poll's trim)")
     trend(ax, "rss_mb")
+    ax.legend(fontsize=8)
     ax.set(xlabel="minutes", ylabel="MB", title="resident memory (VmRSS)")
     ax = axes[0][1]
     ax.plot(t, col("fds"), label="open fds")

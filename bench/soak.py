@@ -29,7 +29,8 @@ What runs:
   threads (minimum of the window: the level between polls, without the
   netlinkers' transient sockets), CPU %, and from the daemon's /metrics
   the polls, mean poll duration, sockets and namespaces of the last poll,
-  rows flushed, dropped, partial polls, queue bytes; and the rows the
+  rows flushed, dropped, partial polls, queue bytes, the heap the daemon
+  holds and the free space its allocator keeps; and the rows the
   destination received and the churn's counters.
 
 Verdict, on the second half of the run (the first half is warm-up):
@@ -89,6 +90,9 @@ METRICS = {
     "queue_bytes": "xtcp2_destination_queue_bytes",
     "netns_discovered": "xtcp2_netns_discovered_total",
     "netns_removed_seen": "xtcp2_netns_removed_total",
+    "heap_in_use": "xtcp2_heap_in_use_bytes",
+    "heap_free_held": "xtcp2_heap_free_held_bytes",
+    "heap_trim_s": "xtcp2_heap_last_trim_seconds",
 }
 COLUMNS = (["t_s", "rss_mb", "fds", "threads", "cpu_pct", "poll_mean_s"] + list(METRICS)
            + ["rows_received", "netns_made", "netns_removed", "conns_opened", "conns_closed", "loadavg1"])

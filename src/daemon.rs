@@ -186,6 +186,7 @@ pub fn run_with_held_signals(
     let mut grpc_serving = false;
     poller.run(wake_rx, |_report| {
         observability.poll_completed();
+        crate::observe::heap::after_poll(&metrics);
         if let (Some(grpc), false) = (&grpc, grpc_serving) {
             // Ready as /readyz is: the first poll is done.
             runtime.block_on(grpc.ready());

@@ -459,6 +459,15 @@ define_metrics! {
             /// Records lost by all record streams, ended ones included.
             dropped_records_all: counter = "grpc_streams_dropped_records";
         }
+        /// The allocator's heap after each poll's trim (`observe::heap`; glibc only, 0 elsewhere).
+        heap: HeapMetrics {
+            /// Bytes the daemon holds from the allocator.
+            in_use_bytes: gauge = "heap_in_use" in bytes;
+            /// Bytes free inside the allocator's arenas that it keeps after the trim.
+            free_held_bytes: gauge = "heap_free_held" in bytes;
+            /// Duration of the last trim (free pages given back to the kernel after a poll).
+            last_trim_seconds: float_gauge = "heap_last_trim" in seconds;
+        }
         /// What is running.
         build: BuildMetrics {
             /// The running build: version and optional features.

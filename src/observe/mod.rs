@@ -10,12 +10,14 @@
 //! | [`server`] | the `--prom-listen` and `--pprof-listen` HTTP servers and their routes |
 //! | `connections` | which connections a listener keeps under load (caps, eviction) |
 //! | [`caps`] | the startup capability check (exit 77), the drop to the kept set |
+//! | [`heap`] | the allocator's heap gauges, and its free pages given back after each poll |
 //!
 //! [`Observability`] is what the daemon starts before the data path and
 //! finishes after it.
 
 pub mod caps;
 pub(crate) mod connections;
+pub mod heap;
 pub mod readiness;
 pub mod server;
 

@@ -294,14 +294,7 @@ impl CpuRecording {
 /// tables.
 pub(crate) fn return_memory() {
     backtrace::clear_symbol_cache();
-    // jemalloc (heap-profiling builds) returns pages on its own decay
-    // schedule; malloc_trim is glibc's.
-    #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "heap-profiling")))]
-    // SAFETY: malloc_trim takes no pointer; it releases free memory of
-    // glibc's own arenas, each under its lock, and is safe from any thread.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::observe::heap::release_free_memory();
 }
 
 /// The report as a gzipped pprof protobuf (what `go tool pprof` reads).
