@@ -22,7 +22,7 @@
 
       # The daemon. A function for callPackage, so the overlay builds it with
       # the consumer's nixpkgs and packages.* with ours.
-      xtcp2Package = { lib, rustPlatform }:
+      xtcp2Package = { lib, rustPlatform, pkg-config, openssl, zlib }:
         let
           cargoToml = lib.importTOML ./Cargo.toml;
         in
@@ -49,6 +49,13 @@
           };
 
           cargoLock.lockFile = ./Cargo.lock;
+
+          # The kafka: destination's librdkafka is built from the sources
+          # bundled in the rdkafka crate (2.12.1; nixpkgs' rdkafka is not
+          # linked, so every build runs the same client); its ./configure
+          # finds OpenSSL and zlib with pkg-config.
+          nativeBuildInputs = [ pkg-config ];
+          buildInputs = [ openssl zlib ];
 
           # build.rs compiles the .proto files with protox (pure Rust), so no
           # protoc is needed. `cargo test` runs as usual: the tests that need

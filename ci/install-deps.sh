@@ -35,9 +35,21 @@ declare -A needs=(
     [nats-server]=nats-server
     [redis-server]=redis-server
 )
+# header → Debian package: what the build of xtcp2 itself compiles against.
+# librdkafka (bundled in the rdkafka crate, built by its ./configure and
+# make) links the system's OpenSSL (TLS to brokers) and zlib (gzip), and
+# its build finds them with pkg-config.
+declare -A build_headers=(
+    [/usr/include/openssl/ssl.h]=libssl-dev
+    [/usr/include/zlib.h]=zlib1g-dev
+    [/usr/bin/pkg-config]=pkg-config
+)
 missing=()
 for cmd in "${!needs[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || missing+=("${needs[$cmd]}")
+done
+for header in "${!build_headers[@]}"; do
+    [ -e "$header" ] || missing+=("${build_headers[$header]}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
     mapfile -t unique < <(printf '%s\n' "${missing[@]}" | sort -u)
@@ -66,6 +78,7 @@ declare -A python_modules=(
     [zstandard]=zstandard
     [lz4]=lz4.frame
     [cramjam]=cramjam
+    [python-snappy]=snappy
     [pyyaml]=yaml
     # tests/nats_valkey.rs: the independent readers of the nats: and valkey: destinations.
     [nats-py]=nats

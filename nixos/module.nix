@@ -42,12 +42,12 @@ let
     "--frequency=${cfg.frequency}"
     "--timeout=${cfg.timeout}"
     "--dest=${cfg.destination}"
-    "--marshal=${cfg.marshal}"
     "--deserializers=${cfg.deserializers}"
     "--netlinkers=${toString cfg.netlinkers}"
     "--prom-listen=${cfg.promListen}"
     "--prom-path=${cfg.promPath}"
   ]
+  ++ lib.optional (cfg.marshal != null) "--marshal=${cfg.marshal}"
   ++ lib.optional cfg.attribution.resolveContainerId "--resolve-container-id"
   ++ lib.optionals (cfg.attribution.dockerSocket != null) [
     "--enrich-container"
@@ -126,14 +126,24 @@ in
 
         `stdout`/`stderr` send every record into the journal, which is rarely
         what you want on a busy host.
+
+        `kafka:BROKER:PORT[,BROKER:PORT...]` produces one message per
+        envelope; its flags (`--topic`, `--kafka-compression`, `--kafka-key`,
+        `--kafka-option KEY=VALUE`) go in {option}`services.xtcp2.extraArgs`
+        (see `docs/outputs.md`; a secret in `--kafka-option` is visible in
+        the unit file, so prefer librdkafka's file-based settings such as
+        `ssl.key.location`).
       '';
     };
 
     marshal = lib.mkOption {
-      type = lib.types.enum registry.formats;
-      default = "jsonl";
+      type = lib.types.nullOr (lib.types.enum registry.formats);
+      default = null;
       example = "protobufList";
-      description = "Record encoding (`--marshal`).";
+      description = ''
+        Record encoding (`--marshal`); `null` leaves it to the daemon:
+        jsonl, or protobufList for a `kafka:` destination.
+      '';
     };
 
     deserializers = lib.mkOption {

@@ -2,5 +2,5 @@
 # registries; do not edit (XTCP2_BLESS_DOCS=1 cargo test --test docs_generated).
 {
   formats = [ "jsonl" "csv" "tsv" "protobufList" "msgpack" "protoJson" "protoText" ];
-  destinationSchemes = [ "null" "stdout" "stderr" "file" "tcp" "unix" "udp" "unixgram" "http" "https" "nats" "valkey" "redis" ];
+  destinationSchemes = [ "null" "stdout" "stderr" "file" "tcp" "unix" "udp" "unixgram" "http" "https" "kafka" "nats" "valkey" "redis" ];
 }

@@ -124,7 +124,18 @@ pub fn run_with_held_signals(
     if let Some(copies) = &delivery.envelope_copies {
         sink.keep_copies(EnvelopeCopies::new(copies, config.output.format.format().name()));
     }
-    observability.destination_opened();
+    match sink.ready_signal() {
+        None => observability.destination_opened(),
+        // Open once the peer answered (kafka: the first metadata exchange).
+        Some(mut ready) => {
+            let readiness = observability.readiness.clone();
+            runtime.spawn(async move {
+                if ready.wait_for(|open| *open).await.is_ok() {
+                    readiness.destination_opened();
+                }
+            });
+        }
+    }
     let reopen = sink.reopen_handle();
     let policy = DeliveryPolicy {
         shutdown_budget: delivery.shutdown_timeout,

@@ -158,7 +158,8 @@ impl Poller {
                 config.delivery.flush,
                 queue.clone(),
                 config.observe.hostname.clone(),
-            );
+            )
+            .per_namespace(config.delivery.destination.envelope_per_namespace());
             let mut collector = Collector::new(plan, output.stamps.clone(), builder, metrics.clone());
             if let Some(uring) = io_uring {
                 if !collector.use_io_uring(uring.recv_batch, uring.cqe_batch) {
@@ -270,6 +271,7 @@ impl Poller {
                             loop {
                                 let next = jobs.lock().unwrap_or_else(|p| p.into_inner()).next();
                                 let Some(entry) = next else { break };
+                                collector.builder.start_namespace(entry.stamp.inode);
                                 tally.add(poll_namespace(entry, collector, job, metrics));
                             }
                             collector.builder.flush();

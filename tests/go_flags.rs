@@ -40,6 +40,10 @@ const ACCEPTED: &[(&str, &str, &str)] = &[
     ("-reconcileBeforePoll=false", "", "reconcile-before-poll"),
     ("-dest", "null", "dest"),
     ("-produceTimeout", "7s", "produce-timeout"),
+    ("-topic", "xtcp-test", "topic"),
+    ("-kafkaCompression", "lz4", "kafka-compression"),
+    ("-kafkaSchemaUrl", "http://registry:18081", "kafka-schema-url"),
+    ("-xtcpProtoFile", "/xtcp_flat_record.proto", "xtcp-proto-file"),
     ("-label", "lbl", "label"),
     ("-tag", "tg", "tag"),
     ("-location", "pop-1", "location"),
@@ -64,7 +68,6 @@ const ACCEPTED: &[(&str, &str, &str)] = &[
     ("-enrichContainer", "true", "enrich-container"),
     ("-dockerSocket", "/var/run/docker.sock", "docker-socket"),
     ("-grpcPort", "8889", "grpc-port"),
-    ("-topic", "xtcp-test", "topic"),
 ];
 
 /// Go flags of features other issues add (Kafka 14, S3/Parquet 15,
@@ -72,9 +75,6 @@ const ACCEPTED: &[(&str, &str, &str)] = &[
 /// refused today, so that nobody believes they work. When one lands it
 /// moves to [`ACCEPTED`].
 const NOT_YET: &[&str] = &[
-    "-kafkaCompression",
-    "-xtcpProtoFile",
-    "-kafkaSchemaUrl",
     "-s3Endpoint",
     "-s3Bucket",
     "-s3Prefix",

@@ -336,8 +336,12 @@ fn bad_output_flags_exit_2_with_the_reason() {
         ),
         (&["--marshal", "xml"][..], "unknown --marshal \"xml\""),
         (
-            &["--dest", "kafka:broker:9092"][..],
-            "unknown destination \"kafka:broker:9092\"",
+            &["--dest", "nsq:broker:4150"][..],
+            "unknown destination \"nsq:broker:4150\"",
+        ),
+        (
+            &["--dest", "kafka:broker:9092", "--kafka-compression", "brotli"][..],
+            "--kafka-compression \"brotli\" is unknown",
         ),
         (&["--dest", "tcp:localhost"][..], "needs HOST:PORT"),
         (

@@ -38,6 +38,10 @@ pub struct Envelope {
     pub id: u64,
     pub hostname: Arc<str>,
     pub poll_seq: u64,
+    /// The network namespace (inode) every record comes from, when the
+    /// destination asked for one envelope per namespace (`--kafka-key
+    /// netns`); otherwise `None` and an envelope may mix namespaces.
+    pub netns: Option<u64>,
     /// When the envelope was closed, nanoseconds since the epoch.
     pub created_ns: u64,
     pub rows: usize,
@@ -67,7 +71,7 @@ impl Envelope {
         for record in records {
             open.push(encoder, record);
         }
-        open.seal(encoder.format(), encoder.frame(), hostname, poll_seq).0
+        open.seal(encoder.format(), encoder.frame(), hostname, poll_seq, None).0
     }
 
     /// The framed envelope: what a stream destination writes and what one
@@ -144,7 +148,14 @@ impl OpenEnvelope {
     /// Frames the records in place (the headroom, and what closes the
     /// frame) and returns the envelope, plus the capacity a fresh buffer
     /// for the next envelope should have.
-    fn seal(self, format: Format, frame: Frame, hostname: Arc<str>, poll_seq: u64) -> (Envelope, usize) {
+    fn seal(
+        self,
+        format: Format,
+        frame: Frame,
+        hostname: Arc<str>,
+        poll_seq: u64,
+        netns: Option<u64>,
+    ) -> (Envelope, usize) {
         let mut buf = self.buf;
         let records_end = buf.len();
         let frame_start = frame.seal_in_place(&mut buf);
@@ -154,6 +165,7 @@ impl OpenEnvelope {
                 id: NEXT_ENVELOPE_ID.fetch_add(1, Ordering::Relaxed),
                 hostname,
                 poll_seq,
+                netns,
                 created_ns: crate::clock::now_ns(),
                 rows: self.record_ends.len(),
                 format,
@@ -194,6 +206,10 @@ pub(crate) struct EnvelopeBuilder {
     queue: Arc<EnvelopeQueue>,
     hostname: Arc<str>,
     poll_seq: u64,
+    /// One envelope per namespace (see [`Envelope::netns`]).
+    per_namespace: bool,
+    /// The namespace of the records being pushed, when `per_namespace`.
+    netns: Option<u64>,
     open: OpenEnvelope,
 }
 
@@ -209,7 +225,26 @@ impl EnvelopeBuilder {
             queue,
             hostname,
             poll_seq: 0,
+            per_namespace: false,
+            netns: None,
             open: OpenEnvelope::new(Vec::new()),
+        }
+    }
+
+    /// Closes an envelope whenever the namespace changes, so each holds
+    /// one namespace's records and says which (`--kafka-key netns`: the
+    /// message key keeps one namespace's records in order in one partition).
+    pub(crate) fn per_namespace(mut self, on: bool) -> Self {
+        self.per_namespace = on;
+        self
+    }
+
+    /// Records that follow come from the namespace `inode` (ignored unless
+    /// [`EnvelopeBuilder::per_namespace`]).
+    pub(crate) fn start_namespace(&mut self, inode: Option<u64>) {
+        if self.per_namespace && inode != self.netns {
+            self.flush();
+            self.netns = inode;
         }
     }
 
@@ -249,6 +284,7 @@ impl EnvelopeBuilder {
             self.encoder.frame(),
             self.hostname.clone(),
             self.poll_seq,
+            self.netns,
         );
         self.open = OpenEnvelope::new(Vec::with_capacity(capacity.min(self.limits.bytes + 64 * 1024)));
         self.queue.push(envelope);
@@ -351,6 +387,29 @@ mod tests {
         let envelopes = drain(&queue);
         let sizes: Vec<(usize, usize)> = envelopes.iter().map(|e| (e.rows, e.payload().len())).collect();
         assert_eq!(sizes, [(3, 57), (2, 38)]);
+    }
+
+    /// Per namespace (`--kafka-key netns`): a change of namespace closes
+    /// the envelope, and each names its namespace; otherwise namespaces mix.
+    #[test]
+    fn per_namespace_envelopes_name_their_namespace() {
+        let limits = FlushLimits {
+            rows: 1000,
+            bytes: 1 << 20,
+        };
+        for (per_namespace, expected) in [(true, vec![(2, Some(7)), (1, Some(9))]), (false, vec![(3, None)])] {
+            let (b, queue, _) = builder("jsonl", limits);
+            let mut b = b.per_namespace(per_namespace);
+            b.start_poll(1);
+            b.start_namespace(Some(7));
+            b.push(&record(1));
+            b.push(&record(2));
+            b.start_namespace(Some(9));
+            b.push(&record(3));
+            b.flush();
+            let got: Vec<(usize, Option<u64>)> = drain(&queue).iter().map(|e| (e.rows, e.netns)).collect();
+            assert_eq!(got, expected, "per_namespace {per_namespace}");
+        }
     }
 
     /// A new poll sequence closes the previous poll's envelope and stamps the new one.

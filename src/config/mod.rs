@@ -126,9 +126,10 @@ pub struct DecodeInput {
 /// What a record holds and how it is written: the daemon's and `decode`'s.
 #[derive(Debug, Clone, clap::Args)]
 pub struct OutputArgs {
-    /// Output format (the list is generated from the format registry).
-    #[arg(long, env = "XTCP2_MARSHAL", default_value = "jsonl")]
-    pub marshal: Format,
+    /// Output format (the list is generated from the format registry);
+    /// default jsonl, or protobufList for a kafka: destination.
+    #[arg(long, env = "XTCP2_MARSHAL")]
+    pub marshal: Option<Format>,
     /// csv/tsv columns, comma separated, in order (default: all), by the
     /// record schema's names.
     #[arg(long, env = "XTCP2_COLUMNS", default_value = "")]
@@ -249,6 +250,54 @@ pub struct DaemonArgs {
         default_value_t = 64 << 20
     )]
     pub queue_bytes: usize,
+    /// The Kafka topic, NATS subject, or Valkey stream or channel every
+    /// envelope goes to (kafka:, nats:, valkey: destinations).
+    #[arg(long, env = "XTCP2_TOPIC", default_value = crate::sink::kafka::DEFAULT_TOPIC)]
+    pub topic: String,
+    /// Kafka compression: "" or auto (zstd), zstd, lz4, snappy, gzip, none.
+    #[arg(
+        long = "kafka-compression",
+        alias = "kafkaCompression",
+        env = "XTCP2_KAFKA_COMPRESSION",
+        default_value = ""
+    )]
+    pub kafka_compression: String,
+    /// Kafka message key: none (spread over partitions), hostname (one
+    /// host's envelopes in order in one partition) or netns (one envelope
+    /// per namespace, keyed HOSTNAME/INODE: one namespace's in order).
+    #[arg(long = "kafka-key", env = "XTCP2_KAFKA_KEY", default_value = "none")]
+    pub kafka_key: String,
+    /// A librdkafka property KEY=VALUE (TLS, SASL, linger.ms, batch.size,
+    /// acks, ...), repeatable (in the environment: separated by ';'); wins
+    /// over our defaults. Secret values (passwords, keys, tokens) are never
+    /// logged nor printed by -conf.
+    #[arg(
+        long = "kafka-option",
+        value_name = "KEY=VALUE",
+        env = "XTCP2_KAFKA_OPTION",
+        value_delimiter = ';'
+    )]
+    pub kafka_option: Vec<String>,
+    /// Confluent-compatible schema registry: the record's .proto is
+    /// registered there at start as the subject TOPIC-value; a failure is
+    /// logged and counted, never fatal. Empty: no registration (the Go
+    /// daemon's default is http://localhost:18081).
+    #[arg(
+        long = "kafka-schema-url",
+        alias = "kafkaSchemaUrl",
+        env = "XTCP2_KAFKA_SCHEMA_URL",
+        default_value = ""
+    )]
+    pub kafka_schema_url: String,
+    /// The .proto registered with --kafka-schema-url; empty: the built-in
+    /// .proto of --record-schema (proto/xtcp2.proto or xtcp_flat_record_v1.proto).
+    #[arg(
+        long = "xtcp-proto-file",
+        alias = "xtcpProtoFile",
+        env = "XTCP2_PROTO_FILE",
+        default_value = ""
+    )]
+    pub xtcp_proto_file: String,
     /// Timeout of one write or POST to the destination.
     #[arg(
         long = "produce-timeout",
@@ -266,10 +315,6 @@ pub struct DaemonArgs {
         default_value = "2s"
     )]
     pub shutdown_timeout: String,
-    /// The NATS subject, Valkey stream or channel (and Kafka topic) every
-    /// envelope goes to.
-    #[arg(long, env = "XTCP2_TOPIC", default_value = crate::sink::nats::DEFAULT_TOPIC)]
-    pub topic: String,
     /// nats: jetstream (publish acknowledged by the stream) or core (the Go
     /// daemon's plain publish, counted as unconfirmed).
     #[arg(long = "nats-mode", env = "XTCP2_NATS_MODE", default_value = "jetstream")]
@@ -567,7 +612,10 @@ pub struct DaemonArgs {
 /// The clap command, with the lists of valid `--dest` and `--marshal`
 /// values filled in from the registries (so `--help` cannot drift).
 pub fn command() -> clap::Command {
-    let marshal_help = format!("Output format: {}", Format::names());
+    let marshal_help = format!(
+        "Output format: {} (default jsonl; protobufList for a kafka: destination)",
+        Format::names()
+    );
     let dest_help = format!("Destination: {}", Destination::forms());
     // mut_args keeps the flags' order (mut_arg would move one to the end).
     let fill = move |a: clap::Arg| match a.get_id().as_str() {
@@ -596,14 +644,19 @@ pub fn effective_flags(args: impl IntoIterator<Item = std::ffi::OsString>, confi
                 continue;
             };
             let value = values
-                .map(|v| v.to_string_lossy().into_owned())
+                .map(|v| {
+                    let v = v.to_string_lossy();
+                    match name {
+                        "pyroscope-url" | "kafka-schema-url" | "dest" => {
+                            crate::profile::pyroscope::redact_credentials(&v)
+                        }
+                        "kafka-option" => crate::sink::kafka::redact_option_text(&v),
+                        "valkey-password" if !v.is_empty() => "***".to_string(),
+                        _ => v.into_owned(),
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(",");
-            let value = match name {
-                "pyroscope-url" | "dest" => crate::profile::pyroscope::redact_credentials(&value),
-                "valkey-password" if !value.is_empty() => "***".to_string(),
-                _ => value,
-            };
             pairs.push((name.to_string(), value));
         }
     }
@@ -726,6 +779,8 @@ pub enum ConfigError {
     Format(#[from] crate::format::FormatError),
     #[error(transparent)]
     Destination(#[from] crate::sink::SinkError),
+    #[error(transparent)]
+    Kafka(#[from] crate::sink::kafka::KafkaConfigError),
 }
 
 /// The gRPC server's settings (`grpc`).
@@ -805,7 +860,17 @@ pub struct OutputConfig {
 }
 
 impl OutputConfig {
+    /// The output of `decode`, or of a destination without a format of its own.
     pub fn from_args(a: &OutputArgs) -> Result<OutputConfig, ConfigError> {
+        OutputConfig::for_destination(a, None)
+    }
+
+    /// The output for `destination`: without `--marshal`, its preferred
+    /// format (protobufList for kafka), else jsonl.
+    pub fn for_destination(a: &OutputArgs, destination: Option<&Destination>) -> Result<OutputConfig, ConfigError> {
+        let default_format = destination
+            .and_then(Destination::preferred_format)
+            .unwrap_or(Format::Jsonl);
         let columns: Vec<String> = a
             .columns
             .split(',')
@@ -815,7 +880,7 @@ impl OutputConfig {
             .collect();
         let non_empty = |s: &str| (!s.is_empty()).then(|| Arc::<str>::from(s));
         Ok(OutputConfig {
-            format: StreamFormat::with_columns(a.marshal, a.record_schema, &columns)?,
+            format: StreamFormat::with_columns(a.marshal.unwrap_or(default_format), a.record_schema, &columns)?,
             deserializers: Deserializers::parse(&a.deserializers)?,
             stamps: Stamps {
                 hostname: non_empty(&a.hostname),
@@ -999,14 +1064,17 @@ impl Config {
         };
         // Output choices are checked here, so a typo exits with code 2
         // before anything is opened.
-        let mut output = OutputConfig::from_args(&a.output)?;
+        let mut destination = Destination::parse(&a.dest)?;
+        if let Destination::Kafka(kafka) = &mut destination {
+            kafka.settings = kafka_settings(a)?;
+        }
+        broker_settings(a, &mut destination)?;
+        let mut output = OutputConfig::for_destination(&a.output, Some(&destination))?;
         let hostname = output
             .stamps
             .hostname
             .get_or_insert_with(|| Arc::from(system_hostname().as_str()))
             .clone();
-        let mut destination = Destination::parse(&a.dest)?;
-        broker_settings(a, &mut destination)?;
         if a.resolve_container_id {
             // The cgroup id is what the path is found by.
             output.deserializers = output.deserializers.with(crate::decode::Deserializer::Cgroup);
@@ -1130,6 +1198,38 @@ fn broker_settings(a: &DaemonArgs, destination: &mut Destination) -> Result<(), 
         _ => {}
     }
     Ok(())
+}
+
+/// The kafka: destination's settings from the Kafka flags (checked even
+/// when another destination is chosen would be friendlier, but a typo in a
+/// flag that has no effect must not stop a file: run).
+fn kafka_settings(a: &DaemonArgs) -> Result<crate::sink::kafka::KafkaSettings, ConfigError> {
+    use crate::sink::kafka::{Compression, KafkaOption, KafkaSettings, MessageKey};
+    if a.topic.trim().is_empty() {
+        return Err(crate::sink::kafka::KafkaConfigError::EmptyTopic.into());
+    }
+    Ok(KafkaSettings {
+        topic: a.topic.trim().to_string(),
+        compression: Compression::parse(&a.kafka_compression)?,
+        key: MessageKey::parse(&a.kafka_key)?,
+        options: a
+            .kafka_option
+            .iter()
+            .map(|o| KafkaOption::parse(o))
+            .collect::<Result<_, _>>()?,
+        queue_messages: a.queue_envelopes,
+        queue_bytes: a.queue_bytes,
+        max_envelope_bytes: a.envelope_flush_bytes,
+        schema_registry: if a.kafka_schema_url.trim().is_empty() {
+            None
+        } else {
+            let proto_file = (!a.xtcp_proto_file.trim().is_empty()).then(|| PathBuf::from(a.xtcp_proto_file.trim()));
+            Some(crate::sink::kafka::SchemaRegistry::new(
+                &a.kafka_schema_url,
+                proto_file,
+            )?)
+        },
+    })
 }
 
 /// The netlinkers' receive buffer from the Go daemon's `-packetSize` (0 =

@@ -19,6 +19,7 @@
 //! This module must not know about destinations (that is `sink`) nor about
 //! netlink (that is `decode`).
 
+pub mod clickhouse;
 pub mod csv;
 pub mod jsonl;
 pub mod msgpack;

@@ -72,6 +72,13 @@ fn redact_url(url: &str) -> String {
 pub fn xtcp_config(args: &DaemonArgs, cadence: Cadence, grpc_port: u16) -> XtcpConfig {
     let reconcile = parse_duration("reconcile-frequency", &args.reconcile_frequency).unwrap_or_default();
     let produce = parse_duration("produce-timeout", &args.produce_timeout).unwrap_or_default();
+    // Without --marshal the destination picks (protobufList for kafka:).
+    let marshal = args.output.marshal.unwrap_or_else(|| {
+        crate::sink::Destination::parse(&args.dest)
+            .ok()
+            .and_then(|d| d.preferred_format())
+            .unwrap_or(crate::format::Format::Jsonl)
+    });
     XtcpConfig {
         nl_timeout_milliseconds: args.nltimeout,
         poll_frequency: Some(to_proto(cadence.frequency)),
@@ -84,7 +91,11 @@ pub fn xtcp_config(args: &DaemonArgs, cadence: Cadence, grpc_port: u16) -> XtcpC
         write_files: saturating_u32(args.write_files),
         capture_path: args.capture_path.display().to_string(),
         modulus: args.modulus,
-        marshal_to: args.output.marshal.name().to_string(),
+        marshal_to: marshal.name().to_string(),
+        kafka_compression: args.kafka_compression.clone(),
+        topic: args.topic.clone(),
+        kafka_schema_url: redact_url(&args.kafka_schema_url),
+        xtcp_proto_file: args.xtcp_proto_file.clone(),
         envelope_flush_threshold_bytes: saturating_u32(args.envelope_flush_bytes),
         envelope_flush_threshold_rows: saturating_u32(args.envelope_flush_rows),
         pyroscope_url: redact_url(&args.pyroscope_url),
@@ -92,7 +103,6 @@ pub fn xtcp_config(args: &DaemonArgs, cadence: Cadence, grpc_port: u16) -> XtcpC
         pyroscope_sample_hz: args.pyroscope_sample_hz,
         pyroscope_upload_interval_sec: saturating_u32(args.pyroscope_upload_sec),
         dest: redact_url(&args.dest),
-        topic: args.topic.clone(),
         kafka_produce_timeout: Some(to_proto(produce)),
         debug_level: args.debug_level.map_or(0, saturating_u32),
         label: args.output.label.clone(),
@@ -133,6 +143,7 @@ fn fixed_fields_changed(current: &XtcpConfig, wanted: &XtcpConfig) -> Vec<&'stat
         (&mut wanted.s3_access_key, &current.s3_access_key),
         (&mut wanted.pyroscope_url, &current.pyroscope_url),
         (&mut wanted.dest, &current.dest),
+        (&mut wanted.kafka_schema_url, &current.kafka_schema_url),
     ] {
         if w.contains(REDACTED) || *w == *c {
             w.clone_from(c);

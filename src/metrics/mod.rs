@@ -378,6 +378,14 @@ define_metrics! {
             dropped_rows: counter = "destination_dropped_rows";
             /// Records sent without a confirmation that anyone received them (nats --nats-mode core: every record; valkey --valkey-mode publish: the records of a PUBLISH no subscriber received): loss there goes unseen.
             unconfirmed_rows: counter = "destination_unconfirmed_rows";
+            /// Messages handed to the destination's client library and not yet acknowledged (kafka: librdkafka's queue and in-flight requests).
+            in_flight: gauge = "destination_in_flight";
+            /// Time from handing the last delivered envelope to the destination's client library to its acknowledgement (kafka: the delivery report).
+            last_delivery_latency: float_gauge = "destination_last_delivery_latency" in seconds;
+            /// Producers replaced by a new one (kafka: after a fatal error, or a message that timed out, e.g. a broker that lost the producer id).
+            producer_restarts: counter = "destination_producer_restarts";
+            /// Schema registrations at start (kafka --kafka-schema-url), by outcome: ok, or the failure's kind.
+            schema_registrations: counter<KindLabel> = "destination_schema_registrations";
         }
         /// Network namespaces (`netns`).
         netns: NetnsMetrics {

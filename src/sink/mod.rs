@@ -23,6 +23,7 @@ pub mod copies;
 pub mod datagram;
 pub mod file;
 pub mod http;
+pub mod kafka;
 pub mod nats;
 pub mod null;
 pub mod stdio;
@@ -103,6 +104,14 @@ pub enum SinkError {
     Tls { dest: String, reason: String },
     #[error("{dest}: refusing to open: {reason}")]
     UnsafePath { dest: String, reason: String },
+    #[error("producing to {dest}: {source}")]
+    Kafka {
+        dest: String,
+        /// The failure's metric label (`kafka_queue_full`, `kafka_message_timeout`, ...).
+        kind: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A message broker's client (nats, valkey) failed; `kind` is the
     /// metric label (`connect`, `nats_ack`, `valkey_xadd`, ...).
     #[error("{dest}: {reason}")]
@@ -129,6 +138,7 @@ impl SinkError {
             SinkError::HttpStatus { .. } => "http_status",
             SinkError::Tls { .. } => "tls",
             SinkError::UnsafePath { .. } => "unsafe_path",
+            SinkError::Kafka { kind, .. } => kind,
             SinkError::Broker { kind, .. } => kind,
             SinkError::Rejected { .. } => "rejected",
         }
@@ -210,6 +220,18 @@ pub trait Transport: Send {
     /// write in flight instead of writing it twice.
     fn send_outlives_timeout(&self) -> bool {
         false
+    }
+
+    /// Gives the destination the daemon's metrics, for what only it sees
+    /// (kafka: messages in flight, the last delivery's latency). Called
+    /// once by [`deliver`] before the first send.
+    fn attach_metrics(&mut self, _metrics: Arc<Metrics>) {}
+
+    /// For a destination that is open only once its peer answered (kafka:
+    /// the first metadata exchange): becomes `true` then, and `/readyz`
+    /// waits for it. `None`: open as soon as [`DestinationKind::open`] returned.
+    fn ready_signal(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        None
     }
 }
 
@@ -320,6 +342,18 @@ macro_rules! destinations {
                     $(OpenSink::$variant(sink) => sink.send_outlives_timeout()),+
                 }
             }
+
+            fn attach_metrics(&mut self, metrics: Arc<Metrics>) {
+                match self {
+                    $(OpenSink::$variant(sink) => sink.attach_metrics(metrics)),+
+                }
+            }
+
+            fn ready_signal(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+                match self {
+                    $(OpenSink::$variant(sink) => sink.ready_signal()),+
+                }
+            }
         }
     };
 }
@@ -334,6 +368,7 @@ destinations! {
     Udp => udp::Udp,
     Unixgram => datagram::Unixgram,
     Http => http::Http,
+    Kafka => kafka::Kafka,
     Nats => nats::Nats,
     Valkey => valkey::Valkey,
 }
@@ -342,6 +377,21 @@ impl Destination {
     /// Every destination form, comma separated (help and error texts).
     pub(crate) fn forms() -> String {
         Destination::REGISTERED.map(|d| d.form).join(", ")
+    }
+
+    /// The format used when `--marshal` is not given: protobufList for
+    /// kafka (what ClickHouse's Kafka engine reads), else none of its own.
+    pub(crate) fn preferred_format(&self) -> Option<crate::format::Format> {
+        match self {
+            Destination::Kafka(_) => Some(crate::format::Format::ProtobufList),
+            _ => None,
+        }
+    }
+
+    /// Whether each envelope must hold one namespace's records
+    /// (`--kafka-key netns` keys messages by namespace).
+    pub(crate) fn envelope_per_namespace(&self) -> bool {
+        matches!(self, Destination::Kafka(k) if k.settings.key == kafka::MessageKey::Netns)
     }
 
     /// Whether records are thrown away (encoding can be skipped).
@@ -456,6 +506,11 @@ impl Sink {
     pub(crate) fn send_outlives_timeout(&self) -> bool {
         self.open.send_outlives_timeout()
     }
+
+    /// See [`Transport::ready_signal`].
+    pub fn ready_signal(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        self.open.ready_signal()
+    }
 }
 
 /// How [`deliver`] retries.
@@ -512,6 +567,7 @@ pub async fn deliver(
     // Transport::send_outlives_timeout): sent again before anything else,
     // never put back in the queue, where it could be dropped as the oldest.
     let mut held: Option<Envelope> = None;
+    sink.open.attach_metrics(metrics.clone());
     loop {
         let envelope = match held.take() {
             Some(envelope) => envelope,
@@ -768,7 +824,7 @@ mod tests {
         }
         assert!(matches!(
             Destination::parse("kafka:broker:9092"),
-            Err(SinkError::UnknownScheme(_))
+            Ok(Destination::Kafka(_))
         ));
         assert!(matches!(
             Destination::parse("stdout:x"),
@@ -779,7 +835,7 @@ mod tests {
     /// The unknown-scheme error lists every registered form, from the registry.
     #[test]
     fn unknown_scheme_lists_the_registry() {
-        let err = Destination::parse("kafka:b:9092").unwrap_err().to_string();
+        let err = Destination::parse("nats:b:4222").unwrap_err().to_string();
         for d in Destination::REGISTERED {
             assert!(err.contains(d.form), "{err} lacks {}", d.form);
         }
@@ -795,6 +851,7 @@ mod tests {
             "unixgram:/x",
             "http://h/",
             "https://h/",
+            "kafka:h:1",
             "nats:h:1",
             "valkey:h:1",
             "redis:h:1",
