@@ -341,9 +341,12 @@ fn stalled_receiver_times_out_and_drops_oldest() {
             })
             .collect();
         let mut encoder = StreamFormat::new("jsonl", &[]).unwrap().encoder();
+        // Encoded before the clock starts: only the push must not wait for
+        // the stalled receiver (encoding 2000 records took over 50 ms on a
+        // loaded machine and failed CI).
+        let envelope = Envelope::from_records(encoder.as_mut(), &records, Arc::from("h"), 1);
         let started = Instant::now();
-        h.queue
-            .push(Envelope::from_records(encoder.as_mut(), &records, Arc::from("h"), 1));
+        h.queue.push(envelope);
         assert!(started.elapsed() < Duration::from_millis(50));
         next_seq += 2000;
         std::thread::sleep(Duration::from_millis(10));

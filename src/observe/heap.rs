@@ -84,13 +84,14 @@ mod tests {
         let before = stats().expect("glibc reports its heap").in_use;
         // Large enough to get its own mapping (counted in hblkhd), and
         // far larger than what the tests running beside this one free.
-        let block = vec![1u8; 64 << 20];
+        // black_box: an allocation nothing reads may be optimised away.
+        let block = std::hint::black_box(vec![1u8; 64 << 20]);
         let holding = stats().expect("glibc reports its heap").in_use;
         assert!(
             holding >= before + (64 << 20) - 4096,
             "before {before}, holding {holding}"
         );
-        drop(block);
+        drop(std::hint::black_box(block));
         release_free_memory();
         let after = stats().expect("glibc reports its heap").in_use;
         assert!(after + (64 << 20) - 4096 <= holding, "holding {holding}, after {after}");
