@@ -668,8 +668,8 @@ pub fn effective_flags(args: impl IntoIterator<Item = std::ffi::OsString>, confi
     format!("{{\n{}\n}}", body.join(",\n"))
 }
 
-/// `s` as a JSON string literal.
-fn json_string(s: &str) -> String {
+/// `s` as a JSON string literal (also `xtcp2 client`'s JSON lines).
+pub(crate) fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

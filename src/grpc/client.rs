@@ -17,6 +17,7 @@ use super::proto::config::{
 };
 use super::proto::flat_record::xtcp_flat_record_service_client::XtcpFlatRecordServiceClient;
 use super::proto::flat_record::{FlatRecordsRequest, PollFlatRecordsRequest};
+use crate::config::json_string;
 use crate::record::{ProtoType, RecordSchema};
 
 #[derive(Debug, thiserror::Error)]
@@ -345,19 +346,4 @@ fn json_value(proto_type: ProtoType, v: &Wire<'_>) -> String {
         (ProtoType::Bytes, Wire::Bytes(b)) => json_string(&base64::engine::general_purpose::STANDARD.encode(b)),
         (t, v) => json_string(&text_value(t, v)),
     }
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
