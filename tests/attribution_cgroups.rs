@@ -35,7 +35,10 @@ fn cgroup2_root() -> Option<PathBuf> {
     let probe = match &root {
         None => Err("no cgroup2 mount in /proc/self/mountinfo".to_string()),
         Some(r) => {
-            let dir = r.join(format!("xtcp2-test-probe-{}", std::process::id()));
+            // Tests in this file run in parallel: each probes with its own name.
+            static PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = r.join(format!("xtcp2-test-probe-{}-{n}", std::process::id()));
             std::fs::create_dir(&dir)
                 .and_then(|()| std::fs::remove_dir(&dir))
                 .map_err(|e| format!("cannot create a cgroup under {}: {e}", r.display()))

@@ -87,14 +87,13 @@ mod tests {
         // black_box: an allocation nothing reads may be optimised away.
         let block = std::hint::black_box(vec![1u8; 64 << 20]);
         let holding = stats().expect("glibc reports its heap").in_use;
-        assert!(
-            holding >= before + (64 << 20) - 4096,
-            "before {before}, holding {holding}"
-        );
+        assert!(holding >= before + (48 << 20), "before {before}, holding {holding}");
         drop(std::hint::black_box(block));
         release_free_memory();
         let after = stats().expect("glibc reports its heap").in_use;
-        assert!(after + (64 << 20) - 4096 <= holding, "holding {holding}, after {after}");
+        // Most of the block, not all of it: tests running beside this one
+        // allocate too (CI saw 14 KB more in use after the release).
+        assert!(after + (48 << 20) <= holding, "holding {holding}, after {after}");
     }
 
     #[test]
