@@ -40,6 +40,15 @@ polls in jsonl to a TCP listener that accepts and never reads, for
 old ones (64 envelopes, no byte bound); it reports VmHWM, the queue's bytes
 and the rows dropped.
 
+Mode `pipelines` (issues 14 and 19) delivers one collection of N=50,000
+connections (100,000 sockets) in protobufList to real servers on loopback,
+waiting for every acknowledgement: a tansu Kafka broker once per
+compression codec (kafka_zstd, kafka_lz4, kafka_snappy, kafka_gzip,
+kafka_none), NATS JetStream (nats) and a Valkey stream (valkey, Debian's
+redis-server), beside the floor of the same load. Each server is reached
+through a byte-counting relay (bench/pipelines.py): the bytes xtcp2 sent
+per record delivered are reported with the CPU ratio and peak RSS.
+
 Results go to a table on stdout and a JSON file (`--out`, Markdown tables
 next to it) for comparing commits. Timings are never judged; the exit code
 is 3 when an xtcp2 run lost records (or they could not be counted).
@@ -68,6 +77,7 @@ from pathlib import Path
 
 # The protobuf varint reader of the pprof printer beside this file.
 from pprof_top import varint
+from pipelines import Pipelines
 
 ROOT = Path(__file__).resolve().parent.parent
 HELPER = ROOT / "bench" / "conn_helper.py"
@@ -91,6 +101,11 @@ ONE_SHOT_CASES = ["floor", "floor_uring", "ss", "null", "null_uring", "jsonl", "
 ATTRIBUTED_CASES = ["null_attributed", "jsonl_attributed"]
 # Every TCP state but bound-inactive (Linux 6.5+), whose dump walks the
 # bind hash that all namespaces share: the `_nobound` cases (bench/scale.py).
+# Mode `pipelines` (issues 14 and 19): one collection delivered to a real
+# server on loopback, acknowledged, in protobufList: Kafka (tansu) per
+# compression codec, NATS JetStream and a Valkey stream.
+PIPELINE_CASES = ["kafka_zstd", "kafka_lz4", "kafka_snappy", "kafka_gzip", "kafka_none", "nats", "valkey"]
+PIPELINE_CONNECTIONS = 50_000
 STATES_NO_BOUND = ("established,syn-sent,syn-recv,fin-wait-1,fin-wait-2,time-wait,close,close-wait,"
                    "last-ack,listen,closing,new-syn-recv")
 
@@ -116,6 +131,8 @@ class Workspace:
         self.helpers = []
         self.keep_outputs = keep_outputs
         self.closed = False
+        # Started on first use by a pipeline case.
+        self.pipelines = Pipelines(self.dir)
 
     def add_namespace(self, name):
         path = self.netns_dir / name
@@ -170,6 +187,7 @@ class Workspace:
         if self.closed:
             return
         self.closed = True
+        self.pipelines.close()
         self.stop_helpers()
         self.remove_namespaces()
         subprocess.run(["umount", str(self.netns_dir)], check=False)
@@ -367,6 +385,8 @@ def run_case(case, tools, ws, namespaces):
                 total[k] += m[k]
             total["rss_kb"] = max(total["rss_kb"], m["rss_kb"])
         return total
+    if case in PIPELINE_CASES:
+        return run_pipeline_case(case, tools, ws)
     out_path = ws.dir / "out.data"
     # `_attributed`: the same with workload attribution on (issue 16): every
     # socket's cgroup looked up, and the Docker Engine asked (absent here:
@@ -404,6 +424,32 @@ def run_case(case, tools, ws, namespaces):
         out_path.unlink()
     if "uring" in case and "falling back" in m["stderr"]:
         m["uring_fallback"] = True
+    return m
+
+
+def run_pipeline_case(case, tools, ws):
+    """One collection to a pipeline server, through its counting relay:
+    xtcp2 waits for every envelope's acknowledgement before it exits."""
+    kind = case.split("_")[0]
+    server = ws.pipelines.server(kind)
+    topic = ws.pipelines.new_topic(case)
+    extra = ["--dest", server.dest, "--marshal", "protobufList", "--topic", topic]
+    if kind == "kafka":
+        extra += ["--kafka-compression", case.removeprefix("kafka_")]
+    elif kind == "nats":
+        extra += ["--nats-create-stream", "true"]
+    server.relay.reset()
+    m = measured(tools.xtcp2_argv(ws.netns_dir, extra), env=tools.env)
+    counters = xtcp2_counters(m["stderr"])
+    m["counters"] = counters
+    m["sockets"] = counters.get("sockets_decoded")
+    # Acknowledged by the server, not only handed to the client library.
+    m["records_delivered"] = counters.get("rows_sent")
+    if counters.get("rows_unconfirmed"):
+        m["records_delivered"] = None
+    # The relay's last bytes may still be in flight when xtcp2 exits.
+    time.sleep(0.2)
+    m["wire_bytes"] = server.relay.sent()
     return m
 
 
@@ -454,7 +500,7 @@ def aggregate_runs(connections, namespaces, runs):
             for m in ms:
                 c = m["counters"]
                 decoded = c.get("sockets_decoded")
-                written = m.get("records_in_file", c.get("records_flushed"))
+                written = m.get("records_in_file", m.get("records_delivered", c.get("records_flushed")))
                 if decoded is None or written is None:
                     lost.append(None)
                 else:
@@ -464,6 +510,9 @@ def aggregate_runs(connections, namespaces, runs):
             entry["records_in_file"] = [m.get("records_in_file") for m in ms]
             entry["output_bytes"] = summarise([m.get("output_bytes") for m in ms])
             entry["uring_fallback"] = any(m.get("uring_fallback") for m in ms)
+            wire = [m["wire_bytes"] / m["records_delivered"] for m in ms if m.get("wire_bytes") and m.get("records_delivered")]
+            if wire:
+                entry["wire_bytes_per_record"] = summarise(wire)
         result["cases"][case] = entry
     for case, entry in result["cases"].items():
         # A `_nobound` case is compared with the floor of the same states.
@@ -672,8 +721,8 @@ def markdown_tables(report):
         collect = collect + [ns["collection"]]
     if collect:
         lines += [
-            "| N | K | case | sockets | wall ms median [range] | CPU ms median [range] | CPU/floor | µs CPU/socket | peak RSS MB | lost |",
-            "|---:|---:|---|---:|---|---|---:|---:|---:|---:|",
+            "| N | K | case | sockets | wall ms median [range] | CPU ms median [range] | CPU/floor | µs CPU/socket | peak RSS MB | lost | wire B/record |",
+            "|---:|---:|---|---:|---|---|---:|---:|---:|---:|---:|",
         ]
         for r in collect:
             for case, e in r["cases"].items():
@@ -683,7 +732,8 @@ def markdown_tables(report):
                     f"| {r['connections']} | {r['namespaces']} | {case} | {sockets if sockets is not None else '-'} | "
                     f"{fmt_range(e['wall_s'], 1e3, 1)} | {fmt_range(e['cpu_s'], 1e3, 1)} | {e.get('cpu_ratio', 0):.2f}x | "
                     f"{e.get('cpu_us_per_socket', 0):.2f} | {e['rss_mb']['max']:.1f} | "
-                    f"{'-' if lost is None else ('?' if None in lost else max(lost))} |"
+                    f"{'-' if lost is None else ('?' if None in lost else max(lost))} | "
+                    f"{fmt_range(e.get('wire_bytes_per_record'), 1, 1)} |"
                 )
     d = report.get("daemon")
     if d:
@@ -743,6 +793,21 @@ def mode_collect(args, tools, ws, report):
             per_poll = d["cpu_s_total"] / d["polls"]
             d["cpu_per_poll_ratio"] = per_poll / floor_per_poll
             print(f"daemon: {per_poll * 1e3:.1f} ms CPU per poll, {d['cpu_per_poll_ratio']:.2f}x the one-shot floor")
+
+
+def mode_pipelines(args, tools, ws, report):
+    """Issues 14 and 19: one collection of N connections (2N sockets) to
+    each pipeline server, beside the floor of the same load."""
+    cases = args.cases.split(",") if args.cases else ["floor"] + PIPELINE_CASES
+    connections = args.connections if args.connections != FULL_CONNECTIONS else [PIPELINE_CONNECTIONS]
+    results = [run_collect_config(tools, ws, n, 0, args.repeat, cases) for n in connections]
+    report["collect"] = results
+    print_collect_table(results)
+    print()
+    for r in results:
+        for case, e in r["cases"].items():
+            if "wire_bytes_per_record" in e:
+                print(f"N={r['connections']} {case}: {fmt_range(e['wire_bytes_per_record'], 1, 1)} bytes on the wire per record")
 
 
 def hold(ws, processes, new_netns):
@@ -901,7 +966,7 @@ def mode_load(args, tools, ws, report):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", choices=["collect", "namespaces", "profile", "all", "load", "stalled"], default="collect",
+    p.add_argument("--mode", choices=["collect", "namespaces", "profile", "all", "load", "stalled", "pipelines"], default="collect",
                    help="all = collect, then namespaces, then profile (what CI runs with --smoke)")
     p.add_argument("--profile-connections", type=int, default=50_000)
     p.add_argument("--profile-seconds", type=int, default=20)
@@ -965,6 +1030,8 @@ def main():
             mode_load(args, tools, ws, report)
         elif args.mode == "stalled":
             mode_stalled(args, tools, ws, report)
+        elif args.mode == "pipelines":
+            mode_pipelines(args, tools, ws, report)
         elif args.mode == "profile":
             mode_profile(args, tools, ws, report)
         else:
