@@ -70,6 +70,13 @@ impl GrpcDaemon {
         GrpcDaemon { daemon, grpc, lines }
     }
 
+    /// Started, and its first poll seen on stdout.
+    fn after_first_poll(args: &[&str]) -> GrpcDaemon {
+        let daemon = GrpcDaemon::start(args);
+        daemon.wait_for_polls(1, Duration::from_secs(15));
+        daemon
+    }
+
     /// Runs `tests/grpc/client.py` against this daemon.
     fn client(&self, args: &[&str]) -> Value {
         let proto = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto");
@@ -169,8 +176,7 @@ fn reflection_lists_both_services_and_health_serves_after_the_first_poll() {
         return;
     }
     let _sockets = listeners(2);
-    let d = GrpcDaemon::start(&["--frequency", "1h"]);
-    d.wait_for_polls(1, Duration::from_secs(15));
+    let d = GrpcDaemon::after_first_poll(&["--frequency", "1h"]);
     let r = d.client(&["reflect"]);
     let services: Vec<&str> = r["services"]
         .as_array()
@@ -198,8 +204,7 @@ fn a_burst_of_five_runs_exactly_five_extra_polls_a_second_apart() {
         return;
     }
     let _sockets = listeners(2);
-    let d = GrpcDaemon::start(&["--frequency", "1h"]);
-    d.wait_for_polls(1, Duration::from_secs(15));
+    let d = GrpcDaemon::after_first_poll(&["--frequency", "1h"]);
     for (body, says) in [
         (
             json!({"count": 0, "interval": "1s"}),
@@ -240,8 +245,7 @@ fn poll_flat_records_runs_a_poll_per_request_and_streams_its_records() {
         return;
     }
     let _sockets = listeners(3);
-    let d = GrpcDaemon::start(&["--frequency", "1h"]);
-    d.wait_for_polls(1, Duration::from_secs(15));
+    let d = GrpcDaemon::after_first_poll(&["--frequency", "1h"]);
     let r = d.client(&["poll", "2"]);
     let stamps: Vec<u64> = r["timestamps"]
         .as_array()
@@ -271,8 +275,7 @@ fn set_poll_frequency_changes_the_cadence_seen_in_records() {
         return;
     }
     let _sockets = listeners(2);
-    let d = GrpcDaemon::start(&["--frequency", "5s"]);
-    d.wait_for_polls(1, Duration::from_secs(15));
+    let d = GrpcDaemon::after_first_poll(&["--frequency", "5s"]);
     let r = d.call("SetPollFrequency", json!({"pollFrequency": "2s", "pollTimeout": "3s"}));
     assert_eq!(r["code"], "INVALID_ARGUMENT", "{r}");
     assert!(
@@ -492,8 +495,7 @@ fn ctl_and_client_round_trip_against_a_running_daemon() {
         return;
     }
     let sockets = listeners(3);
-    let d = GrpcDaemon::start(&["--frequency", "1h", "--label", "rt"]);
-    d.wait_for_polls(1, Duration::from_secs(15));
+    let d = GrpcDaemon::after_first_poll(&["--frequency", "1h", "--label", "rt"]);
     let addr = d.grpc.to_string();
     let ctl = |args: &[&str]| {
         let out = support::Xtcp2::new().args(["ctl", "--addr", &addr]).args(args).output();

@@ -92,6 +92,13 @@ impl Broker {
         broker
     }
 
+    /// A started broker holding `topic`.
+    fn with_topic(topic: &str) -> Broker {
+        let broker = Broker::start();
+        broker.create_topic(topic);
+        broker
+    }
+
     /// A broker on a port reserved now but not started yet.
     fn not_started() -> Broker {
         Broker {
@@ -283,6 +290,49 @@ fn common_args<'a>(broker: &'a str, topic: &'a str) -> Vec<&'a str> {
     ]
 }
 
+/// A daemon polling the host's listeners every 500 ms on a fixed
+/// schedule, then `extra`.
+fn polling_args<'a>(broker: &'a str, topic: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = common_args(broker, topic);
+    args.extend(["--frequency", "500ms", "--states", "listen", "--poll-jitter-pct", "0"]);
+    args.extend(extra);
+    args
+}
+
+/// SIGTERM, a clean exit, and every collected row sent or counted as
+/// dropped: (rows sent, rows dropped).
+fn stop_accounted(daemon: &mut HttpDaemon) -> (u64, u64) {
+    daemon.terminate();
+    let status = daemon.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "exit {status}: {}", daemon.stderr());
+    let (queued, sent, dropped) = delivery_totals(&daemon.stderr());
+    assert_eq!(
+        queued,
+        sent + dropped,
+        "every collected row is sent or counted as dropped"
+    );
+    (sent, dropped)
+}
+
+/// A one-shot run (`--max-loops 1`) that delivered every row it
+/// collected: its stderr and the rows sent.
+fn one_shot_all_sent(args: &[&str], what: &str) -> (String, u64) {
+    let mut args = args.to_vec();
+    args.extend(["--max-loops", "1", "--prom-listen", ""]);
+    let output = Xtcp2::new().args(&args).env("XTCP2_LOG", "info").output();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "{what}: xtcp2 exited {}: {stderr}",
+        output.status
+    );
+    let (queued, sent, dropped) = delivery_totals(&stderr);
+    // A message dropped at shutdown may still have reached the broker:
+    // only a run that delivered everything can be compared row for row.
+    assert_eq!((sent, dropped), (queued, 0), "{what}: {stderr}");
+    (stderr, sent)
+}
+
 /// Envelopes the daemon says it delivered ("delivery finished").
 fn envelopes_sent(stderr: &str) -> u64 {
     number_field(log_line(stderr, "delivery finished"), "envelopes_sent")
@@ -414,9 +464,8 @@ fn clickhouse_ingests_the_topic_into_the_shipped_table() {
     if !can_run() || !require_python_module(&python(), "chdb", "ClickHouse runs the shipped DDL") {
         return;
     }
-    let broker = Broker::start();
     let topic = "clickhouse";
-    broker.create_topic(topic);
+    let broker = Broker::with_topic(topic);
     let loopback = Loopback::open();
     let dest = broker.dest();
     let mut args = common_args(&dest, topic);
@@ -424,15 +473,8 @@ fn clickhouse_ingests_the_topic_into_the_shipped_table() {
     // thousands of sockets): several messages, and far fewer than the
     // queue holds, so none is dropped before delivery takes it.
     let rows_per_envelope = (host_tcp_sockets() / 16).max(4).to_string();
-    args.extend(["--max-loops", "1", "--prom-listen", ""]);
     args.extend(["--envelope-flush-rows", &rows_per_envelope, "--shutdown-timeout", "60s"]);
-    let output = Xtcp2::new().args(&args).env("XTCP2_LOG", "info").output();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "xtcp2 exited {}: {stderr}", output.status);
-    let (queued, sent, dropped) = delivery_totals(&stderr);
-    // A message dropped at shutdown may still have reached the broker:
-    // only a run that delivered everything can be compared row for row.
-    assert_eq!((sent, dropped), (queued, 0), "{stderr}");
+    let (_, sent) = one_shot_all_sent(&args, "clickhouse");
 
     let raw = tempfile::tempdir().expect("tempdir");
     let messages = broker.consume_into(topic, 1, Some(raw.path()));
@@ -512,19 +554,11 @@ fn round_trip_every_codec_exactly_once() {
         let topic = format!("round-trip-{codec}");
         broker.create_topic(&topic);
         let mut args = common_args(&dest, &topic);
-        args.extend(["--max-loops", "1", "--prom-listen", "", "--kafka-compression", codec]);
+        args.extend(["--kafka-compression", codec]);
         // One codec also proves --kafka-key netns (a namespace per message).
         let key = if codec == "none" { "netns" } else { "hostname" };
         args.extend(["--kafka-key", key, "--envelope-flush-rows", "500"]);
-        let output = Xtcp2::new().args(&args).env("XTCP2_LOG", "info").output();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success(),
-            "{codec}: xtcp2 exited {}: {stderr}",
-            output.status
-        );
-        let (queued, sent, dropped) = delivery_totals(&stderr);
-        assert_eq!((sent, dropped), (queued, 0), "{codec}: {stderr}");
+        let (stderr, sent) = one_shot_all_sent(&args, codec);
 
         let messages = broker.consume(&topic, 1);
         assert_eq!(
@@ -590,17 +624,7 @@ fn broker_down_at_start_loses_only_what_is_counted() {
     let mut broker = Broker::not_started();
     let dest = broker.dest();
     let topic = "down-at-start";
-    let mut args = common_args(&dest, topic);
-    args.extend([
-        "--frequency",
-        "500ms",
-        "--states",
-        "listen",
-        "--queue-envelopes",
-        "2",
-        "--poll-jitter-pct",
-        "0",
-    ]);
+    let args = polling_args(&dest, topic, &["--queue-envelopes", "2"]);
     let mut daemon = HttpDaemon::start(&args, Stdio::null());
     daemon.wait_metric("xtcp2_poll_cycles_total", 4.0, Duration::from_secs(20));
     let readyz = http_get(daemon.addr, "/readyz").expect("/readyz");
@@ -613,16 +637,8 @@ fn broker_down_at_start_loses_only_what_is_counted() {
     broker.create_topic(topic);
     daemon.wait_ready(Duration::from_secs(20));
     daemon.wait_metric("xtcp2_destination_sends_total", 5.0, Duration::from_secs(40));
-    daemon.terminate();
-    let status = daemon.wait_exit(Duration::from_secs(10));
-    assert!(status.success(), "exit {status}: {}", daemon.stderr());
-    let (queued, sent, dropped) = delivery_totals(&daemon.stderr());
+    let (sent, dropped) = stop_accounted(&mut daemon);
     assert!(dropped > 0, "the queue of 2 overflowed while the broker was down");
-    assert_eq!(
-        queued,
-        sent + dropped,
-        "every collected row is sent or counted as dropped"
-    );
 
     let messages = broker.consume(topic, 1);
     assert_no_duplicates(&messages);
@@ -636,25 +652,16 @@ fn broker_killed_and_restarted_delivery_resumes() {
     if !can_run() {
         return;
     }
-    let mut broker = Broker::start();
     let topic = "killed";
-    broker.create_topic(topic);
+    let mut broker = Broker::with_topic(topic);
     let dest = broker.dest();
-    let mut args = common_args(&dest, topic);
-    args.extend([
-        "--frequency",
-        "500ms",
-        "--states",
-        "listen",
-        "--poll-jitter-pct",
-        "0",
-        "--produce-timeout",
-        "1s",
-        // librdkafka gives up on a message after 5 s instead of 30 s: the
-        // producer stuck on the restarted broker is replaced sooner.
-        "--kafka-option",
-        "message.timeout.ms=5000",
-    ]);
+    // librdkafka gives up on a message after 5 s instead of 30 s: the
+    // producer stuck on the restarted broker is replaced sooner.
+    let args = polling_args(
+        &dest,
+        topic,
+        &["--produce-timeout", "1s", "--kafka-option", "message.timeout.ms=5000"],
+    );
     let mut daemon = HttpDaemon::start(&args, Stdio::null());
     daemon.wait_ready(Duration::from_secs(20));
     let sends = daemon.wait_metric("xtcp2_destination_sends_total", 3.0, Duration::from_secs(20));
@@ -674,15 +681,7 @@ fn broker_killed_and_restarted_delivery_resumes() {
     // in memory): librdkafka retries it forever, so a new producer is made.
     let restarts = sample(&daemon.metrics(), "xtcp2_destination_producer_restarts_total").unwrap_or(0.0);
     assert!(restarts >= 1.0, "a new producer after the restart: {restarts}");
-    daemon.terminate();
-    let status = daemon.wait_exit(Duration::from_secs(10));
-    assert!(status.success(), "exit {status}: {}", daemon.stderr());
-    let (queued, sent, dropped) = delivery_totals(&daemon.stderr());
-    assert_eq!(
-        queued,
-        sent + dropped,
-        "every collected row is sent or counted as dropped"
-    );
+    stop_accounted(&mut daemon);
 
     // The restarted broker holds what was produced after the restart.
     let messages = broker.consume(topic, 5);
@@ -697,21 +696,10 @@ fn broker_dead_at_shutdown_exits_within_the_budget() {
     if !can_run() {
         return;
     }
-    let mut broker = Broker::start();
     let topic = "dead-at-shutdown";
-    broker.create_topic(topic);
+    let mut broker = Broker::with_topic(topic);
     let dest = broker.dest();
-    let mut args = common_args(&dest, topic);
-    args.extend([
-        "--frequency",
-        "500ms",
-        "--states",
-        "listen",
-        "--poll-jitter-pct",
-        "0",
-        "--shutdown-timeout",
-        "2s",
-    ]);
+    let args = polling_args(&dest, topic, &["--shutdown-timeout", "2s"]);
     let mut daemon = HttpDaemon::start(&args, Stdio::null());
     daemon.wait_ready(Duration::from_secs(20));
     daemon.wait_metric("xtcp2_destination_sends_total", 2.0, Duration::from_secs(20));
@@ -719,18 +707,10 @@ fn broker_dead_at_shutdown_exits_within_the_budget() {
     let polls = sample(&daemon.metrics(), "xtcp2_poll_cycles_total").unwrap_or(0.0);
     daemon.wait_metric("xtcp2_poll_cycles_total", polls + 3.0, Duration::from_secs(20));
     let started = Instant::now();
-    daemon.terminate();
-    let status = daemon.wait_exit(Duration::from_secs(10));
+    let (_, dropped) = stop_accounted(&mut daemon);
     let took = started.elapsed();
-    assert!(status.success(), "exit {status}: {}", daemon.stderr());
     assert!(took < Duration::from_secs(5), "shutdown took {took:?} with a 2s budget");
-    let (queued, sent, dropped) = delivery_totals(&daemon.stderr());
     assert!(dropped > 0, "polls after the broker died cannot be delivered");
-    assert_eq!(
-        queued,
-        sent + dropped,
-        "every collected row is sent or counted as dropped"
-    );
 }
 
 /// The schema registry stand-in (tests/kafka/schema_registry.py); killed on drop.
@@ -785,16 +765,14 @@ fn schema_is_registered_at_start_and_a_dead_registry_is_not_fatal() {
     if !can_run() {
         return;
     }
-    let broker = Broker::start();
     let topic = "registered";
-    broker.create_topic(topic);
+    let broker = Broker::with_topic(topic);
     let registry = Registry::start();
     let proto = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/xtcp_flat_record_v1.proto");
     let url = format!("http://127.0.0.1:{}", registry.port);
     let dest = broker.dest();
-    let mut args = common_args(&dest, topic);
-    args.extend(["--frequency", "500ms", "--states", "listen", "-kafkaSchemaUrl", &url]);
-    args.extend(["-xtcpProtoFile", proto.to_str().expect("UTF-8 path")]);
+    let proto_path = proto.to_str().expect("UTF-8 path");
+    let args = polling_args(&dest, topic, &["-kafkaSchemaUrl", &url, "-xtcpProtoFile", proto_path]);
     let mut daemon = HttpDaemon::start(&args, Stdio::null());
     daemon.wait_metric(
         "xtcp2_destination_schema_registrations_total{kind=\"ok\"}",
@@ -818,15 +796,7 @@ fn schema_is_registered_at_start_and_a_dead_registry_is_not_fatal() {
 
     // Nobody listens there: counted as a failed request, delivery unaffected.
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let mut args = common_args(&dest, topic);
-    args.extend([
-        "--frequency",
-        "500ms",
-        "--states",
-        "listen",
-        "--kafka-schema-url",
-        &dead,
-    ]);
+    let args = polling_args(&dest, topic, &["--kafka-schema-url", &dead]);
     let mut daemon = HttpDaemon::start(&args, Stdio::null());
     daemon.wait_metric(
         "xtcp2_destination_schema_registrations_total{kind=\"request\"}",
