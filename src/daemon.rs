@@ -258,7 +258,20 @@ fn attribution_sources(
         }
         index
     });
-    crate::attribute::Sources { cgroups, containers }
+    if config.args.enrich_lldp && !config.args.lldpd_version_hint.is_empty() {
+        tracing::info!(hint = %config.args.lldpd_version_hint,
+            "--lldpd-version-hint has no effect: lldpcli's json0 output is the same for every lldpd version");
+    }
+    let uplinks = config
+        .attribution
+        .uplinks
+        .clone()
+        .map(|uplinks| crate::attribute::uplink::UplinkIndex::start(uplinks, metrics.clone()));
+    crate::attribute::Sources {
+        cgroups,
+        containers,
+        uplinks,
+    }
 }
 
 /// What `config` will ask of the kernel once started (`docs/security.md`).
