@@ -286,6 +286,11 @@ pub(crate) fn capability_needs(config: &Config) -> caps::Needs {
             .into_iter()
             .chain(config.grpc.as_ref().map(|g| g.listen))
             .any(|addr| addr.port() != 0 && addr.port() < unprivileged_port_start()),
+        lldp_client: config
+            .attribution
+            .uplinks
+            .as_ref()
+            .is_some_and(|uplinks| uplinks.lldp.is_some()),
     }
 }
 
@@ -395,8 +400,11 @@ mod tests {
             proc_scan: true,
             raw_socket: false,
             privileged_port: false,
+            lldp_client: false,
         };
         assert_eq!(needs(&[]), expected);
+        assert!(needs(&["--enrich-lldp"]).lldp_client);
+        assert!(!needs(&["--enrich-nic"]).lldp_client);
     }
 
     /// Host namespace only, no listener, a udp: destination: only the raw
