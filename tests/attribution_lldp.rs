@@ -62,6 +62,12 @@ impl Lldpd {
             assert!(started.elapsed() < Duration::from_secs(10), "lldpd made no socket");
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Port settings given before lldpd has found the port are lost:
+        // wait until it lists it.
+        while !lldpd.cli(&["show", "interfaces"]).contains(ifname) {
+            assert!(started.elapsed() < Duration::from_secs(10), "lldpd did not find {ifname}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         lldpd
     }
 
@@ -170,7 +176,7 @@ fn enrich_lldp_reports_the_neighbour_lldpd_announces() {
         }
         assert!(
             started.elapsed() < NEIGHBOUR_WITHIN,
-            "the near lldpd never heard {switch}"
+            "the near lldpd never heard {switch} with its port description: {seen}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }

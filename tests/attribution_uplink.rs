@@ -38,8 +38,8 @@ const NIC_FIELDS: [&str; 7] = [
 
 /// A namespace with bridge br0 (default route, metric 10) and veth0 (peer
 /// veth1, default route, metric 20), all up.
-fn uplink_namespace() -> NamedNetns {
-    let ns = NamedNetns::new(&format!("xtcp2t-{}-uplink", std::process::id()));
+fn uplink_namespace(test: &str) -> NamedNetns {
+    let ns = NamedNetns::new(&format!("xtcp2t-{}-{test}", std::process::id()));
     let ip = |args: &[&str]| {
         let mut all = vec!["-n", ns.name.as_str()];
         all.extend_from_slice(args);
@@ -156,7 +156,7 @@ fn enrich_nic_names_the_default_route_interfaces_with_kernel_drivers() {
     ) {
         return;
     }
-    let ns = uplink_namespace();
+    let ns = uplink_namespace("upl");
     let _conn = LoopbackConnection::open_in(&ns.path());
 
     let records = one_poll(&ns, &[]);
@@ -209,7 +209,7 @@ fn enrich_nic_follows_a_route_change() {
     ) {
         return;
     }
-    let ns = uplink_namespace();
+    let ns = uplink_namespace("uplchg");
     let _conn = LoopbackConnection::open_in(&ns.path());
     let mut daemon = daemon_in(&ns)
         .args(["--frequency", "300ms"])
