@@ -388,13 +388,15 @@ def run_case(case, tools, ws, namespaces):
     if case in PIPELINE_CASES:
         return run_pipeline_case(case, tools, ws)
     out_path = ws.dir / "out.data"
-    # `_attributed`: the same with workload attribution on (issue 16): every
-    # socket's cgroup looked up, and the Docker Engine asked (absent here:
-    # it costs one failed connect, nothing per socket).
+    # `_attributed`: the same with every enrichment on (issue 16): every
+    # socket's cgroup looked up, the Docker Engine asked (absent here: it
+    # costs one failed connect, nothing per socket), each namespace's nsid,
+    # the uplink NICs stamped on every record, and lldpd asked (absent too).
     attribution = []
     if case.endswith("_attributed"):
         case = case.removesuffix("_attributed")
-        attribution = ["--resolve-container-id", "--enrich-container", "--docker-socket", str(ws.dir / "no-docker.sock")]
+        attribution = ["--resolve-container-id", "--enrich-container", "--docker-socket", str(ws.dir / "no-docker.sock"),
+                       "--populate-nsid", "--enrich-nic", "--enrich-lldp", "--lldpd-socket", str(ws.dir / "no-lldpd.sock")]
     marshal = {"jsonl": "jsonl", "protobufList": "protobufList"}.get(case, "jsonl")
     stdout = subprocess.DEVNULL
     if case in ("null", "null_uring"):

@@ -32,6 +32,10 @@ declare -A needs=(
     # tests/nats_valkey.rs: the servers of the nats: and valkey: destinations
     # (the tests start their own on free loopback ports; redis-server speaks
     # Valkey's protocol).
+    # tests/attribution_lldp.rs: lldpd on both ends of a veth pair, the
+    # real LLDP neighbour --enrich-lldp reads through lldpcli.
+    [lldpd]=lldpd
+    [lldpcli]=lldpd
     [nats-server]=nats-server
     [redis-server]=redis-server
 )

@@ -53,6 +53,15 @@ let
     "--enrich-container"
     "--docker-socket=${cfg.attribution.dockerSocket}"
   ]
+  ++ lib.optional cfg.attribution.populateNsid "--populate-nsid"
+  ++ lib.optional cfg.attribution.enrichNic "--enrich-nic"
+  ++ lib.optionals (cfg.attribution.lldpdSocket != null) [
+    "--enrich-lldp"
+    "--lldpd-socket=${cfg.attribution.lldpdSocket}"
+    "--lldpcli=${pkgs.lldpd}/bin/lldpcli"
+  ]
+  ++ lib.optional (cfg.attribution.uplinkInterfaces != [ ])
+    "--uplink-interfaces=${lib.concatStringsSep "," cfg.attribution.uplinkInterfaces}"
   ++ nonEmptyFlag "pprof-listen" cfg.pprofListen
   ++ nonEmptyFlag "grpc-listen" cfg.grpc.listen
   ++ lib.optionals (cfg.grpc.tls.certificate != null) [
@@ -182,6 +191,41 @@ in
           this socket (`--enrich-container --docker-socket`). The unit's
           dynamic user must be allowed to connect: the unit joins the
           `docker` group when this is set.
+        '';
+      };
+      populateNsid = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        description = ''
+          Stamp each record with its namespace's nsid as the host knows it
+          (`--populate-nsid`; read-only, none is assigned).
+        '';
+      };
+      enrichNic = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        description = ''
+          Stamp every record with the uplink NICs' driver, model, PCI ids,
+          bus address, speed and firmware (`--enrich-nic`).
+        '';
+      };
+      uplinkInterfaces = lib.mkOption {
+        type = lib.types.listOf lib.types.str;
+        default = [ ];
+        example = [ "eno1" "eno2" ];
+        description = ''
+          The uplinks, in slot order (`--uplink-interfaces`); empty: the
+          interfaces of the default routes.
+        '';
+      };
+      lldpdSocket = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "/run/lldpd.socket";
+        description = ''
+          Add each uplink's LLDP neighbour from the lldpd at this socket
+          (`--enrich-lldp --lldpd-socket`, read with lldpd's `lldpcli`).
+          The unit's dynamic user must be allowed to connect to it.
         '';
       };
     };

@@ -194,6 +194,7 @@ impl Collector {
                     record.netns_inode = namespace.inode;
                     record.netns_name = namespace.name.clone();
                     record.netns_pid = namespace.pid;
+                    record.nsid = namespace.nsid;
                     if let Some(attributor) = attributor {
                         attributor.apply(record);
                     }

@@ -258,7 +258,20 @@ fn attribution_sources(
         }
         index
     });
-    crate::attribute::Sources { cgroups, containers }
+    if config.args.enrich_lldp && !config.args.lldpd_version_hint.is_empty() {
+        tracing::info!(hint = %config.args.lldpd_version_hint,
+            "--lldpd-version-hint has no effect: lldpcli's json0 output is the same for every lldpd version");
+    }
+    let uplinks = config
+        .attribution
+        .uplinks
+        .clone()
+        .map(|uplinks| crate::attribute::uplink::UplinkIndex::start(uplinks, metrics.clone()));
+    crate::attribute::Sources {
+        cgroups,
+        containers,
+        uplinks,
+    }
 }
 
 /// What `config` will ask of the kernel once started (`docs/security.md`).
@@ -273,6 +286,11 @@ pub(crate) fn capability_needs(config: &Config) -> caps::Needs {
             .into_iter()
             .chain(config.grpc.as_ref().map(|g| g.listen))
             .any(|addr| addr.port() != 0 && addr.port() < unprivileged_port_start()),
+        lldp_client: config
+            .attribution
+            .uplinks
+            .as_ref()
+            .is_some_and(|uplinks| uplinks.lldp.is_some()),
     }
 }
 
@@ -382,8 +400,11 @@ mod tests {
             proc_scan: true,
             raw_socket: false,
             privileged_port: false,
+            lldp_client: false,
         };
         assert_eq!(needs(&[]), expected);
+        assert!(needs(&["--enrich-lldp"]).lldp_client);
+        assert!(!needs(&["--enrich-nic"]).lldp_client);
     }
 
     /// Host namespace only, no listener, a udp: destination: only the raw

@@ -9,7 +9,7 @@
 //! | wiring | [`daemon`], [`poll`] | the runtime, the poll loop, parallel dumps |
 //! | configuration | [`config`] | flags (with Go spellings) → a typed [`config::Config`] |
 //! | collect | [`collect`] | one namespace's dump → stamped records → the envelope builder |
-//! | attribution | [`attribute`] | which container, pod or unit owns a socket (cgroup path, Docker Engine) |
+//! | attribution | [`attribute`] | which container, pod or unit owns a socket (cgroup path, Docker Engine), the uplink NICs |
 //! | namespaces | [`netns`] | discovery, entering, one socket per namespace |
 //! | kernel | [`kernel`] | the `NETLINK_SOCK_DIAG` socket and dump protocol |
 //! | decode | [`decode`] | netlink bytes → [`record::Record`], offline captures |

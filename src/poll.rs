@@ -188,7 +188,7 @@ impl Poller {
                     .with_proc_rescan_interval(config.netns.proc_rescan),
             ),
             metrics,
-            registry: NetnsRegistry::new(),
+            registry: NetnsRegistry::new().with_nsids(config.netns.populate_nsid),
             collectors,
             seq: 0,
             last_discovery: None,

@@ -264,6 +264,7 @@ fn the_index_follows_10000_cgroups_coming_and_going_without_growing() {
     let mut attributor = Attributor::new(Sources {
         cgroups: Some(resolver.clone()),
         containers: None,
+        uplinks: None,
     });
     const WAVES: usize = 10;
     const PER_WAVE: usize = 1_000;

@@ -67,6 +67,13 @@ const ACCEPTED: &[(&str, &str, &str)] = &[
     ("-resolveContainerId", "true", "resolve-container-id"),
     ("-enrichContainer", "true", "enrich-container"),
     ("-dockerSocket", "/var/run/docker.sock", "docker-socket"),
+    ("-populateNsid", "true", "populate-nsid"),
+    ("-enrichNic", "true", "enrich-nic"),
+    ("-enrichLldp", "true", "enrich-lldp"),
+    ("-lldpdSocket", "/run/lldpd/lldpd.socket", "lldpd-socket"),
+    ("-lldpdVersionHint", "1.0.16", "lldpd-version-hint"),
+    ("-uplinkCount", "1", "uplink-count"),
+    ("-uplinkInterfaces", "eth0,eth1", "uplink-interfaces"),
     ("-grpcPort", "8889", "grpc-port"),
 ];
 
@@ -88,13 +95,6 @@ const NOT_YET: &[&str] = &[
     "-s3FlushThresholdJitterPct",
     "-s3UploadMaxAttempts",
     "-s3UploadBackoffCap",
-    "-enrichLldp",
-    "-lldpdSocket",
-    "-lldpdVersionHint",
-    "-enrichNic",
-    "-uplinkCount",
-    "-uplinkInterfaces",
-    "-populateNsid",
 ];
 
 /// The flags whose effect is seen elsewhere: `-v`, `-conf`, `-healthcheck`.

@@ -19,7 +19,7 @@ const END_GO: &str = "<!-- END GO_V1 -->";
 
 /// Field groups by protobuf tag range (see the comment atop
 /// `src/record/fields.rs`).
-const GROUPS: [(u32, u32, &str); 9] = [
+const GROUPS: [(u32, u32, &str); 11] = [
     (1, 9, "Context (stamped by xtcp2)"),
     (10, 29, "`inet_diag_msg` header (every socket)"),
     (30, 39, "`INET_DIAG_MEMINFO` (`--deserializers meminfo`)"),
@@ -40,6 +40,16 @@ const GROUPS: [(u32, u32, &str); 9] = [
         200,
         219,
         "Workload attribution (`--resolve-container-id`, `--enrich-container`; see [attribution](attribution.md))",
+    ),
+    (
+        220,
+        229,
+        "Namespace id (`--populate-nsid`; see [attribution](attribution.md#namespace-ids---populate-nsid))",
+    ),
+    (
+        230,
+        269,
+        "Uplinks, the same on every record (`--enrich-nic`, `--enrich-lldp`; see [attribution](attribution.md#uplink-nics---enrich-nic-and-their-lldp-neighbours---enrich-lldp))",
     ),
 ];
 

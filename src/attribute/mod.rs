@@ -10,19 +10,24 @@
 //!   cgroup v2 path → container id and runtime, pod UID, systemd unit;
 //! - [`docker`] (`--enrich-container`): the Docker Engine's containers by
 //!   network namespace → container id, name and image for every socket of
-//!   the namespace.
+//!   the namespace;
+//! - [`uplink`] (`--enrich-nic`, `--enrich-lldp`): the host's uplink NICs
+//!   and their LLDP neighbours ([`lldp`]), the same on every record.
 //!
 //! This module must not know about netlink or output formats: it fills
 //! fields of a [`Record`].
 
 pub mod cgroup;
 pub mod docker;
+pub mod lldp;
+pub mod uplink;
 
 use std::sync::Arc;
 
 use crate::record::Record;
 use cgroup::{CgroupResolver, CgroupSnapshot, IdMap};
 use docker::ContainerIndex;
+use uplink::{UplinkIndex, Uplinks};
 
 /// What a cgroup path or the container engine says owns a socket.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,11 +66,12 @@ impl Workload {
 pub struct Sources {
     pub cgroups: Option<Arc<CgroupResolver>>,
     pub containers: Option<Arc<ContainerIndex>>,
+    pub uplinks: Option<Arc<UplinkIndex>>,
 }
 
 impl Sources {
     pub fn is_empty(&self) -> bool {
-        self.cgroups.is_none() && self.containers.is_none()
+        self.cgroups.is_none() && self.containers.is_none() && self.uplinks.is_none()
     }
 }
 
@@ -79,6 +85,9 @@ pub struct Attributor {
     memo: IdMap<Option<Workload>>,
     /// The current namespace's container (`--enrich-container`).
     namespace: Option<Workload>,
+    /// The uplinks (`--enrich-nic`) in strings of this netlinker's own,
+    /// and the index generation they are of.
+    uplinks: Option<(u64, Uplinks)>,
 }
 
 impl Attributor {
@@ -88,6 +97,7 @@ impl Attributor {
             snapshot: None,
             memo: IdMap::default(),
             namespace: None,
+            uplinks: None,
         }
     }
 
@@ -102,6 +112,12 @@ impl Attributor {
             (Some(index), Some(inode)) => index.by_netns(inode).map(|w| w.private_copy()),
             _ => None,
         };
+        if let Some(index) = &self.sources.uplinks {
+            let (generation, current) = index.snapshot();
+            if self.uplinks.as_ref().is_none_or(|(g, _)| *g != generation) {
+                self.uplinks = Some((generation, current.private_copy()));
+            }
+        }
     }
 
     /// Cgroups this netlinker remembers (bounded by the snapshot's size).
@@ -142,6 +158,9 @@ impl Attributor {
                 record.container_name = container.container_name.clone();
                 record.container_image = container.container_image.clone();
             }
+        }
+        if let Some((_, uplinks)) = &self.uplinks {
+            uplinks.apply(record);
         }
     }
 

@@ -73,6 +73,8 @@ pub mod bounds {
     /// The receive buffer (`--packet-size` x `--packet-size-mply`): up to 16 MiB.
     pub const RECV_BUFFER: (u64, u64) = (0, 16 << 20);
     pub const TTL: (u64, u64) = (0, 255);
+    /// The record has two uplink slots (the Go record's uplink1/uplink2).
+    pub const UPLINK_COUNT: (u64, u64) = (1, 2);
 }
 
 #[derive(Debug, Parser)]
@@ -586,6 +588,64 @@ pub struct DaemonArgs {
         default_value = "/run/docker.sock"
     )]
     pub docker_socket: PathBuf,
+    /// Each namespace's id (NETNSA_NSID) as the daemon's namespace knows it,
+    /// into `nsid`: read with rtnetlink once per namespace found, never
+    /// assigned (a namespace without one has no `nsid`).
+    #[arg(long = "populate-nsid", alias = "populateNsid", env = "POPULATE_NSID",
+          default_value = "false", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::value_parser!(bool))]
+    pub populate_nsid: bool,
+    /// Identity of each uplink NIC (driver, model, PCI ids, bus address,
+    /// speed, firmware) on every record, from sysfs and the ethtool ioctl;
+    /// re-read when a link or route changes.
+    #[arg(long = "enrich-nic", alias = "enrichNic", env = "ENRICH_NIC",
+          default_value = "false", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::value_parser!(bool))]
+    pub enrich_nic: bool,
+    /// Uplink slots filled by --enrich-nic (1 or 2).
+    #[arg(
+        long = "uplink-count",
+        alias = "uplinkCount",
+        env = "UPLINK_COUNT",
+        default_value_t = 2
+    )]
+    pub uplink_count: u64,
+    /// The uplinks, comma separated, in slot order; empty: the interfaces
+    /// of the default routes (IPv4 then IPv6, lowest metric first).
+    #[arg(
+        long = "uplink-interfaces",
+        alias = "uplinkInterfaces",
+        env = "XTCP2_UPLINK_INTERFACES",
+        default_value = ""
+    )]
+    pub uplink_interfaces: String,
+    /// Each uplink's LLDP neighbour (switch name and id, management
+    /// address, port id and description) from lldpd, via `lldpcli -f json0`
+    /// every 30 s and on link changes. The uplinks are those of --enrich-nic.
+    #[arg(long = "enrich-lldp", alias = "enrichLldp", env = "ENRICH_LLDP",
+          default_value = "false", num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::value_parser!(bool))]
+    pub enrich_lldp: bool,
+    /// lldpd's control socket, for --enrich-lldp.
+    #[arg(
+        long = "lldpd-socket",
+        alias = "lldpdSocket",
+        env = "LLDPD_SOCKET",
+        default_value = "/run/lldpd.socket"
+    )]
+    pub lldpd_socket: PathBuf,
+    /// The Go daemon's lldpd protocol version hint: accepted and logged; no
+    /// effect (lldpcli's json0 output is the same for every lldpd version).
+    #[arg(
+        long = "lldpd-version-hint",
+        alias = "lldpdVersionHint",
+        env = "XTCP2_LLDPD_VERSION_HINT",
+        default_value = ""
+    )]
+    pub lldpd_version_hint: String,
+    /// The lldpd client run by --enrich-lldp (a bare name is looked up in PATH).
+    #[arg(long = "lldpcli", env = "XTCP2_LLDPCLI", default_value = "lldpcli")]
+    pub lldpcli: PathBuf,
     /// gRPC listener (ConfigService, XTCPFlatRecordService, health,
     /// reflection; docs/grpc.md): HOST:PORT, or :PORT for every address.
     /// Empty: see --grpc-port; neither: no gRPC.
@@ -848,6 +908,8 @@ pub struct NetnsConfig {
     pub reconcile_before_poll: bool,
     /// `None`: never (inotify alone, with `reconcile_before_poll` off).
     pub reconcile_every: Option<Duration>,
+    /// `--populate-nsid`: stamp each namespace's nsid.
+    pub populate_nsid: bool,
 }
 
 /// What a record holds and how it is encoded: shared by the daemon and
@@ -915,6 +977,9 @@ pub struct AttributionConfig {
     pub cgroups: bool,
     /// `--enrich-container`: the Docker Engine's socket.
     pub docker_socket: Option<PathBuf>,
+    /// `--enrich-nic` / `--enrich-lldp`: which interfaces are uplinks, and
+    /// what to read of them.
+    pub uplinks: Option<crate::attribute::uplink::UplinkConfig>,
 }
 
 /// Validated configuration of the daemon.
@@ -972,6 +1037,7 @@ impl Config {
         in_range_duration("shutdown-timeout", shutdown_timeout, bounds::SHUTDOWN_TIMEOUT)?;
         in_range("nltimeout", a.nltimeout, bounds::NLTIMEOUT_MS)?;
         in_range("netlinkers", a.netlinkers as u64, bounds::NETLINKERS)?;
+        in_range("uplink-count", a.uplink_count, bounds::UPLINK_COUNT)?;
         in_range(
             "envelope-flush-rows",
             a.envelope_flush_rows as u64,
@@ -1083,6 +1149,21 @@ impl Config {
             attribution: AttributionConfig {
                 cgroups: a.resolve_container_id,
                 docker_socket: a.enrich_container.then(|| a.docker_socket.clone()),
+                uplinks: (a.enrich_nic || a.enrich_lldp).then(|| crate::attribute::uplink::UplinkConfig {
+                    count: a.uplink_count as usize,
+                    interfaces: a
+                        .uplink_interfaces
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|i| !i.is_empty())
+                        .map(String::from)
+                        .collect(),
+                    nic: a.enrich_nic,
+                    lldp: a.enrich_lldp.then(|| crate::attribute::lldp::LldpConfig {
+                        socket: a.lldpd_socket.clone(),
+                        lldpcli: a.lldpcli.clone(),
+                    }),
+                }),
             },
             grpc,
             args: Arc::new(a.clone()),
@@ -1119,6 +1200,7 @@ impl Config {
                 proc_rescan: netns_proc_rescan,
                 reconcile_before_poll: a.reconcile_before_poll,
                 reconcile_every: (!reconcile_frequency.is_zero()).then_some(reconcile_frequency),
+                populate_nsid: a.populate_nsid,
             },
             output,
             delivery: DeliveryConfig {

@@ -120,6 +120,19 @@ pub fn xtcp_config(args: &DaemonArgs, cadence: Cadence, grpc_port: u16) -> XtcpC
         poll_jitter_pct: saturating_u32(args.poll_jitter_pct),
         reconcile_frequency: Some(to_proto(reconcile)),
         reconcile_before_poll: args.reconcile_before_poll,
+        populate_nsid: args.populate_nsid,
+        enrich_nic_enable: args.enrich_nic,
+        enrich_lldp_enable: args.enrich_lldp,
+        lldpd_socket_path: args.lldpd_socket.display().to_string(),
+        lldpd_version_hint: args.lldpd_version_hint.clone(),
+        uplink_count: saturating_u32(args.uplink_count),
+        uplink_interfaces: args
+            .uplink_interfaces
+            .split(',')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .map(String::from)
+            .collect(),
         ..XtcpConfig::default()
     }
 }

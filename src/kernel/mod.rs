@@ -12,4 +12,5 @@ pub mod socket;
 pub mod uring;
 
 pub use request::{parse_states, DumpRequest, ALL_TCP_STATES};
+pub(crate) use socket::set_recv_timeout;
 pub use socket::{DatagramTap, DiagSocket, DumpError, DumpSummary, RECV_BUFFER_BYTES};

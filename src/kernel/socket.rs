@@ -294,7 +294,7 @@ pub fn absorb_datagram(
     Ok(DumpProgress::More)
 }
 
-fn set_recv_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
+pub(crate) fn set_recv_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
     let tv = libc::timeval {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),

@@ -420,7 +420,7 @@ define_metrics! {
             containers: gauge = "attribution_containers";
             /// Docker Engine events read.
             docker_events: counter = "attribution_docker_events";
-            /// Attribution sources that could not be read, by kind (cgroup_mount, cgroup_walk, cgroup_cap, docker_connect, docker_http, docker_status, docker_timeout, docker_reply).
+            /// Attribution sources that could not be read, by kind (cgroup_mount, cgroup_walk, cgroup_cap, docker_connect, docker_http, docker_status, docker_timeout, docker_reply, nsid_open, nsid_socket, nsid_request, nsid_kernel, nsid_malformed, nic_routes, nic_ethtool, nic_subscribe, lldp_socket, lldp_exec, lldp_timeout, lldp_status, lldp_reply).
             source_failures: counter<KindLabel> = "attribution_source_failures";
         }
         /// On-demand profiles and the Pyroscope push.

@@ -16,6 +16,7 @@
 
 pub mod discover;
 pub mod enter;
+pub mod nsid;
 pub mod sockstat;
 pub mod watch;
 
@@ -53,6 +54,8 @@ pub(crate) struct NamespaceStamp {
     pub inode: Option<u64>,
     pub name: Option<Arc<str>>,
     pub pid: Option<u32>,
+    /// NETNSA_NSID as the daemon's namespace knows it (`-populateNsid`).
+    pub nsid: Option<u32>,
 }
 
 /// A namespace found by one discovery pass.
@@ -75,6 +78,7 @@ impl DiscoveredNetns {
             inode: Some(self.id.ino),
             name,
             pid,
+            nsid: None,
         }
     }
 }
@@ -153,11 +157,62 @@ impl NetnsEntry {
 #[derive(Default)]
 pub struct NetnsRegistry {
     entries: HashMap<NetnsId, NetnsEntry>,
+    /// `-populateNsid`: looks up each new namespace's nsid.
+    nsids: Option<NsidLookup>,
+}
+
+/// `-populateNsid`'s rtnetlink socket, opened on first use and again after
+/// a failure to open it (logged once).
+#[derive(Default)]
+struct NsidLookup {
+    reader: Option<nsid::NsidReader>,
+    logged: bool,
+}
+
+impl NsidLookup {
+    /// The namespace's nsid; `None` when it has none or the lookup failed
+    /// (counted in `xtcp2_attribution_source_failures_total`).
+    fn lookup(&mut self, found: &DiscoveredNetns, metrics: &Metrics) -> Option<u32> {
+        let result = match &mut self.reader {
+            Some(reader) => reader.lookup(&found.path),
+            None => nsid::NsidReader::open().and_then(|mut reader| {
+                let answer = reader.lookup(&found.path);
+                self.reader = Some(reader);
+                answer
+            }),
+        };
+        match result {
+            Ok(id) => id,
+            Err(e) => {
+                metrics
+                    .attribution
+                    .source_failures
+                    .get_or_create(&KindLabel { kind: e.kind() })
+                    .inc();
+                if !self.logged {
+                    self.logged = true;
+                    tracing::warn!(error = %e, path = %found.path.display(),
+                        "--populate-nsid: namespace id lookup failed; nsid stays unset (further failures only counted)");
+                }
+                if matches!(e, nsid::NsidError::Request(_) | nsid::NsidError::Malformed(_)) {
+                    // The socket may hold a late reply: start afresh.
+                    self.reader = None;
+                }
+                None
+            }
+        }
+    }
 }
 
 impl NetnsRegistry {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Stamps every namespace found from now on with its nsid.
+    pub fn with_nsids(mut self, populate: bool) -> Self {
+        self.nsids = populate.then(NsidLookup::default);
+        self
     }
 
     /// Applies a discovery pass: new namespaces are added, vanished ones are
@@ -169,7 +224,10 @@ impl NetnsRegistry {
         self.entries.retain(|id, entry| match seen.remove(id) {
             Some(found) => {
                 if found.origin != entry.found.origin {
+                    // Same namespace, so the same nsid.
+                    let nsid = entry.stamp.nsid;
                     entry.stamp = found.stamp();
+                    entry.stamp.nsid = nsid;
                     entry.found = found;
                 }
                 true
@@ -184,10 +242,14 @@ impl NetnsRegistry {
         for (id, found) in seen {
             tracing::debug!(inode = id.ino, origin = ?found.origin, "namespace discovered");
             metrics.netns.discovered.inc();
+            let mut stamp = found.stamp();
+            if let Some(nsids) = &mut self.nsids {
+                stamp.nsid = nsids.lookup(&found, metrics);
+            }
             self.entries.insert(
                 id,
                 NetnsEntry {
-                    stamp: found.stamp(),
+                    stamp,
                     found,
                     socket: None,
                     failure_streak: 0,

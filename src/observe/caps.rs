@@ -151,6 +151,10 @@ pub(crate) struct Needs {
     /// `--prom-listen` on a port below `net.ipv4.ip_unprivileged_port_start`:
     /// the listener is bound after the drop.
     pub privileged_port: bool,
+    /// `--enrich-lldp` runs `lldpcli` and it connects to lldpd's socket;
+    /// Debian makes both lldpd's own (`_lldpd`, modes 4750 and 0770), so
+    /// uid 0 without CAP_DAC_OVERRIDE may neither run nor connect.
+    pub lldp_client: bool,
 }
 
 /// A capability kept after start-up, and why.
@@ -167,6 +171,11 @@ impl Needs {
     /// namespace found later is opened later.
     pub fn kept(&self) -> Vec<Kept> {
         let wanted = [
+            (
+                self.lldp_client,
+                Capability::CAP_DAC_OVERRIDE,
+                "--enrich-lldp runs lldpcli and connects to lldpd's socket, both lldpd's user's",
+            ),
             (
                 self.privileged_port,
                 Capability::CAP_NET_BIND_SERVICE,
@@ -571,10 +580,12 @@ mod tests {
             proc_scan: true,
             raw_socket: true,
             privileged_port: true,
+            lldp_client: true,
         };
         assert_eq!(
             names(all),
             [
+                "cap_dac_override",
                 "cap_net_bind_service",
                 "cap_net_admin",
                 "cap_net_raw",

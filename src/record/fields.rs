@@ -4,7 +4,8 @@
 //! Tags are grouped in ranges per source so new fields can be added without
 //! renumbering: 1-9 context, 10-29 `inet_diag_msg`, 30-39 meminfo, 40-49
 //! skmem, 50-59 small attributes, 60-79 sockopt, 80-99 congestion control
-//! info, 100-199 `tcp_info`, 200-219 workload attribution (`attribute`).
+//! info, 100-199 `tcp_info`, 200-219 workload attribution (`attribute`),
+//! 220-229 namespace ids, 230-269 uplinks (`--enrich-nic`, `--enrich-lldp`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -362,4 +363,61 @@ define_record! {
     pod_uid: Arc<str> = 204, Str, "cgroup v2 path", "";
     /// systemd unit owning the socket's cgroup (`nginx.service`, `session-3.scope`), when it is not a container's scope (`--resolve-container-id`).
     systemd_unit: Arc<str> = 205, Str, "cgroup v2 path", "";
+
+    /// Id of the socket's network namespace as the daemon's namespace knows it (`ip netns list-id`); absent when none is assigned (`--populate-nsid`, which never assigns one).
+    nsid: u32 = 220, Uint, "rtnetlink RTM_GETNSID NETNSA_NSID", "";
+
+    /// Interface name of uplink 1 (`--enrich-nic`: `--uplink-interfaces`, else the default routes' interfaces).
+    uplink1_ifname: Arc<str> = 230, Str, "--uplink-interfaces / rtnetlink default routes", "";
+    /// Kernel driver of uplink 1 (`veth`, `ixgbe`).
+    uplink1_nic_driver: Arc<str> = 231, Str, "SIOCETHTOOL ETHTOOL_GDRVINFO .driver", "";
+    /// Device name of uplink 1's PCI ids in the PCI id database; absent for virtual NICs.
+    uplink1_nic_model: Arc<str> = 232, Str, "pci.ids", "";
+    /// PCI vendor id of uplink 1; absent for virtual NICs.
+    uplink1_nic_pci_vendor: u32 = 233, Uint, "/sys/class/net/IF/device/vendor", "";
+    /// PCI device id of uplink 1; absent for virtual NICs.
+    uplink1_nic_pci_device: u32 = 234, Uint, "/sys/class/net/IF/device/device", "";
+    /// Bus address of uplink 1 (`0000:03:00.0`); absent for virtual NICs.
+    uplink1_nic_bus_info: Arc<str> = 235, Str, "SIOCETHTOOL ETHTOOL_GDRVINFO .bus_info", "";
+    /// Link speed of uplink 1; absent when the kernel reports none (down, or a driver without speed).
+    uplink1_nic_speed_mbps: u32 = 236, Uint, "/sys/class/net/IF/speed", "Mb/s";
+    /// Firmware version of uplink 1; absent when the driver reports none.
+    uplink1_nic_fw_version: Arc<str> = 237, Str, "SIOCETHTOOL ETHTOOL_GDRVINFO .fw_version", "";
+    /// System name of uplink 1's LLDP neighbour (the switch) (`--enrich-lldp`).
+    uplink1_lldp_chassis_name: Arc<str> = 240, Str, "lldpd: lldpcli show neighbors .chassis.name", "";
+    /// Chassis id of uplink 1's LLDP neighbour (often a MAC address).
+    uplink1_lldp_chassis_id: Arc<str> = 241, Str, "lldpd: lldpcli show neighbors .chassis.id", "";
+    /// First management address uplink 1's LLDP neighbour advertises.
+    uplink1_lldp_mgmt_ip: Arc<str> = 242, Str, "lldpd: lldpcli show neighbors .chassis.mgmt-ip", "";
+    /// Port id of the neighbour's port uplink 1 is plugged into (often its MAC or name).
+    uplink1_lldp_port_id: Arc<str> = 243, Str, "lldpd: lldpcli show neighbors .port.id", "";
+    /// Description of the neighbour's port uplink 1 is plugged into.
+    uplink1_lldp_port_descr: Arc<str> = 244, Str, "lldpd: lldpcli show neighbors .port.descr", "";
+
+    /// Interface name of uplink 2 (`--enrich-nic`: `--uplink-interfaces`, else the default routes' interfaces).
+    uplink2_ifname: Arc<str> = 250, Str, "--uplink-interfaces / rtnetlink default routes", "";
+    /// Kernel driver of uplink 2 (`veth`, `ixgbe`).
+    uplink2_nic_driver: Arc<str> = 251, Str, "SIOCETHTOOL ETHTOOL_GDRVINFO .driver", "";
+    /// Device name of uplink 2's PCI ids in the PCI id database; absent for virtual NICs.
+    uplink2_nic_model: Arc<str> = 252, Str, "pci.ids", "";
+    /// PCI vendor id of uplink 2; absent for virtual NICs.
+    uplink2_nic_pci_vendor: u32 = 253, Uint, "/sys/class/net/IF/device/vendor", "";
+    /// PCI device id of uplink 2; absent for virtual NICs.
+    uplink2_nic_pci_device: u32 = 254, Uint, "/sys/class/net/IF/device/device", "";
+    /// Bus address of uplink 2 (`0000:03:00.0`); absent for virtual NICs.
+    uplink2_nic_bus_info: Arc<str> = 255, Str, "SIOCETHTOOL ETHTOOL_GDRVINFO .bus_info", "";
+    /// Link speed of uplink 2; absent when the kernel reports none (down, or a driver without speed).
+    uplink2_nic_speed_mbps: u32 = 256, Uint, "/sys/class/net/IF/speed", "Mb/s";
+    /// Firmware version of uplink 2; absent when the driver reports none.
+    uplink2_nic_fw_version: Arc<str> = 257, Str, "SIOCETHTOOL ETHTOOL_GDRVINFO .fw_version", "";
+    /// System name of uplink 2's LLDP neighbour (the switch) (`--enrich-lldp`).
+    uplink2_lldp_chassis_name: Arc<str> = 260, Str, "lldpd: lldpcli show neighbors .chassis.name", "";
+    /// Chassis id of uplink 2's LLDP neighbour (often a MAC address).
+    uplink2_lldp_chassis_id: Arc<str> = 261, Str, "lldpd: lldpcli show neighbors .chassis.id", "";
+    /// First management address uplink 2's LLDP neighbour advertises.
+    uplink2_lldp_mgmt_ip: Arc<str> = 262, Str, "lldpd: lldpcli show neighbors .chassis.mgmt-ip", "";
+    /// Port id of the neighbour's port uplink 2 is plugged into (often its MAC or name).
+    uplink2_lldp_port_id: Arc<str> = 263, Str, "lldpd: lldpcli show neighbors .port.id", "";
+    /// Description of the neighbour's port uplink 2 is plugged into.
+    uplink2_lldp_port_descr: Arc<str> = 264, Str, "lldpd: lldpcli show neighbors .port.descr", "";
 }

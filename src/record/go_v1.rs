@@ -143,8 +143,7 @@ define_go_v1! {
     location: string = 21, "location", Str <- [field location];
     netns: string = 30, "netns", Str <- [field netns_name];
     netns_inode: uint64 = 31, "netnsInode", Uint <- [field netns_inode];
-    /// Unset: the namespace id (NETNSA_NSID) is not collected.
-    nsid: uint32 = 32, "nsid", Uint <- [unset];
+    nsid: uint32 = 32, "nsid", Uint <- [field nsid];
     container_id: string = 40, "containerId", Str <- [field container_id];
     container_runtime: string = 41, "containerRuntime", Str <- [field container_runtime];
     container_name: string = 42, "containerName", Str <- [field container_name];
@@ -157,58 +156,32 @@ define_go_v1! {
     socket_fd: uint64 = 61, "socketFd", Uint <- [unset];
     /// Unset: the Go daemon's reader number.
     netlinker_id: uint64 = 62, "netlinkerId", Uint <- [unset];
-    /// Unset: no NIC enrichment.
-    uplink1_ifname: string = 100, "uplink1Ifname", Str <- [unset];
-    /// Unset: no NIC enrichment.
-    uplink1_nic_driver: string = 101, "uplink1NicDriver", Str <- [unset];
-    /// Unset: no NIC enrichment.
-    uplink1_nic_model: string = 102, "uplink1NicModel", Str <- [unset];
-    /// Unset: no NIC enrichment.
-    uplink1_nic_pci_vendor: uint32 = 103, "uplink1NicPciVendor", Uint <- [unset];
-    /// Unset: no NIC enrichment.
-    uplink1_nic_pci_device: uint32 = 104, "uplink1NicPciDevice", Uint <- [unset];
-    /// Unset: no NIC enrichment.
-    uplink1_nic_bus_info: string = 105, "uplink1NicBusInfo", Str <- [unset];
-    /// Unset: no NIC enrichment.
-    uplink1_nic_speed_mbps: uint32 = 106, "uplink1NicSpeedMbps", Uint <- [unset];
-    /// Unset: no NIC enrichment.
-    uplink1_nic_fw_version: string = 107, "uplink1NicFwVersion", Str <- [unset];
-    /// Unset: no LLDP enrichment.
-    uplink1_lldp_chassis_name: string = 120, "uplink1LldpChassisName", Str <- [unset];
-    /// Unset: no LLDP enrichment.
-    uplink1_lldp_chassis_id: string = 121, "uplink1LldpChassisId", Str <- [unset];
-    /// Unset: no LLDP enrichment.
-    uplink1_lldp_mgmt_ip: string = 122, "uplink1LldpMgmtIp", Str <- [unset];
-    /// Unset: no LLDP enrichment.
-    uplink1_lldp_port_id: string = 123, "uplink1LldpPortId", Str <- [unset];
-    /// Unset: no LLDP enrichment.
-    uplink1_lldp_port_descr: string = 124, "uplink1LldpPortDescr", Str <- [unset];
-    /// Unset: no NIC enrichment.
-    uplink2_ifname: string = 200, "uplink2Ifname", Str <- [unset];
-    /// Unset: no NIC enrichment.
-    uplink2_nic_driver: string = 201, "uplink2NicDriver", Str <- [unset];
-    /// Unset: no NIC enrichment.
-    uplink2_nic_model: string = 202, "uplink2NicModel", Str <- [unset];
-    /// Unset: no NIC enrichment.
-    uplink2_nic_pci_vendor: uint32 = 203, "uplink2NicPciVendor", Uint <- [unset];
-    /// Unset: no NIC enrichment.
-    uplink2_nic_pci_device: uint32 = 204, "uplink2NicPciDevice", Uint <- [unset];
-    /// Unset: no NIC enrichment.
-    uplink2_nic_bus_info: string = 205, "uplink2NicBusInfo", Str <- [unset];
-    /// Unset: no NIC enrichment.
-    uplink2_nic_speed_mbps: uint32 = 206, "uplink2NicSpeedMbps", Uint <- [unset];
-    /// Unset: no NIC enrichment.
-    uplink2_nic_fw_version: string = 207, "uplink2NicFwVersion", Str <- [unset];
-    /// Unset: no LLDP enrichment.
-    uplink2_lldp_chassis_name: string = 220, "uplink2LldpChassisName", Str <- [unset];
-    /// Unset: no LLDP enrichment.
-    uplink2_lldp_chassis_id: string = 221, "uplink2LldpChassisId", Str <- [unset];
-    /// Unset: no LLDP enrichment.
-    uplink2_lldp_mgmt_ip: string = 222, "uplink2LldpMgmtIp", Str <- [unset];
-    /// Unset: no LLDP enrichment.
-    uplink2_lldp_port_id: string = 223, "uplink2LldpPortId", Str <- [unset];
-    /// Unset: no LLDP enrichment.
-    uplink2_lldp_port_descr: string = 224, "uplink2LldpPortDescr", Str <- [unset];
+    uplink1_ifname: string = 100, "uplink1Ifname", Str <- [field uplink1_ifname];
+    uplink1_nic_driver: string = 101, "uplink1NicDriver", Str <- [field uplink1_nic_driver];
+    uplink1_nic_model: string = 102, "uplink1NicModel", Str <- [field uplink1_nic_model];
+    uplink1_nic_pci_vendor: uint32 = 103, "uplink1NicPciVendor", Uint <- [field uplink1_nic_pci_vendor];
+    uplink1_nic_pci_device: uint32 = 104, "uplink1NicPciDevice", Uint <- [field uplink1_nic_pci_device];
+    uplink1_nic_bus_info: string = 105, "uplink1NicBusInfo", Str <- [field uplink1_nic_bus_info];
+    uplink1_nic_speed_mbps: uint32 = 106, "uplink1NicSpeedMbps", Uint <- [field uplink1_nic_speed_mbps];
+    uplink1_nic_fw_version: string = 107, "uplink1NicFwVersion", Str <- [field uplink1_nic_fw_version];
+    uplink1_lldp_chassis_name: string = 120, "uplink1LldpChassisName", Str <- [field uplink1_lldp_chassis_name];
+    uplink1_lldp_chassis_id: string = 121, "uplink1LldpChassisId", Str <- [field uplink1_lldp_chassis_id];
+    uplink1_lldp_mgmt_ip: string = 122, "uplink1LldpMgmtIp", Str <- [field uplink1_lldp_mgmt_ip];
+    uplink1_lldp_port_id: string = 123, "uplink1LldpPortId", Str <- [field uplink1_lldp_port_id];
+    uplink1_lldp_port_descr: string = 124, "uplink1LldpPortDescr", Str <- [field uplink1_lldp_port_descr];
+    uplink2_ifname: string = 200, "uplink2Ifname", Str <- [field uplink2_ifname];
+    uplink2_nic_driver: string = 201, "uplink2NicDriver", Str <- [field uplink2_nic_driver];
+    uplink2_nic_model: string = 202, "uplink2NicModel", Str <- [field uplink2_nic_model];
+    uplink2_nic_pci_vendor: uint32 = 203, "uplink2NicPciVendor", Uint <- [field uplink2_nic_pci_vendor];
+    uplink2_nic_pci_device: uint32 = 204, "uplink2NicPciDevice", Uint <- [field uplink2_nic_pci_device];
+    uplink2_nic_bus_info: string = 205, "uplink2NicBusInfo", Str <- [field uplink2_nic_bus_info];
+    uplink2_nic_speed_mbps: uint32 = 206, "uplink2NicSpeedMbps", Uint <- [field uplink2_nic_speed_mbps];
+    uplink2_nic_fw_version: string = 207, "uplink2NicFwVersion", Str <- [field uplink2_nic_fw_version];
+    uplink2_lldp_chassis_name: string = 220, "uplink2LldpChassisName", Str <- [field uplink2_lldp_chassis_name];
+    uplink2_lldp_chassis_id: string = 221, "uplink2LldpChassisId", Str <- [field uplink2_lldp_chassis_id];
+    uplink2_lldp_mgmt_ip: string = 222, "uplink2LldpMgmtIp", Str <- [field uplink2_lldp_mgmt_ip];
+    uplink2_lldp_port_id: string = 223, "uplink2LldpPortId", Str <- [field uplink2_lldp_port_id];
+    uplink2_lldp_port_descr: string = 224, "uplink2LldpPortDescr", Str <- [field uplink2_lldp_port_descr];
     inet_diag_msg_family: uint32 = 1001, "inetDiagMsgFamily", Family <- [field idiag_family];
     inet_diag_msg_state: uint32 = 1002, "inetDiagMsgState", TcpState <- [field idiag_state];
     inet_diag_msg_timer: uint32 = 1003, "inetDiagMsgTimer", Uint <- [field idiag_timer];
