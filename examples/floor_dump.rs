@@ -151,6 +151,7 @@ fn dump_all(args: &Args) -> Result<String, String> {
     let states = parse_states(&args.states).map_err(|e| e.to_string())?;
     let plan = DumpPlan {
         states,
+        filter: None,
         deserializers,
         modulus: 1,
         recv_buffer: RECV_BUFFER_BYTES,
