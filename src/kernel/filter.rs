@@ -204,33 +204,31 @@ impl<'a> Parser<'a> {
         Ok(t)
     }
 
-    /// or := and (("or" | "||" | "|") and)*
+    /// list := unary (("or" | "||" | "|" | "and" | "&&" | "&")? unary)*
+    ///
+    /// As in ss's grammar (`exprlist`), `and` and `or` have the same
+    /// precedence and group from the left: `a or b and c` is
+    /// `(a or b) and c`. Juxtaposed terms are joined by `and`.
     fn or(&mut self) -> Result<Expr, FilterError> {
-        let mut left = self.and()?;
-        while let Some(t) = self.peek() {
-            if !matches!(t.text, "or" | "||" | "|") {
-                break;
-            }
-            self.pos += 1;
-            let right = self.and()?;
-            left = Expr::Or(Box::new(left), Box::new(right));
-        }
-        Ok(left)
-    }
-
-    /// and := unary (("and" | "&&" | "&")? unary)*: juxtaposed terms are
-    /// joined by `and`, as ss does.
-    fn and(&mut self) -> Result<Expr, FilterError> {
         let mut left = self.unary()?;
         while let Some(t) = self.peek() {
-            if matches!(t.text, "or" | "||" | "|" | ")") {
-                break;
-            }
-            if matches!(t.text, "and" | "&&" | "&") {
-                self.pos += 1;
-            }
+            let or = match t.text {
+                ")" => break,
+                "or" | "||" | "|" => true,
+                "and" | "&&" | "&" => false,
+                _ => {
+                    let right = self.unary()?;
+                    left = Expr::And(Box::new(left), Box::new(right));
+                    continue;
+                }
+            };
+            self.pos += 1;
             let right = self.unary()?;
-            left = Expr::And(Box::new(left), Box::new(right));
+            left = if or {
+                Expr::Or(Box::new(left), Box::new(right))
+            } else {
+                Expr::And(Box::new(left), Box::new(right))
+            };
         }
         Ok(left)
     }
@@ -898,7 +896,8 @@ mod tests {
         assert!(!keeps("src 127.0.0.2:444", &a));
     }
 
-    /// The grammar's shape: precedence (not > and > or), implicit and,
+    /// The grammar's shape: ss's precedence (not binds tightest, and/or
+    /// group from the left at one level), implicit and,
     /// operators and their words.
     #[test]
     fn parse_trees() {
@@ -915,12 +914,9 @@ mod tests {
         assert_eq!(parse("dport :443").unwrap(), host(End::Destination, 443));
         assert_eq!(
             parse("sport = :1 or sport = :2 and dport = :3").unwrap(),
-            Expr::Or(
-                Box::new(host(End::Source, 1)),
-                Box::new(Expr::And(
-                    Box::new(host(End::Source, 2)),
-                    Box::new(host(End::Destination, 3))
-                ))
+            Expr::And(
+                Box::new(Expr::Or(Box::new(host(End::Source, 1)), Box::new(host(End::Source, 2)))),
+                Box::new(host(End::Destination, 3))
             )
         );
         assert_eq!(
