@@ -363,12 +363,12 @@ def run_case(case, tools, ws, namespaces):
     """One run of one case; returns the measurement and what it counted."""
     netns_dir = ws.netns_dir
     states = []
-    if case.endswith("_filtered"):
-        case = case.removesuffix("_filtered")
-        states = ["--filter", filter_one_percent()]
     if case.endswith("_nobound"):
         case = case.removesuffix("_nobound")
         states = ["--states", STATES_NO_BOUND]
+    if case.endswith("_filtered"):
+        case = case.removesuffix("_filtered")
+        states += ["--filter", filter_one_percent()]
     if case in ("floor", "floor_uring"):
         argv = [str(tools.floor), "dump", "--netns-dirs", str(netns_dir), "--deserializers", "default"] + states
         if case == "floor_uring":
