@@ -176,9 +176,19 @@ fn operator(word: &str) -> Option<Op> {
     })
 }
 
+/// Parentheses and `not`s nested deeper than this are refused: the parser
+/// and the compiler recurse, and argv can hold 100,000 `(`s.
+const MAX_NESTING: usize = 64;
+/// Conditions past this are refused before compiling: even the smallest
+/// op would overflow `MAX_BYTECODE_LEN` long before, and the left-leaning
+/// tree the compiler walks stays shallow enough for any thread's stack.
+const MAX_CONDITIONS: usize = 2_000;
+
 struct Parser<'a> {
     tokens: Vec<Token<'a>>,
     pos: usize,
+    depth: usize,
+    conditions: usize,
 }
 
 fn syntax(token: &Token<'_>, problem: &'static str) -> FilterError {
@@ -236,6 +246,23 @@ impl<'a> Parser<'a> {
     /// unary := ("not" | "!") unary | "(" or ")" | term
     fn unary(&mut self) -> Result<Expr, FilterError> {
         let t = self.next("expected a condition such as `dport = :443`")?;
+        if matches!(t.text, "not" | "!" | "(") {
+            self.depth += 1;
+            if self.depth > MAX_NESTING {
+                return Err(syntax(&t, "nested too deeply (at most 64 levels of `(` and `not`)"));
+            }
+        } else {
+            self.conditions += 1;
+            if self.conditions > MAX_CONDITIONS {
+                return Err(syntax(&t, "too many conditions (at most 2000)"));
+            }
+        }
+        let result = self.unary_after(t);
+        self.depth = self.depth.saturating_sub(1);
+        result
+    }
+
+    fn unary_after(&mut self, t: Token<'a>) -> Result<Expr, FilterError> {
         match t.text {
             "not" | "!" => Ok(Expr::Not(Box::new(self.unary()?))),
             "(" => {
@@ -408,6 +435,8 @@ pub fn parse(input: &str) -> Result<Expr, FilterError> {
     let mut p = Parser {
         tokens: tokenize(input),
         pos: 0,
+        depth: 0,
+        conditions: 0,
     };
     let expr = p.or()?;
     if let Some(t) = p.peek() {
@@ -1007,10 +1036,27 @@ mod tests {
         check_with_kernel(&parse_filter("dport = :443 or src [::1]").unwrap().unwrap()).unwrap();
     }
 
+    /// Hostile nesting and length are refused with an error, never a stack
+    /// overflow.
+    #[test]
+    fn deep_nesting_and_huge_expressions_are_refused() {
+        let deep = format!("{}dport = :1{}", "( ".repeat(100_000), " )".repeat(100_000));
+        assert!(matches!(
+            parse_filter(&deep),
+            Err(FilterError::Syntax { column: 129, .. })
+        ));
+        let nots = "not ".repeat(100_000) + "dport = :1";
+        assert!(matches!(parse_filter(&nots), Err(FilterError::Syntax { .. })));
+        let long = vec!["dport = :1"; 50_000].join(" or ");
+        assert!(matches!(parse_filter(&long), Err(FilterError::Syntax { .. })));
+        let fine = format!("{}dport = :1{}", "( ".repeat(64), " )".repeat(64));
+        assert!(parse_filter(&fine).is_ok());
+    }
+
     /// A program past what `op->no` can jump over is refused, not truncated.
     #[test]
     fn oversized_programs_are_refused() {
-        let text = vec!["src [2001:db8::1]:443"; 3000].join(" or ");
+        let text = vec!["src [2001:db8::1]:443"; 1_990].join(" or ");
         assert!(matches!(parse_filter(&text), Err(FilterError::TooLong(_))));
     }
 }
