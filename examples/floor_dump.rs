@@ -56,6 +56,8 @@ struct Args {
     proc_scan: bool,
     deserializers: String,
     states: String,
+    /// xtcp2's `--filter`, compiled the same way; empty: none.
+    filter: String,
     repeat: usize,
     io_uring: bool,
     processes: usize,
@@ -71,6 +73,7 @@ fn parse_args() -> Result<Args, String> {
         proc_scan: false,
         deserializers: "default".into(),
         states: "all".into(),
+        filter: String::new(),
         repeat: 5,
         io_uring: false,
         processes: 0,
@@ -98,6 +101,7 @@ fn parse_args() -> Result<Args, String> {
             "--proc-scan" => args.proc_scan = true,
             "--deserializers" => args.deserializers = value("--deserializers")?,
             "--states" => args.states = value("--states")?,
+            "--filter" => args.filter = value("--filter")?,
             "--repeat" => args.repeat = value("--repeat")?.parse().map_err(|e| format!("--repeat: {e}"))?,
             "--io-uring" => args.io_uring = true,
             "--processes" => args.processes = value("--processes")?.parse().map_err(|e| format!("--processes: {e}"))?,
@@ -108,7 +112,7 @@ fn parse_args() -> Result<Args, String> {
     if args.mode.is_empty() {
         return Err(
             "usage: floor_dump dump|discover|hold|measure [--netns-dirs D,..] [--proc-scan] \
-                    [--deserializers SPEC] [--states SPEC] [--repeat N] [--io-uring] [--processes N] [--new-netns] \
+                    [--deserializers SPEC] [--states SPEC] [--filter EXPR] [--repeat N] [--io-uring] [--processes N] [--new-netns] \
                     [--report FILE -- PROGRAM ARGS...]"
                 .into(),
         );
@@ -149,8 +153,10 @@ fn dump_all(args: &Args) -> Result<String, String> {
     // "all" includes bound-inactive, whose dump walks the bind hash, which
     // every namespace shares (bench/scale.py measures what that costs).
     let states = parse_states(&args.states).map_err(|e| e.to_string())?;
+    let filter = xtcp2::kernel::parse_filter(&args.filter).map_err(|e| e.to_string())?;
     let plan = DumpPlan {
         states,
+        filter,
         deserializers,
         modulus: 1,
         recv_buffer: RECV_BUFFER_BYTES,

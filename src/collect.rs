@@ -19,9 +19,11 @@ use crate::record::Stamps;
 use crate::tap::TapWriter;
 
 /// What to ask for in every dump.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DumpPlan {
     pub states: u32,
+    /// `--filter`, compiled; sent with both families' requests.
+    pub filter: Option<crate::kernel::Bytecode>,
     pub deserializers: Deserializers,
     /// Keep every Nth socket (`--modulus`, sampling); 1 keeps all.
     pub modulus: u64,
@@ -37,6 +39,7 @@ impl DumpPlan {
             family,
             states: self.states,
             ext,
+            filter: self.filter.clone(),
         })
     }
 }
@@ -88,9 +91,9 @@ pub(crate) struct Collector {
 impl Collector {
     pub fn new(plan: DumpPlan, stamps: Stamps, builder: EnvelopeBuilder, metrics: Arc<Metrics>) -> Self {
         Collector {
-            plan,
             decoder: SocketDecoder::new(plan.deserializers),
             buf: vec![0u8; plan.recv_buffer.max(RECV_BUFFER_BYTES)],
+            plan,
             stamps: private_copy(&stamps),
             metrics,
             uring: None,

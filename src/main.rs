@@ -152,6 +152,14 @@ fn main() -> ExitCode {
                     return code;
                 }
             }
+            if let Some(filter) = &config.poll.filter {
+                // A first dump with the program, before anything starts: a
+                // kernel that refuses it must not yield silent empty output.
+                if let Err(e) = xtcp2::kernel::check_with_kernel(filter) {
+                    eprintln!("xtcp2: {}", error_chain(&anyhow::Error::new(e)));
+                    return ExitCode::from(2);
+                }
+            }
             let counted_loops = config.poll.max_loops > 0;
             match xtcp2::daemon::run_with_held_signals(config, xtcp2::shutdown::Shutdown::new(), Some(held)) {
                 Ok(outcome) if counted_loops && outcome.incomplete_polls > 0 => {

@@ -139,6 +139,7 @@ impl Poller {
     ) -> anyhow::Result<Self> {
         let plan = DumpPlan {
             states: config.poll.states,
+            filter: config.poll.filter.clone(),
             deserializers: config.output.deserializers,
             modulus: config.poll.modulus,
             recv_buffer: config.poll.recv_buffer,
@@ -160,7 +161,7 @@ impl Poller {
                 config.observe.hostname.clone(),
             )
             .per_namespace(config.delivery.destination.envelope_per_namespace());
-            let mut collector = Collector::new(plan, output.stamps.clone(), builder, metrics.clone());
+            let mut collector = Collector::new(plan.clone(), output.stamps.clone(), builder, metrics.clone());
             if let Some(uring) = io_uring {
                 if !collector.use_io_uring(uring.recv_batch, uring.cqe_batch) {
                     io_uring = None;

@@ -808,6 +808,7 @@ fn captured_ss_requests_equal_our_encoding() {
             family: bytes[16],
             states,
             ext: bytes[18],
+            filter: None,
         };
         assert_eq!(request.encode(123_456).as_slice(), bytes.as_slice(), "{file}");
         assert_eq!((request.family, request.ext), (2, 0x7f), "{file}");

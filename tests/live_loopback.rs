@@ -122,6 +122,7 @@ fn dump_family(family: u8) -> Vec<Dumped> {
         family,
         states: ALL_TCP_STATES,
         ext: deserializers.request_ext(),
+        filter: None,
     };
     let mut decoder = SocketDecoder::new(deserializers);
     let mut buf = vec![0u8; RECV_BUFFER_BYTES];

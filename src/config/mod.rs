@@ -195,6 +195,10 @@ pub struct DaemonArgs {
     /// TCP states to dump: all, or a comma list (established,listen,time-wait,...).
     #[arg(long, env = "XTCP2_STATES", default_value = "all")]
     pub states: String,
+    /// Socket filter in the `ss` language, run by the kernel on each socket
+    /// (e.g. "dport = :443 and dst 10.0.0.0/8"); see docs/filters.md.
+    #[arg(long, env = "XTCP2_FILTER", default_value = "")]
+    pub filter: String,
     /// Netlink receive timeout, milliseconds.
     #[arg(long, env = "XTCP2_NLTIMEOUT", default_value_t = 1000)]
     pub nltimeout: u64,
@@ -803,6 +807,8 @@ pub enum ConfigError {
     Deserializers(#[from] crate::decode::UnknownDeserializer),
     #[error(transparent)]
     States(#[from] crate::kernel::request::UnknownState),
+    #[error(transparent)]
+    Filter(#[from] crate::kernel::FilterError),
     #[error("--profile-mode {0:?}: mutex and block are Go runtime profiles with no Rust equivalent; use cpu or mem")]
     GoOnlyProfile(String),
     #[error("--profile-mode {0:?} is unknown; use cpu or mem")]
@@ -869,6 +875,8 @@ pub struct PollConfig {
     pub jitter: Duration,
     /// Kernel state bitmask of `--states`.
     pub states: u32,
+    /// `--filter`, compiled into inet_diag bytecode; `None`: every socket.
+    pub filter: Option<crate::kernel::Bytecode>,
     pub netlink_timeout: Duration,
     pub netlinkers: usize,
     /// `None` receives with recv(2).
@@ -1173,6 +1181,7 @@ impl Config {
                 max_loops: a.max_loops,
                 jitter: poll_jitter,
                 states: parse_states(&a.states)?,
+                filter: crate::kernel::parse_filter(&a.filter)?,
                 netlink_timeout: Duration::from_millis(a.nltimeout),
                 netlinkers: a.netlinkers,
                 io_uring: a.io_uring.then_some(IoUringConfig {

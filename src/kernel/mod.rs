@@ -7,10 +7,12 @@
 //! namespace it is in (that is `netns`). It counts its own work into the
 //! netlink metrics (`DumpSummary::report_to`, `DumpError::report_to`).
 
+pub mod filter;
 pub mod request;
 pub mod socket;
 pub mod uring;
 
+pub use filter::{check_with_kernel, parse_filter, Bytecode, FilterCheckError, FilterError};
 pub use request::{parse_states, DumpRequest, ALL_TCP_STATES};
 pub(crate) use socket::set_recv_timeout;
 pub use socket::{DatagramTap, DiagSocket, DumpError, DumpSummary, RECV_BUFFER_BYTES};

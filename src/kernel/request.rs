@@ -1,11 +1,14 @@
 //! The dump request: `nlmsghdr` + `struct inet_diag_req_v2`.
 
+use super::filter::{Bytecode, INET_DIAG_REQ_BYTECODE};
 use crate::decode::netlink::{NLMSG_HDRLEN, SOCK_DIAG_BY_FAMILY};
 
 /// `sizeof(struct inet_diag_req_v2)`.
 pub(crate) const INET_DIAG_REQ_V2_LEN: usize = 56;
 /// Total request size on the wire.
 pub(crate) const DUMP_REQUEST_LEN: usize = NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN;
+/// `sizeof(struct nlattr)`.
+const NLA_HDRLEN: usize = 4;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 const IPPROTO_TCP: u8 = 6;
@@ -58,7 +61,7 @@ pub fn parse_states(spec: &str) -> Result<u32, UnknownState> {
 }
 
 /// What to ask the kernel for in one dump.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DumpRequest {
     /// `AF_INET` or `AF_INET6`.
     pub family: u8,
@@ -66,13 +69,20 @@ pub struct DumpRequest {
     pub states: u32,
     /// `idiag_ext`: which extension attributes to send.
     pub ext: u8,
+    /// `--filter`: the program the kernel runs on each socket
+    /// (`INET_DIAG_REQ_BYTECODE`); `None` keeps every socket.
+    pub filter: Option<Bytecode>,
 }
 
 impl DumpRequest {
-    /// The request bytes, host byte order, with sequence number `seq`.
-    pub fn encode(&self, seq: u32) -> [u8; DUMP_REQUEST_LEN] {
-        let mut b = [0u8; DUMP_REQUEST_LEN];
-        b[0..4].copy_from_slice(&(DUMP_REQUEST_LEN as u32).to_ne_bytes());
+    /// The request bytes, host byte order, with sequence number `seq`:
+    /// the header and `inet_diag_req_v2`, then the filter attribute if any.
+    pub fn encode(&self, seq: u32) -> Vec<u8> {
+        let attr_len = self.filter.as_ref().map_or(0, |f| NLA_HDRLEN + f.as_bytes().len());
+        let total = DUMP_REQUEST_LEN + attr_len;
+        let mut b = vec![0u8; DUMP_REQUEST_LEN];
+        b.reserve(attr_len);
+        b[0..4].copy_from_slice(&(total as u32).to_ne_bytes());
         b[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
         b[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
         b[8..12].copy_from_slice(&seq.to_ne_bytes());
@@ -83,6 +93,13 @@ impl DumpRequest {
         b[20..24].copy_from_slice(&self.states.to_ne_bytes());
         // inet_diag_sockid stays zero: no filter on ports, addresses or
         // cookie (INET_DIAG_NOCOOKIE is only needed for exact lookups).
+        if let Some(filter) = &self.filter {
+            // `struct nlattr`; the program is whole ops, so already 4-aligned
+            // and no padding follows. Its length fits: `parse_filter` caps it.
+            b.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+            b.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+            b.extend_from_slice(filter.as_bytes());
+        }
         b
     }
 }
@@ -97,6 +114,7 @@ mod tests {
             family: 2,
             states: ALL_TCP_STATES,
             ext: Deserializers::parse(spec).unwrap().request_ext(),
+            filter: None,
         };
         req.encode(1)[18]
     }
@@ -118,6 +136,7 @@ mod tests {
             family: 10,
             states: 1 << 10,
             ext: 0,
+            filter: None,
         }
         .encode(0x01020304);
         assert_eq!(u32::from_ne_bytes(b[0..4].try_into().unwrap()), 72);
@@ -126,6 +145,29 @@ mod tests {
         assert_eq!(u32::from_ne_bytes(b[8..12].try_into().unwrap()), 0x01020304);
         assert_eq!((b[16], b[17]), (10, 6));
         assert_eq!(u32::from_ne_bytes(b[20..24].try_into().unwrap()), 1 << 10);
+    }
+
+    /// A filter rides as one `INET_DIAG_REQ_BYTECODE` attribute after the
+    /// request, and the message length covers it.
+    #[test]
+    fn filter_attribute_follows_the_request() {
+        let filter = super::super::filter::parse_filter("dport = :443").unwrap();
+        let program = filter.clone().unwrap().as_bytes().to_vec();
+        let b = DumpRequest {
+            family: 2,
+            states: ALL_TCP_STATES,
+            ext: 0,
+            filter,
+        }
+        .encode(7);
+        assert_eq!(b.len(), 72 + 4 + program.len());
+        assert_eq!(u32::from_ne_bytes(b[0..4].try_into().unwrap()) as usize, b.len());
+        assert_eq!(
+            u16::from_ne_bytes(b[72..74].try_into().unwrap()) as usize,
+            4 + program.len()
+        );
+        assert_eq!(u16::from_ne_bytes(b[74..76].try_into().unwrap()), 1);
+        assert_eq!(&b[76..], &program[..]);
     }
 
     /// State names map to kernel bits; unknown ones are refused.

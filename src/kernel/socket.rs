@@ -411,6 +411,7 @@ mod tests {
             family: 2,
             states: super::super::ALL_TCP_STATES,
             ext: 0,
+            filter: None,
         };
         let mut buf = vec![0u8; RECV_BUFFER_BYTES];
         let mut ports = Vec::new();
@@ -438,6 +439,7 @@ mod tests {
             family: 2,
             states: super::super::ALL_TCP_STATES,
             ext: 0,
+            filter: None,
         };
         let mut buf = vec![0u8; RECV_BUFFER_BYTES];
         socket
@@ -456,6 +458,7 @@ mod tests {
             family: 2,
             states: super::super::ALL_TCP_STATES,
             ext: 0xff,
+            filter: None,
         };
         let mut tiny = vec![0u8; 64];
         let err = socket

@@ -301,6 +301,7 @@ mod tests {
             family,
             states: ALL_TCP_STATES,
             ext,
+            filter: None,
         })
     }
 
@@ -347,7 +348,7 @@ mod tests {
             held.push(std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"));
             held.push(listener.accept().expect("accept").0);
         }
-        let request = requests()[0];
+        let request = requests()[0].clone();
         let deadline = Instant::now() + Duration::from_secs(5);
         // (source port, whether the source address is 127.0.0.1): on a busy
         // host, client sockets on other loopback addresses may share the
@@ -379,7 +380,7 @@ mod tests {
         let Some((mut uring, mut socket)) = receiver_and_socket() else {
             return;
         };
-        let request = requests()[0];
+        let request = requests()[0].clone();
         let result = uring.dump(&mut socket, &request, Instant::now(), |_, _| {});
         assert!(matches!(result, Err(DumpError::Timeout(_))), "{result:?}");
         assert_eq!(uring.in_flight_count(), 0);
