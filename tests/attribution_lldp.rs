@@ -65,7 +65,10 @@ impl Lldpd {
         // Port settings given before lldpd has found the port are lost:
         // wait until it lists it.
         while !lldpd.cli(&["show", "interfaces"]).contains(ifname) {
-            assert!(started.elapsed() < Duration::from_secs(10), "lldpd did not find {ifname}");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "lldpd did not find {ifname}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         lldpd
