@@ -35,11 +35,22 @@ fn daemonset() -> Option<Value> {
 }
 
 /// The capabilities docs/security.md's table lists (`| \`CAP_X\` | ...`).
-fn documented_capabilities() -> BTreeSet<String> {
+/// The capabilities of docs/security.md's table that a daemon given
+/// `args` may keep: a row kept only for an option (`--enrich-lldp`) counts
+/// when `args` turn that option on.
+fn documented_capabilities(args: &[String]) -> BTreeSet<String> {
+    const OPT_IN: &[&str] = &["--enrich-lldp"];
     let doc = std::fs::read_to_string(repo().join("docs/security.md")).unwrap();
     doc.lines()
         .filter_map(|line| line.strip_prefix("| `CAP_"))
         .filter_map(|rest| rest.split_once('`'))
+        .filter(|(_, row)| {
+            let kept_when = row.split('|').nth(1).unwrap_or("");
+            OPT_IN
+                .iter()
+                .filter(|flag| kept_when.contains(&format!("`{flag}`")))
+                .all(|flag| args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}="))))
+        })
         .map(|(name, _)| name.to_string())
         .collect()
 }
@@ -127,8 +138,9 @@ fn daemonset_runs_in_the_host_namespaces_with_the_mounts_it_needs() {
 #[test]
 fn daemonset_holds_exactly_the_documented_capabilities() {
     let Some(ds) = daemonset() else { return };
-    let security = &ds["spec"]["template"]["spec"]["containers"][0]["securityContext"];
-    let documented = documented_capabilities();
+    let container = &ds["spec"]["template"]["spec"]["containers"][0];
+    let security = &container["securityContext"];
+    let documented = documented_capabilities(&strings(&container["args"]));
     assert_eq!(documented.len(), 5, "docs/security.md's table: {documented:?}");
     let added: BTreeSet<String> = strings(&security["capabilities"]["add"]).into_iter().collect();
     assert_eq!(added, documented);

@@ -154,7 +154,34 @@ CREATE TABLE IF NOT EXISTS xtcp2.records_kafka
     `container_name` LowCardinality(String),
     `container_image` LowCardinality(String),
     `pod_uid` LowCardinality(String),
-    `systemd_unit` LowCardinality(String)
+    `systemd_unit` LowCardinality(String),
+    `nsid` UInt64,
+    `uplink1_ifname` LowCardinality(String),
+    `uplink1_nic_driver` LowCardinality(String),
+    `uplink1_nic_model` LowCardinality(String),
+    `uplink1_nic_pci_vendor` UInt64,
+    `uplink1_nic_pci_device` UInt64,
+    `uplink1_nic_bus_info` LowCardinality(String),
+    `uplink1_nic_speed_mbps` UInt64,
+    `uplink1_nic_fw_version` LowCardinality(String),
+    `uplink1_lldp_chassis_name` LowCardinality(String),
+    `uplink1_lldp_chassis_id` LowCardinality(String),
+    `uplink1_lldp_mgmt_ip` LowCardinality(String),
+    `uplink1_lldp_port_id` LowCardinality(String),
+    `uplink1_lldp_port_descr` LowCardinality(String),
+    `uplink2_ifname` LowCardinality(String),
+    `uplink2_nic_driver` LowCardinality(String),
+    `uplink2_nic_model` LowCardinality(String),
+    `uplink2_nic_pci_vendor` UInt64,
+    `uplink2_nic_pci_device` UInt64,
+    `uplink2_nic_bus_info` LowCardinality(String),
+    `uplink2_nic_speed_mbps` UInt64,
+    `uplink2_nic_fw_version` LowCardinality(String),
+    `uplink2_lldp_chassis_name` LowCardinality(String),
+    `uplink2_lldp_chassis_id` LowCardinality(String),
+    `uplink2_lldp_mgmt_ip` LowCardinality(String),
+    `uplink2_lldp_port_id` LowCardinality(String),
+    `uplink2_lldp_port_descr` LowCardinality(String)
 )
 ENGINE = Kafka
 SETTINGS
@@ -166,4 +193,4 @@ SETTINGS
     kafka_num_consumers = 1;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS xtcp2.records_mv TO xtcp2.records AS
-SELECT fromUnixTimestamp64Nano(toInt64(`timestamp_ns`), 'UTC') AS `timestamp_ns`, `hostname`, `poll_seq`, `label`, `tag`, `location`, `netns_inode`, `netns_name`, `netns_pid`, `idiag_family`, `idiag_state`, `idiag_timer`, `idiag_retrans`, `idiag_sport`, `idiag_dport`, `idiag_src`, `idiag_dst`, `idiag_if`, `idiag_cookie`, `idiag_expires`, `idiag_rqueue`, `idiag_wqueue`, `idiag_uid`, `idiag_inode`, `idiag_rmem`, `idiag_wmem`, `idiag_fmem`, `idiag_tmem`, `skmem_rmem_alloc`, `skmem_rcvbuf`, `skmem_wmem_alloc`, `skmem_sndbuf`, `skmem_fwd_alloc`, `skmem_wmem_queued`, `skmem_optmem`, `skmem_backlog`, `skmem_drops`, `cong`, `tos`, `tclass`, `shutdown`, `class_id`, `cgroup_id`, `mark`, `v6only`, `ulp_name`, `sockopt_recverr`, `sockopt_is_icsk`, `sockopt_freebind`, `sockopt_hdrincl`, `sockopt_mc_loop`, `sockopt_transparent`, `sockopt_mc_all`, `sockopt_nodefrag`, `sockopt_bind_address_no_port`, `sockopt_recverr_rfc4884`, `sockopt_defer_connect`, `tcpv_enabled`, `tcpv_rttcnt`, `tcpv_rtt`, `tcpv_minrtt`, `dctcp_enabled`, `dctcp_ce_state`, `dctcp_alpha`, `dctcp_ab_ecn`, `dctcp_ab_tot`, `bbr_bw_lo`, `bbr_bw_hi`, `bbr_min_rtt`, `bbr_pacing_gain`, `bbr_cwnd_gain`, `tcpi_state`, `tcpi_ca_state`, `tcpi_retransmits`, `tcpi_probes`, `tcpi_backoff`, `tcpi_options`, `tcpi_snd_wscale`, `tcpi_rcv_wscale`, `tcpi_delivery_rate_app_limited`, `tcpi_fastopen_client_fail`, `tcpi_rto`, `tcpi_ato`, `tcpi_snd_mss`, `tcpi_rcv_mss`, `tcpi_unacked`, `tcpi_sacked`, `tcpi_lost`, `tcpi_retrans`, `tcpi_fackets`, `tcpi_last_data_sent`, `tcpi_last_ack_sent`, `tcpi_last_data_recv`, `tcpi_last_ack_recv`, `tcpi_pmtu`, `tcpi_rcv_ssthresh`, `tcpi_rtt`, `tcpi_rttvar`, `tcpi_snd_ssthresh`, `tcpi_snd_cwnd`, `tcpi_advmss`, `tcpi_reordering`, `tcpi_rcv_rtt`, `tcpi_rcv_space`, `tcpi_total_retrans`, `tcpi_pacing_rate`, `tcpi_max_pacing_rate`, `tcpi_bytes_acked`, `tcpi_bytes_received`, `tcpi_segs_out`, `tcpi_segs_in`, `tcpi_notsent_bytes`, `tcpi_min_rtt`, `tcpi_data_segs_in`, `tcpi_data_segs_out`, `tcpi_delivery_rate`, `tcpi_busy_time`, `tcpi_rwnd_limited`, `tcpi_sndbuf_limited`, `tcpi_delivered`, `tcpi_delivered_ce`, `tcpi_bytes_sent`, `tcpi_bytes_retrans`, `tcpi_dsack_dups`, `tcpi_reord_seen`, `tcpi_rcv_ooopack`, `tcpi_snd_wnd`, `tcpi_rcv_wnd`, `tcpi_rehash`, `tcpi_total_rto`, `tcpi_total_rto_recoveries`, `tcpi_total_rto_time`, `tcpi_received_ce`, `tcpi_delivered_e1_bytes`, `tcpi_delivered_e0_bytes`, `tcpi_delivered_ce_bytes`, `tcpi_received_e1_bytes`, `tcpi_received_e0_bytes`, `tcpi_received_ce_bytes`, `tcpi_ecn_mode`, `tcpi_accecn_opt_seen`, `tcpi_accecn_fail_mode`, `tcpi_options2`, `container_id`, `container_runtime`, `container_name`, `container_image`, `pod_uid`, `systemd_unit` FROM xtcp2.records_kafka;
+SELECT fromUnixTimestamp64Nano(toInt64(`timestamp_ns`), 'UTC') AS `timestamp_ns`, `hostname`, `poll_seq`, `label`, `tag`, `location`, `netns_inode`, `netns_name`, `netns_pid`, `idiag_family`, `idiag_state`, `idiag_timer`, `idiag_retrans`, `idiag_sport`, `idiag_dport`, `idiag_src`, `idiag_dst`, `idiag_if`, `idiag_cookie`, `idiag_expires`, `idiag_rqueue`, `idiag_wqueue`, `idiag_uid`, `idiag_inode`, `idiag_rmem`, `idiag_wmem`, `idiag_fmem`, `idiag_tmem`, `skmem_rmem_alloc`, `skmem_rcvbuf`, `skmem_wmem_alloc`, `skmem_sndbuf`, `skmem_fwd_alloc`, `skmem_wmem_queued`, `skmem_optmem`, `skmem_backlog`, `skmem_drops`, `cong`, `tos`, `tclass`, `shutdown`, `class_id`, `cgroup_id`, `mark`, `v6only`, `ulp_name`, `sockopt_recverr`, `sockopt_is_icsk`, `sockopt_freebind`, `sockopt_hdrincl`, `sockopt_mc_loop`, `sockopt_transparent`, `sockopt_mc_all`, `sockopt_nodefrag`, `sockopt_bind_address_no_port`, `sockopt_recverr_rfc4884`, `sockopt_defer_connect`, `tcpv_enabled`, `tcpv_rttcnt`, `tcpv_rtt`, `tcpv_minrtt`, `dctcp_enabled`, `dctcp_ce_state`, `dctcp_alpha`, `dctcp_ab_ecn`, `dctcp_ab_tot`, `bbr_bw_lo`, `bbr_bw_hi`, `bbr_min_rtt`, `bbr_pacing_gain`, `bbr_cwnd_gain`, `tcpi_state`, `tcpi_ca_state`, `tcpi_retransmits`, `tcpi_probes`, `tcpi_backoff`, `tcpi_options`, `tcpi_snd_wscale`, `tcpi_rcv_wscale`, `tcpi_delivery_rate_app_limited`, `tcpi_fastopen_client_fail`, `tcpi_rto`, `tcpi_ato`, `tcpi_snd_mss`, `tcpi_rcv_mss`, `tcpi_unacked`, `tcpi_sacked`, `tcpi_lost`, `tcpi_retrans`, `tcpi_fackets`, `tcpi_last_data_sent`, `tcpi_last_ack_sent`, `tcpi_last_data_recv`, `tcpi_last_ack_recv`, `tcpi_pmtu`, `tcpi_rcv_ssthresh`, `tcpi_rtt`, `tcpi_rttvar`, `tcpi_snd_ssthresh`, `tcpi_snd_cwnd`, `tcpi_advmss`, `tcpi_reordering`, `tcpi_rcv_rtt`, `tcpi_rcv_space`, `tcpi_total_retrans`, `tcpi_pacing_rate`, `tcpi_max_pacing_rate`, `tcpi_bytes_acked`, `tcpi_bytes_received`, `tcpi_segs_out`, `tcpi_segs_in`, `tcpi_notsent_bytes`, `tcpi_min_rtt`, `tcpi_data_segs_in`, `tcpi_data_segs_out`, `tcpi_delivery_rate`, `tcpi_busy_time`, `tcpi_rwnd_limited`, `tcpi_sndbuf_limited`, `tcpi_delivered`, `tcpi_delivered_ce`, `tcpi_bytes_sent`, `tcpi_bytes_retrans`, `tcpi_dsack_dups`, `tcpi_reord_seen`, `tcpi_rcv_ooopack`, `tcpi_snd_wnd`, `tcpi_rcv_wnd`, `tcpi_rehash`, `tcpi_total_rto`, `tcpi_total_rto_recoveries`, `tcpi_total_rto_time`, `tcpi_received_ce`, `tcpi_delivered_e1_bytes`, `tcpi_delivered_e0_bytes`, `tcpi_delivered_ce_bytes`, `tcpi_received_e1_bytes`, `tcpi_received_e0_bytes`, `tcpi_received_ce_bytes`, `tcpi_ecn_mode`, `tcpi_accecn_opt_seen`, `tcpi_accecn_fail_mode`, `tcpi_options2`, `container_id`, `container_runtime`, `container_name`, `container_image`, `pod_uid`, `systemd_unit`, `nsid`, `uplink1_ifname`, `uplink1_nic_driver`, `uplink1_nic_model`, `uplink1_nic_pci_vendor`, `uplink1_nic_pci_device`, `uplink1_nic_bus_info`, `uplink1_nic_speed_mbps`, `uplink1_nic_fw_version`, `uplink1_lldp_chassis_name`, `uplink1_lldp_chassis_id`, `uplink1_lldp_mgmt_ip`, `uplink1_lldp_port_id`, `uplink1_lldp_port_descr`, `uplink2_ifname`, `uplink2_nic_driver`, `uplink2_nic_model`, `uplink2_nic_pci_vendor`, `uplink2_nic_pci_device`, `uplink2_nic_bus_info`, `uplink2_nic_speed_mbps`, `uplink2_nic_fw_version`, `uplink2_lldp_chassis_name`, `uplink2_lldp_chassis_id`, `uplink2_lldp_mgmt_ip`, `uplink2_lldp_port_id`, `uplink2_lldp_port_descr` FROM xtcp2.records_kafka;
