@@ -494,9 +494,7 @@ fn drvinfo(ifname: &str) -> io::Result<DrvInfo> {
 
 const RTM_GETROUTE: u16 = 26;
 const RTM_NEWROUTE: u16 = 24;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 1;
+use crate::decode::netlink::{NLMSG_DONE, NLMSG_ERROR, NLM_F_REQUEST};
 const NLM_F_DUMP: u16 = 0x300;
 const RTA_OIF: u16 = 4;
 const RTA_PRIORITY: u16 = 6;

@@ -126,9 +126,8 @@ pub enum Reply<'a> {
 /// Classifies a message. Requests seen in captures carry `NLM_F_REQUEST`
 /// and are not replies, even though they share type 20.
 pub fn classify<'a>(msg: &NetlinkMessage<'a>) -> Reply<'a> {
-    const NLM_F_REQUEST: u16 = 0x1;
     match msg.kind {
-        netlink::SOCK_DIAG_BY_FAMILY if msg.flags & NLM_F_REQUEST == 0 => Reply::Socket(msg.payload),
+        netlink::SOCK_DIAG_BY_FAMILY if msg.flags & netlink::NLM_F_REQUEST == 0 => Reply::Socket(msg.payload),
         netlink::NLMSG_DONE => Reply::Done {
             // Old kernels may send DONE with an empty payload: treat as success.
             errno: bytes::i32_at(msg.payload, 0).unwrap_or(0),

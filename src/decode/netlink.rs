@@ -15,6 +15,8 @@ pub(crate) const NLMSG_ERROR: u16 = 2;
 pub const NLMSG_DONE: u16 = 3;
 /// `SOCK_DIAG_BY_FAMILY`: one socket in a dump reply.
 pub const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// `NLM_F_REQUEST`: a request (set by the requester; replies lack it).
+pub(crate) const NLM_F_REQUEST: u16 = 0x1;
 /// `NLM_F_DUMP_INTR`: the dump was interrupted by a change of the table;
 /// the set of sockets may be inconsistent (some seen twice or missed).
 pub(crate) const NLM_F_DUMP_INTR: u16 = 0x10;

@@ -9,7 +9,7 @@ pub(crate) const INET_DIAG_REQ_V2_LEN: usize = 56;
 pub(crate) const DUMP_REQUEST_LEN: usize = NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN;
 /// `sizeof(struct nlattr)`.
 const NLA_HDRLEN: usize = 4;
-const NLM_F_REQUEST: u16 = 0x1;
+use crate::decode::netlink::NLM_F_REQUEST;
 const NLM_F_DUMP: u16 = 0x300;
 const IPPROTO_TCP: u8 = 6;
 

@@ -22,8 +22,7 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
 /// `RTM_GETNSID` / `RTM_NEWNSID` (linux/rtnetlink.h).
 const RTM_NEWNSID: u16 = 88;
 const RTM_GETNSID: u16 = 90;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
+use crate::decode::netlink::{NLMSG_ERROR, NLM_F_REQUEST};
 /// linux/net_namespace.h.
 const NETNSA_NSID: u16 = 1;
 const NETNSA_FD: u16 = 3;
