@@ -213,8 +213,6 @@ fn init_logging(debug_level: Option<u64>) {
         .init();
 }
 
-/// `-healthcheck`: GET /readyz of the local listener; 0 when it answers
-/// 200, 1 otherwise (no listener, refused, not ready, or no answer in 2 s).
 /// Runs a gRPC client command on a small runtime of its own: exit 0, or
 /// 1 with the error (an RPC's status code and message) on stderr.
 fn run_client(
@@ -237,6 +235,8 @@ fn run_client(
     }
 }
 
+/// `-healthcheck`: GET /readyz of the local listener; 0 when it answers
+/// 200, 1 otherwise (no listener, refused, not ready, or no answer in 2 s).
 fn healthcheck(prom_listen: Option<std::net::SocketAddr>) -> ExitCode {
     use std::io::{Read, Write};
     let Some(mut addr) = prom_listen else {

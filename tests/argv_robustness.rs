@@ -336,7 +336,7 @@ proptest! {
     #![proptest_config(cases(BINARY_CASES))]
 
     /// The real binary on any argv exits 0, 2 or 77 (a missing
-    /// capability), never 101 (a panic) nor by a signal: as a daemon with
+    /// capability), or 1 for an unhealthy `-healthcheck`, never 101 (a panic) nor by a signal: as a daemon with
     /// flags that make a valid argv one quick poll, and as `decode` of a
     /// small capture.
     #[test]
@@ -358,17 +358,25 @@ proptest! {
             OsString::from_vec(w.into_vec().into_iter().filter(|&b| b != 0).collect())
         }));
         let status = run_bounded(&argv, dir.path());
+        let mut full = vec![OsString::from("xtcp2")];
+        full.extend(argv.iter().cloned());
+        // `-healthcheck` starts nothing: it probes the local listener and
+        // exits 1 when nothing healthy answers (0 if something on that port
+        // answers /readyz with 200).
+        let probes = matches!(
+            parse_args_os(full.clone()),
+            Ok(cli) if cli.command.is_none() && cli.daemon.healthcheck
+        );
         prop_assert!(
-            matches!(status.code(), Some(0 | 2 | 77)),
+            matches!(status.code(), Some(0 | 2 | 77)) || (probes && status.code() == Some(1)),
             "xtcp2 {:?}: {:?}",
             argv,
             status
         );
         // And it is the status the parser gave in-process: main adds nothing.
-        let mut full = vec![OsString::from("xtcp2")];
-        full.extend(argv.iter().cloned());
         match judge(full) {
             Some(expected) => prop_assert_eq!(status.code(), Some(expected), "xtcp2 {:?}", argv),
+            None if probes => prop_assert!(matches!(status.code(), Some(0 | 1)), "xtcp2 {:?}: {:?}", argv, status),
             None => prop_assert!(matches!(status.code(), Some(0 | 77)), "xtcp2 {:?}: {:?}", argv, status),
         }
     }
@@ -386,4 +394,14 @@ fn huge_counts_are_usage_errors_not_panics() {
         let status = run_bounded(&argv, dir.path());
         assert_eq!(status.code(), Some(2), "xtcp2 {argv:?}: {status:?}");
     }
+}
+
+/// `-healthcheck` with no listener to probe is unhealthy: exit 1, with
+/// nothing started (the proptest above met it once and took 1 for a crash).
+#[test]
+fn healthcheck_without_a_listener_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut argv: Vec<OsString> = DAEMON_PINNED.iter().map(OsString::from).collect();
+    argv.push("--healthcheck".into());
+    assert_eq!(run_bounded(&argv, dir.path()).code(), Some(1), "xtcp2 {argv:?}");
 }
