@@ -85,6 +85,9 @@ pub(crate) struct Collector {
     seen: u64,
     /// The live gRPC record streams (`tap`), when `--grpc-listen` is on.
     tap: Option<TapWriter>,
+    /// This netlinker's share of the poll's aggregates
+    /// (`--aggregate-metrics`); `None` when off, so they cost nothing then.
+    pub(crate) aggregate: Option<crate::metrics::aggregate::PollAggregate>,
     pub builder: EnvelopeBuilder,
 }
 
@@ -101,6 +104,7 @@ impl Collector {
             attributor: None,
             seen: 0,
             tap: None,
+            aggregate: None,
             builder,
         }
     }
@@ -176,6 +180,7 @@ impl Collector {
                 plan,
                 attributor,
                 tap,
+                aggregate,
                 ..
             } = self;
             let modulus = plan.modulus;
@@ -203,6 +208,9 @@ impl Collector {
                     }
                     if let Some(tap) = tap {
                         tap.offer(record, poll_seq);
+                    }
+                    if let Some(aggregate) = aggregate {
+                        aggregate.observe(record);
                     }
                     builder.push(record);
                     produced += 1;

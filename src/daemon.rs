@@ -79,7 +79,12 @@ pub fn run_with_held_signals(
     if let Some(held) = held {
         held.release();
     }
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    if let Some(max_series) = config.observe.aggregate_max_series {
+        // The poller finds the store in the metrics and publishes each poll.
+        metrics.enable_aggregates(max_series);
+    }
+    let metrics = Arc::new(metrics);
     privileges.report_to(&metrics);
     // Observability first: /healthz answers during startup, and a taken
     // --prom-listen port fails before anything else is opened.

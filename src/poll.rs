@@ -181,6 +181,9 @@ impl Poller {
             if let Some(tap) = &links.tap {
                 collector.tap_to(TapWriter::new(tap.clone()));
             }
+            if let Some(store) = &metrics.aggregates {
+                collector.aggregate = Some(store.poll_aggregate());
+            }
             collectors.push(collector);
         }
         Ok(Poller {
@@ -258,6 +261,11 @@ impl Poller {
             first_seq: self.config.poll.first_seq,
             all_states: self.config.poll.states == crate::kernel::ALL_TCP_STATES,
         };
+        if let Some(store) = &self.metrics.aggregates {
+            for aggregate in self.collectors.iter_mut().filter_map(|c| c.aggregate.as_mut()) {
+                store.start_poll(aggregate);
+            }
+        }
         let tally = std::thread::scope(|scope| {
             let handles: Vec<_> = self
                 .collectors
@@ -307,6 +315,10 @@ impl Poller {
             .set(duration.as_secs_f64() / cadence.frequency.as_secs_f64());
         m.sockets_last_poll.set(tally.records as i64);
         m.sockets_missed.set(tally.missed as i64);
+        if let Some(store) = &self.metrics.aggregates {
+            // Replaces what /metrics shows with this poll, all at once.
+            store.publish(self.collectors.iter().filter_map(|c| c.aggregate.as_ref()));
+        }
         let report = PollReport {
             seq,
             namespaces,

@@ -7,6 +7,7 @@
 //! After changing a metric, regenerate the table with
 //! `XTCP2_BLESS_DOCS=1 cargo test --test observability_docs`.
 
+use xtcp2::metrics::aggregate::AGGREGATE_METRICS;
 use xtcp2::metrics::{Metrics, METRICS};
 use xtcp2::observe::caps::{fatal_message, report_for, EXIT_MISSING_CAPABILITIES, REQUIREMENTS};
 
@@ -50,6 +51,7 @@ impl Family {
         }
         let declared = METRICS
             .iter()
+            .chain(AGGREGATE_METRICS)
             .find(|m| m.family_name() == self.name)
             .unwrap_or_else(|| panic!("{} is registered but not declared in define_metrics!", self.name));
         let labels: Vec<String> = declared.labels.iter().map(|l| format!("`{l}`")).collect();
@@ -57,9 +59,12 @@ impl Family {
     }
 }
 
-/// Every family of a freshly built registry, in registration order.
+/// Every family of a freshly built registry, in registration order, with
+/// the `--aggregate-metrics` families turned on.
 fn families() -> Vec<Family> {
-    let text = Metrics::new().encode_text();
+    let mut metrics = Metrics::new();
+    metrics.enable_aggregates(1);
+    let text = metrics.encode_text();
     let mut out: Vec<Family> = Vec::new();
     let mut help = None;
     for line in text.lines() {
@@ -176,6 +181,9 @@ fn metric_names_follow_prometheus_conventions() {
         "xtcp2_netns_dump_failures_total",
         "xtcp2_pyroscope_upload_failures_total",
         "xtcp2_build_info",
+        "xtcp2_aggregate_sockets",
+        "xtcp2_aggregate_rtt_seconds",
+        "xtcp2_aggregate_folded_sockets_total",
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
         "process_virtual_memory_bytes",

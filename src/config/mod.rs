@@ -75,6 +75,10 @@ pub mod bounds {
     pub const TTL: (u64, u64) = (0, 255);
     /// The record has two uplink slots (the Go record's uplink1/uplink2).
     pub const UPLINK_COUNT: (u64, u64) = (1, 2);
+    /// Label sets of `--aggregate-metrics`: each costs about 300 bytes and
+    /// ~35 series in every scrape, so 100,000 is already more than one
+    /// Prometheus target should carry.
+    pub const AGGREGATE_MAX_SERIES: (u64, u64) = (1, 100_000);
 }
 
 #[derive(Debug, Parser)]
@@ -383,6 +387,20 @@ pub struct DaemonArgs {
         default_value = "/metrics"
     )]
     pub prom_path: String,
+    /// Bounded aggregates in /metrics: per namespace and workload (pod,
+    /// container), sockets by state, histograms of smoothed RTT and of
+    /// retransmitted segments, bytes acked and received (docs/observability.md).
+    #[arg(long = "aggregate-metrics", env = "XTCP2_AGGREGATE_METRICS", default_value = "false",
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub aggregate_metrics: bool,
+    /// --aggregate-metrics: label sets (namespace x workload) shown at most;
+    /// the rest are folded into one labelled `other`.
+    #[arg(
+        long = "aggregate-max-series",
+        env = "XTCP2_AGGREGATE_MAX_SERIES",
+        default_value_t = 1000
+    )]
+    pub aggregate_max_series: u64,
     /// Serve /debug/pprof/* (CPU and heap profiles) on --prom-listen too.
     #[arg(long = "pprof", env = "XTCP2_PPROF", default_value = "false",
           num_args = 0..=1, default_missing_value = "true", value_parser = clap::value_parser!(bool))]
@@ -1032,6 +1050,11 @@ impl Config {
         let reconcile_frequency = parse_duration("reconcile-frequency", &a.reconcile_frequency)?;
         in_range_duration("reconcile-frequency", reconcile_frequency, bounds::RECONCILE_FREQUENCY)?;
         in_range("modulus", a.modulus, bounds::MODULUS)?;
+        in_range(
+            "aggregate-max-series",
+            a.aggregate_max_series,
+            bounds::AGGREGATE_MAX_SERIES,
+        )?;
         in_range("poll-jitter-pct", a.poll_jitter_pct, bounds::POLL_JITTER_PCT)?;
         in_range("packet-size", a.packet_size, bounds::RECV_BUFFER)?;
         in_range("packet-size-mply", a.packet_size_mply, bounds::RECV_BUFFER)?;
@@ -1242,6 +1265,10 @@ impl Config {
                     ipv4_ttl: (a.ipv4_ttl > 0).then_some(a.ipv4_ttl),
                     ipv6_hop_limit: (a.ipv6_hop_limit > 0).then_some(a.ipv6_hop_limit),
                 },
+                // In range above, so it fits any usize.
+                aggregate_max_series: a
+                    .aggregate_metrics
+                    .then(|| usize::try_from(a.aggregate_max_series).unwrap_or(usize::MAX)),
             },
             skip_capability_check: a.skip_capability_check,
         })

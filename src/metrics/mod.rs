@@ -18,6 +18,7 @@
 //! `process_registry` holds the standard `process_*` metrics, which are
 //! unprefixed by convention and read from `/proc` at scrape time.
 
+pub mod aggregate;
 pub mod exposition;
 pub mod process;
 
@@ -283,6 +284,11 @@ macro_rules! define_metrics {
             pub registry: Registry,
             /// The standard `process_*` metrics, unprefixed.
             pub process_registry: Registry,
+            /// `--aggregate-metrics`: the store the poller publishes to;
+            /// `None` when off.
+            pub aggregates: Option<std::sync::Arc<aggregate::AggregateStore>>,
+            /// Its families, under [`PREFIX`], rendered after ours.
+            aggregate_registry: Registry,
         }
 
         impl Metrics {
@@ -292,6 +298,8 @@ macro_rules! define_metrics {
                     $( $group: $Group::default(), )*
                     registry: Registry::with_prefix(PREFIX),
                     process_registry: Registry::default(),
+                    aggregates: None,
+                    aggregate_registry: Registry::with_prefix(PREFIX),
                 };
                 $( m.$group.register(&mut m.registry); )*
                 m
@@ -488,7 +496,21 @@ impl Metrics {
         m
     }
 
-    /// The OpenMetrics text exposition of both registries.
+    /// Turns on the bounded aggregates (`--aggregate-metrics`): their
+    /// families appear in the exposition from now on, filled by whoever
+    /// publishes to the returned store (the poller). Idempotent.
+    pub fn enable_aggregates(&mut self, max_series: usize) -> std::sync::Arc<aggregate::AggregateStore> {
+        if let Some(store) = &self.aggregates {
+            return store.clone();
+        }
+        let store = std::sync::Arc::new(aggregate::AggregateStore::new(max_series));
+        self.aggregate_registry
+            .register_collector(Box::new(aggregate::AggregateCollector(store.clone())));
+        self.aggregates = Some(store.clone());
+        store
+    }
+
+    /// The OpenMetrics text exposition of every registry.
     pub fn encode_text(&self) -> String {
         use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::with_capacity(16 * 1024);
@@ -496,6 +518,7 @@ impl Metrics {
         // ours are built-in types and a collector that skips what it
         // cannot read.
         let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.aggregate_registry);
         let _ = encode_registry(&mut out, &self.process_registry);
         let _ = encode_eof(&mut out);
         out

@@ -60,6 +60,8 @@ pub struct ObserveConfig {
     pub hostname: Arc<str>,
     /// TTL and hop limit of the listeners' replies.
     pub listener_hops: ListenerHops,
+    /// `--aggregate-metrics`: the cap on label sets; `None` when off.
+    pub aggregate_max_series: Option<usize>,
 }
 
 /// `-ipv4Ttl` / `-ipv6HopLimit`: the IP TTL (IPv4) or hop limit (IPv6) of
