@@ -105,12 +105,13 @@ impl<const N: usize> Counts<N> {
     }
 
     /// (upper bound, count) pairs as prometheus-client wants them, the
-    /// last bound `f64::MAX` (written `+Inf`); `scale` turns our unit into
-    /// the exposed one.
-    fn buckets(&self, bounds: &[u64], scale: f64) -> Vec<(f64, u64)> {
+    /// last bound `f64::MAX` (written `+Inf`); dividing by `per_unit` turns
+    /// our unit into the exposed one (a division, not a multiplication by
+    /// 1e-6, so 25 µs is written 0.000025 rather than 0.000024999999999999999).
+    fn buckets(&self, bounds: &[u64], per_unit: f64) -> Vec<(f64, u64)> {
         bounds
             .iter()
-            .map(|b| *b as f64 * scale)
+            .map(|b| *b as f64 / per_unit)
             .chain(std::iter::once(f64::MAX))
             .zip(self.buckets)
             .collect()
@@ -499,7 +500,7 @@ impl Collector for AggregateCollector {
                             .encode_histogram::<NoLabelSet>(
                                 h.sum as f64 / 1e6,
                                 h.count,
-                                &h.buckets(&RTT_BOUNDS_US, 1e-6),
+                                &h.buckets(&RTT_BOUNDS_US, 1e6),
                                 None,
                             )?;
                     }
