@@ -153,7 +153,7 @@ fn from_records(records: &[serde_json::Value]) -> BTreeMap<LabelSet, Expected> {
 fn from_scrape(samples: &[Sample]) -> BTreeMap<LabelSet, Expected> {
     let mut out: BTreeMap<LabelSet, Expected> = BTreeMap::new();
     for s in samples {
-        if s.labels.get("le").is_some() || !s.labels.contains_key("netns") {
+        if s.labels.contains_key("le") || !s.labels.contains_key("netns") {
             continue;
         }
         let e = out.entry(label_set(&s.labels)).or_default();
