@@ -49,6 +49,15 @@ fn hold_sockets() -> Held {
             }
             .expect("socket");
             socket.bind(&SocketAddr::new(from, 0).into()).expect("bind client");
+            // Marks for the fwmark expressions: 0x101 on the clients of
+            // 127.0.0.7 and 127.0.0.8, 0x2 on those of ::1, none elsewhere
+            // (an accepted socket has the listener's mark, 0).
+            let mark = match client {
+                &"127.0.0.7" | &"127.0.0.8" => 0x101,
+                &"::1" => 0x2,
+                _ => 0,
+            };
+            socket.set_mark(mark).expect("SO_MARK (root)");
             socket.connect(&SocketAddr::new(ip, port).into()).expect("connect");
             streams.push(TcpStream::from(socket));
             streams.push(listener.accept().expect("accept").0);
@@ -173,6 +182,11 @@ fn filter_keeps_exactly_what_ss_keeps() {
         "( sport = :8443 or dport = :8443 ) and not src [::1]",
         "src 127.0.0.0/8 dport > :7000 || src [::1] && sport = :7001",
         "not ( dst 127.0.0.8 or ( src [::1] and not dport = :8443 ) ) and sport >= :7001",
+        "fwmark = 0x101",
+        "fwmark = 0x1/0xff",
+        "fwmark != 0",
+        "fwmark = 2 or fwmark = 0x100/0x100",
+        "not fwmark = 0x2 and src [::1]",
     ];
     for expr in expressions {
         let want = ss_sockets(&netns.path, expr);

@@ -33,6 +33,7 @@ mod code {
     pub const D_LE: u8 = 5;
     pub const S_COND: u8 = 7;
     pub const D_COND: u8 = 8;
+    pub const MARK_COND: u8 = 10;
 }
 
 /// `INET_DIAG_REQ_BYTECODE`: the request attribute carrying the program.
@@ -86,6 +87,12 @@ pub enum PortCmp {
 pub enum Expr {
     Host(End, HostCond),
     Port(End, PortCmp, u16),
+    /// `fwmark = MARK[/MASK]`: `(sk_mark & mask) == mark`
+    /// (`INET_DIAG_BC_MARK_COND`; the kernel wants CAP_NET_ADMIN for it).
+    Mark {
+        mark: u32,
+        mask: u32,
+    },
     Not(Box<Expr>),
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
@@ -305,9 +312,42 @@ impl<'a> Parser<'a> {
                 let e = Expr::Host(end, host);
                 Ok(if op == Op::Ne { Expr::Not(Box::new(e)) } else { e })
             }
+            "fwmark" => {
+                let mut value = self.next("expected a mark such as `0x1/0xff`")?;
+                let op = match operator(value.text) {
+                    Some(op @ (Op::Eq | Op::Ne)) => {
+                        value = self.next("expected a mark such as `0x1/0xff`")?;
+                        op
+                    }
+                    Some(_) => return Err(syntax(&value, "marks compare only with = or !=")),
+                    None => Op::Eq,
+                };
+                let (mark, mask) = parse_mark(&value)?;
+                let e = Expr::Mark { mark, mask };
+                Ok(if op == Op::Ne { Expr::Not(Box::new(e)) } else { e })
+            }
             ")" => Err(syntax(&t, "unbalanced `)`")),
-            _ => Err(syntax(&t, "expected sport, dport, src, dst, not, or `(`")),
+            _ => Err(syntax(&t, "expected sport, dport, src, dst, fwmark, not, or `(`")),
         }
+    }
+}
+
+/// `MARK` or `MARK/MASK`, each a C integer as ss's `%i` reads it
+/// (decimal, `0x` hexadecimal, leading-`0` octal); no mask is all ones.
+fn parse_mark(t: &Token<'_>) -> Result<(u32, u32), FilterError> {
+    fn number(text: &str) -> Option<u32> {
+        if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+            u32::from_str_radix(hex, 16).ok()
+        } else if text.len() > 1 && text.starts_with('0') {
+            u32::from_str_radix(&text[1..], 8).ok()
+        } else {
+            text.parse().ok()
+        }
+    }
+    let bad = || syntax(t, "expected a mark such as `0x1/0xff` (32-bit numbers)");
+    match t.text.split_once('/') {
+        Some((mark, mask)) => Ok((number(mark).ok_or_else(bad)?, number(mask).ok_or_else(bad)?)),
+        None => Ok((number(t.text).ok_or_else(bad)?, u32::MAX)),
     }
 }
 
@@ -511,6 +551,13 @@ impl Assembler {
                 operand[2..4].copy_from_slice(&port.to_ne_bytes());
                 self.emit(code, operand, on_false);
             }
+            Expr::Mark { mark, mask } => {
+                // `struct inet_diag_markcond { u32 mark; u32 mask; }`.
+                let mut operand = Vec::with_capacity(8);
+                operand.extend_from_slice(&mark.to_ne_bytes());
+                operand.extend_from_slice(&mask.to_ne_bytes());
+                self.emit(code::MARK_COND, operand, on_false);
+            }
             Expr::And(a, b) => {
                 self.expr(a, on_false);
                 self.expr(b, on_false);
@@ -657,6 +704,8 @@ mod tests {
         daddr: [u8; 16],
         sport: u16,
         dport: u16,
+        /// `sk_mark`.
+        mark: u32,
     }
 
     fn entry(src: &str, sport: u16, dst: &str, dport: u16) -> Entry {
@@ -678,6 +727,7 @@ mod tests {
             daddr,
             sport,
             dport,
+            mark: 0,
         }
     }
 
@@ -720,6 +770,8 @@ mod tests {
                 }
                 code::S_GE | code::S_LE | code::D_GE | code::D_LE => 2 * OP_LEN,
                 code::JMP | code::NOP => OP_LEN,
+                // `valid_markcond`: the op and a `struct inet_diag_markcond`.
+                code::MARK_COND => OP_LEN + 8,
                 _ => return Err(format!("code {code}")),
             };
             if min_len > len {
@@ -763,6 +815,10 @@ mod tests {
                 code::S_LE => e.sport <= operand_port(),
                 code::D_GE => e.dport >= operand_port(),
                 code::D_LE => e.dport <= operand_port(),
+                code::MARK_COND => {
+                    let word = |o: usize| u32::from_ne_bytes(bc[i + o..i + o + 4].try_into().unwrap());
+                    (e.mark & word(8)) == word(4)
+                }
                 code::S_COND | code::D_COND => {
                     let family = bc[i + 4];
                     let bits = bc[i + 5];
@@ -798,6 +854,7 @@ mod tests {
             Expr::Not(a) => !eval(a, e),
             Expr::And(a, b) => eval(a, e) && eval(b, e),
             Expr::Or(a, b) => eval(a, e) || eval(b, e),
+            Expr::Mark { mark, mask } => e.mark & mask == *mark,
             Expr::Port(end, cmp, port) => {
                 let p = if *end == End::Source { e.sport } else { e.dport };
                 match cmp {
@@ -840,8 +897,13 @@ mod tests {
             ("2001:db8::5", "fe80::1"),
             ("::", "::"),
         ] {
-            for (sport, dport) in [(22, 40000), (443, 1023), (1024, 443), (8080, 0), (65535, 1025)] {
-                v.push(entry(src, sport, dst, dport));
+            for (i, (sport, dport)) in [(22, 40000), (443, 1023), (1024, 443), (8080, 0), (65535, 1025)]
+                .into_iter()
+                .enumerate()
+            {
+                let mut s = entry(src, sport, dst, dport);
+                s.mark = [0, 1, 0x101, 0xff00_0001, u32::MAX][i];
+                v.push(s);
             }
         }
         v
@@ -893,6 +955,13 @@ mod tests {
             "((((dport = :443))))",
             "src 10.0.0.0/8 or src [2001:db8::]/32 and not dport = :0",
             "dst 10.9.9.9",
+            "fwmark = 1",
+            "fwmark = 0x1/0xff",
+            "fwmark == 0x101",
+            "fwmark != 0",
+            "fwmark neq 0x1/0x1",
+            "fwmark = 0 or fwmark = 0377/0xff00 and sport > :1000",
+            "not fwmark = 0xffffffff/0xffffffff",
         ];
         for text in exprs {
             let parsed = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
@@ -997,6 +1066,19 @@ mod tests {
     }
 
     /// A syntax error names the column and the offending token.
+    /// fwmark takes C integers, with an optional mask (all ones without).
+    #[test]
+    fn fwmark_values() {
+        let mark = |mark, mask| Expr::Mark { mark, mask };
+        assert_eq!(parse("fwmark = 10").unwrap(), mark(10, u32::MAX));
+        assert_eq!(parse("fwmark 0x10/0xf0").unwrap(), mark(16, 0xf0));
+        assert_eq!(parse("fwmark = 010/0").unwrap(), mark(8, 0));
+        assert_eq!(parse("fwmark != 1").unwrap(), Expr::Not(Box::new(mark(1, u32::MAX))));
+        assert_eq!(error_at("fwmark = 0x1/zz"), (10, "0x1/zz".into()));
+        assert_eq!(error_at("fwmark = 4294967296"), (10, "4294967296".into()));
+        assert_eq!(error_at("fwmark > 1"), (8, ">".into()));
+    }
+
     #[test]
     fn syntax_errors_point_at_the_token() {
         assert_eq!(error_at("dport = :443 and bogus = :1"), (18, "bogus".into()));
