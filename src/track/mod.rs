@@ -751,7 +751,12 @@ mod tests {
         assert_eq!(r.idiag_src, Some("127.0.0.2".parse().unwrap()));
         assert_eq!(r.flow_event.as_deref(), Some("close"));
         assert_eq!(r.flow_lifetime_ns, Some(2_500_000_000));
+        // The same poll swept again: nothing more.
         let mut again = Vec::new();
+        t.sweep(3_600_000_000, |c| again.push(c));
+        assert!(again.is_empty());
+        // A poll that does not see socket 2.
+        t.start_poll();
         t.sweep(4_000_000_000, |c| again.push(c));
         assert_eq!(again.len(), 1, "socket 2 was not seen in this sweep's poll");
         assert_eq!(t.len(), 0);
