@@ -223,3 +223,104 @@ fn flow_events_changed_only_records_and_rates_match_what_the_test_did() {
     drop(idle);
     drop(busy);
 }
+
+/// Idle connections held by the test: 4,000 pairs (8,000 sockets) in one
+/// namespace, plus their listener; two file descriptors each, so the
+/// test's soft open-file limit is raised to its hard limit first.
+const IDLE_PAIRS: usize = 4_000;
+
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0, "getrlimit");
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0, "setrlimit");
+    }
+    assert!(
+        limit.rlim_cur as usize > 2 * IDLE_PAIRS + 100,
+        "open-file limit {} too low for {IDLE_PAIRS} connections",
+        limit.rlim_cur
+    );
+}
+
+/// `--emit changed` on a namespace of idle connections: after the first
+/// poll (every socket's first record) at most 1% of the sockets are sent
+/// per poll until the heartbeat is due, while a connection that carries
+/// traffic is sent every poll.
+#[test]
+fn idle_sockets_are_sent_once_and_a_busy_one_every_poll() {
+    if !require(Need::Netns, MAKES_NAMESPACES) {
+        return;
+    }
+    raise_open_file_limit();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = BindMountedNetns::new(dir.path(), "idle");
+    let inode = netns_inode(&ns.path);
+    let out = tempfile::tempdir().expect("tempdir");
+    let file = out.path().join("records.jsonl");
+
+    let idle = in_netns(&ns.path, || {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let pairs: Vec<(TcpStream, TcpStream)> = (0..IDLE_PAIRS)
+            .map(|_| {
+                let client = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
+                let (server, _) = listener.accept().expect("accept");
+                (client, server)
+            })
+            .collect();
+        (listener, pairs)
+    });
+    let busy = LoopbackConnection::open_in(&ns.path);
+    let sockets = 2 * IDLE_PAIRS + 1 + 3;
+
+    let netns_dirs = dir.path().display().to_string();
+    let dest = format!("file:{}", file.display());
+    let mut daemon = Xtcp2::new()
+        .args(["--frequency", "500ms", "--poll-jitter-pct", "0", "--prom-listen", ""])
+        .args(["--netns-dirs", &netns_dirs, "--netns-proc-scan=false"])
+        .args(["--emit", "changed", "--emit-heartbeat", "10"])
+        .args(["--dest", &dest, "--marshal", "jsonl"])
+        .env("XTCP2_LOG", "info,xtcp2::poll=debug")
+        .spawn();
+    wait_for_polls(&daemon, 1);
+    // Traffic on the busy connection through polls 2 to 7 at least.
+    let started = polls_done(&daemon);
+    let mut sink = [0u8; 100];
+    while polls_done(&daemon) < started + 7 {
+        (&busy.client).write_all(&[1u8; 100]).expect("write");
+        (&busy.server).read_exact(&mut sink).expect("read");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon.stop_cleanly(Duration::from_secs(10));
+    let records = records_of(&file, inode);
+
+    let mut per_poll: HashMap<u64, usize> = HashMap::new();
+    for r in &records {
+        *per_poll.entry(r["poll_seq"].as_u64().expect("poll_seq")).or_default() += 1;
+    }
+    let first = *per_poll.keys().min().expect("records");
+    assert!(
+        per_poll[&first] >= 2 * IDLE_PAIRS,
+        "first poll: every socket: {per_poll:?}"
+    );
+    eprintln!("records per poll: {per_poll:?}");
+    let busy_sent = socket_records(&records, busy.client_port, busy.server_port);
+    for seq in first + 1..first + 7 {
+        let sent = per_poll.get(&seq).copied().unwrap_or(0);
+        assert!(
+            sent * 100 <= sockets,
+            "poll {seq}: {sent} of {sockets} sockets sent: {per_poll:?}"
+        );
+        assert!(
+            busy_sent.iter().any(|r| r["poll_seq"] == seq),
+            "the busy connection is missing from poll {seq}"
+        );
+    }
+    drop(idle);
+    drop(busy);
+}
