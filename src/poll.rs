@@ -420,6 +420,9 @@ impl Poller {
                     sockets_decoded = m.decode.sockets.get(),
                     records_flushed = m.envelope.rows_flushed.get(),
                     polls_incomplete = m.poll.partial.get(),
+                    tracked_sockets = m.track.sockets.get(),
+                    tracking_bytes = m.track.memory_bytes.get(),
+                    records_suppressed = m.track.suppressed.get(),
                     "max-loops reached"
                 );
                 return;
