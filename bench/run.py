@@ -465,7 +465,7 @@ def run_changed_case(case, tools, netns_dir, extra):
     and send nothing but heartbeats (none due within CHANGED_POLLS)."""
     if case != "null":
         raise ValueError(f"no {case}_changed case: only null_changed")
-    tracking = ["--emit", "changed", "--emit-heartbeat", str(CHANGED_POLLS + 10), "--frequency", "100ms",
+    tracking = ["--emit", "changed", "--emit-heartbeat", str(CHANGED_POLLS + 10), "--frequency", "1s",
                 "--poll-jitter", "0s", "--dest", "null"] + extra
 
     def run(loops):
