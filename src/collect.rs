@@ -304,6 +304,9 @@ impl Collector {
                 ..
             } = self;
             let modulus = plan.modulus;
+            // Counted here and added once per dump: an atomic per socket
+            // is a measurable part of a poll that sends nothing.
+            let (mut suppressed, mut opens) = (0u64, 0u64);
             let on_socket = |payload: &[u8], now_ns: u64| {
                 *seen += 1;
                 if modulus > 1 && (*seen - 1) % modulus != 0 {
@@ -316,21 +319,22 @@ impl Collector {
                     tracing::debug!(error = %e, "inet_diag message failed to decode");
                 }
                 if let Some(record) = record {
-                    stamp(record, stamps, namespace, poll_seq, now_ns);
-                    if let Some(attributor) = attributor {
-                        attributor.apply(record);
-                    }
+                    // Tracking first: it reads only what the kernel sent,
+                    // and a record it suppresses (most of them, on a quiet
+                    // host in `changed` mode) is not worth stamping.
                     if let Some(table) = table.as_deref_mut() {
                         match table.observe(record, plan.track, now_ns) {
                             Verdict::Suppress => {
-                                metrics.track.suppressed.inc();
+                                suppressed += 1;
                                 return;
                             }
-                            Verdict::Emit(Some(_)) => {
-                                metrics.track.opens.inc();
-                            }
+                            Verdict::Emit(Some(_)) => opens += 1,
                             Verdict::Emit(None) => {}
                         }
+                    }
+                    stamp(record, stamps, namespace, poll_seq, now_ns);
+                    if let Some(attributor) = attributor {
+                        attributor.apply(record);
                     }
                     if let Some(tap) = tap {
                         tap.offer(record, poll_seq);
@@ -344,6 +348,8 @@ impl Collector {
                 None => socket.dump(&request, buf, deadline, on_socket),
             };
             std::mem::take(&mut decoder.stats).report_to(&metrics.decode);
+            metrics.track.suppressed.inc_by(suppressed);
+            metrics.track.opens.inc_by(opens);
             match result {
                 Ok(summary) => summary.report_to(&metrics.netlink),
                 Err(e) => {
