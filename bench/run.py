@@ -106,6 +106,10 @@ FULL_NAMESPACES = [0, 10, 100]
 ONE_SHOT_CASES = ["floor", "floor_uring", "ss", "null", "null_uring", "jsonl", "protobufList"]
 # Not in the default set: with the 1% kernel filter (issue 21).
 FILTERED_CASES = ["floor_filtered", "null_filtered"]
+# Not in the default set: one poll of `--emit changed` with nothing changed
+# (issue 20), per poll after the first, over CHANGED_POLLS polls.
+CHANGED_CASES = ["null_changed"]
+CHANGED_POLLS = 10
 # Not in the default set: with workload attribution on (any case + `_attributed`).
 ATTRIBUTED_CASES = ["null_attributed", "jsonl_attributed"]
 # Every TCP state but bound-inactive (Linux 6.5+), whose dump walks the
@@ -419,6 +423,8 @@ def run_case(case, tools, ws, namespaces):
         case = case.removesuffix("_attributed")
         attribution = ["--resolve-container-id", "--enrich-container", "--docker-socket", str(ws.dir / "no-docker.sock"),
                        "--populate-nsid", "--enrich-nic", "--enrich-lldp", "--lldpd-socket", str(ws.dir / "no-lldpd.sock")]
+    if case.endswith("_changed"):
+        return run_changed_case(case.removesuffix("_changed"), tools, netns_dir, states + attribution)
     marshal = {"jsonl": "jsonl", "protobufList": "protobufList"}.get(case, "jsonl")
     stdout = subprocess.DEVNULL
     if case in ("null", "null_uring"):
@@ -448,6 +454,39 @@ def run_case(case, tools, ws, namespaces):
         out_path.unlink()
     if "uring" in case and "falling back" in m["stderr"]:
         m["uring_fallback"] = True
+    return m
+
+
+def run_changed_case(case, tools, netns_dir, extra):
+    """`--emit changed` with nothing changing (issue 20): the CPU of one
+    poll after the first, as the difference between a run of
+    CHANGED_POLLS + 1 polls and a run of 1, divided by CHANGED_POLLS; the
+    first poll records every socket, the later ones find each unchanged
+    and send nothing but heartbeats (none due within CHANGED_POLLS)."""
+    if case != "null":
+        raise ValueError(f"no {case}_changed case: only null_changed")
+    tracking = ["--emit", "changed", "--emit-heartbeat", str(CHANGED_POLLS + 10), "--frequency", "1s",
+                "--poll-jitter", "0s", "--dest", "null"] + extra
+
+    def run(loops):
+        argv = tools.xtcp2_argv(netns_dir, tracking)
+        argv[argv.index("--max-loops") + 1] = str(loops)
+        m = measured(argv, env=tools.env)
+        m["counters"] = xtcp2_counters(m["stderr"])
+        return m
+
+    one, many = run(1), run(CHANGED_POLLS + 1)
+    m = dict(many)
+    for k in ("wall_s", "cpu_s", "user_s", "sys_s"):
+        m[k] = max(0.0, (many[k] - one[k]) / CHANGED_POLLS)
+    counters = many["counters"]
+    polls = counters.get("polls") or 1
+    m["sockets"] = counters.get("sockets_decoded", 0) // polls
+    tracked = counters.get("tracked_sockets")
+    if tracked:
+        m["tracking_bytes_per_socket"] = counters.get("tracking_bytes", 0) / tracked
+    # Records sent by the later polls: all of them but the first poll's.
+    m["records_after_first_poll"] = counters.get("records_flushed", 0) - one["counters"].get("records_flushed", 0)
     return m
 
 
@@ -519,7 +558,12 @@ def aggregate_runs(connections, namespaces, runs):
             "rss_mb": summarise([m["rss_kb"] / 1024 for m in ms]),
             "sockets": summarise([m.get("sockets") for m in ms]),
         }
-        if case.removesuffix("_nobound").removesuffix("_filtered") not in ("floor", "floor_uring", "ss"):
+        if case.endswith("_changed"):
+            # Records are suppressed by design here: what is reported is
+            # how many the later polls sent and the tracking state's size.
+            entry["records_after_first_poll"] = [m.get("records_after_first_poll") for m in ms]
+            entry["tracking_bytes_per_socket"] = summarise([m.get("tracking_bytes_per_socket") for m in ms])
+        elif case.removesuffix("_nobound").removesuffix("_filtered") not in ("floor", "floor_uring", "ss"):
             lost = []
             for m in ms:
                 c = m["counters"]
@@ -733,6 +777,9 @@ def print_collect_table(results):
                 f"N={r['connections']} K={r['namespaces']} {case}: cpu {e['cpu_ratio']:.2f}x floor, "
                 f"wall {e['wall_ratio']:.2f}x floor, peak rss {e['rss_mb']['max']:.1f} MB"
                 + (f", records lost {e['records_lost']}" if "records_lost" in e else "")
+                + (f", records sent after the first poll {e['records_after_first_poll']}, tracking "
+                   f"{e['tracking_bytes_per_socket']['median']:.1f} B/socket"
+                   if e.get("tracking_bytes_per_socket") else "")
             )
 
 
@@ -1002,7 +1049,7 @@ def main():
     p.add_argument("--connections", type=lambda s: [int(x) for x in s.split(",")], default=FULL_CONNECTIONS)
     p.add_argument("--namespaces", type=lambda s: [int(x) for x in s.split(",")], default=FULL_NAMESPACES)
     p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--cases", default="", help=f"comma list of {','.join(ONE_SHOT_CASES + FILTERED_CASES)}")
+    p.add_argument("--cases", default="", help=f"comma list of {','.join(ONE_SHOT_CASES + FILTERED_CASES + CHANGED_CASES + ATTRIBUTED_CASES)}")
     p.add_argument("--daemon-seconds", type=int, default=60)
     p.add_argument("--daemon-connections", type=int, default=10_000)
     p.add_argument("--discover-namespaces", type=int, default=1_000)

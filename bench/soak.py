@@ -268,7 +268,9 @@ def soak(args, ws, sysctls, dest, report):
             "--dest", dest.dest()] + args.xtcp2_arg
     report["xtcp2_argv"] = " ".join(argv)
     log(f"soak for {args.minutes} min: {' '.join(argv)}")
-    err_path = ws.dir / "xtcp2.stderr"
+    # Kept beside the CSV: a drop or a warning hours into a run is read
+    # from the daemon's own log, not guessed at.
+    err_path = Path(args.csv).with_suffix(".stderr.log")
     err = open(err_path, "w+")
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=tools_env)
     if isinstance(dest, RotatedFile):

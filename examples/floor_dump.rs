@@ -160,6 +160,7 @@ fn dump_all(args: &Args) -> Result<String, String> {
         deserializers,
         modulus: 1,
         recv_buffer: RECV_BUFFER_BYTES,
+        track: Default::default(),
     };
     let namespaces = discover(&DiscoveryConfig::new(args.dirs.clone(), args.proc_scan));
     let mut buf = vec![0u8; RECV_BUFFER_BYTES];

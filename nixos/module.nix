@@ -48,6 +48,12 @@ let
     "--prom-path=${cfg.promPath}"
   ]
   ++ lib.optional (cfg.marshal != null) "--marshal=${cfg.marshal}"
+  ++ lib.optionals (cfg.flows.emit == "changed") [
+    "--emit=changed"
+    "--emit-heartbeat=${toString cfg.flows.heartbeatPolls}"
+  ]
+  ++ lib.optional cfg.flows.events "--flow-events"
+  ++ lib.optional cfg.flows.rates "--rates"
   ++ lib.optional cfg.attribution.resolveContainerId "--resolve-container-id"
   ++ lib.optionals (cfg.attribution.dockerSocket != null) [
     "--enrich-container"
@@ -170,6 +176,38 @@ in
       default = 4;
       example = 8;
       description = "Network namespaces dumped in parallel (`--netlinkers`).";
+    };
+
+    flows = {
+      emit = lib.mkOption {
+        type = lib.types.enum [ "all" "changed" ];
+        default = "all";
+        description = ''
+          `all` sends every socket every poll; `changed` sends a socket when
+          it first appears, when it changed and every
+          {option}`heartbeatPolls` polls (`--emit`; see docs/flows.md for
+          what counts as a change).
+        '';
+      };
+      heartbeatPolls = lib.mkOption {
+        type = lib.types.ints.between 1 10000;
+        default = 10;
+        description = "With `emit = \"changed\"`, an unchanged socket is still sent every this many polls (`--emit-heartbeat`).";
+      };
+      events = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        description = ''
+          Mark each socket's first record `flow_event = open` and send one
+          `flow_event = close` record when it ends, from the kernel's
+          sock_diag destroy notifications (`--flow-events`).
+        '';
+      };
+      rates = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        description = "Per-second deltas of bytes, segments and retransmissions since the socket's previous poll (`--rates`).";
+      };
     };
 
     attribution = {

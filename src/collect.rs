@@ -17,6 +17,7 @@ use crate::metrics::{KindLabel, Metrics};
 use crate::netns::NamespaceStamp;
 use crate::record::Stamps;
 use crate::tap::TapWriter;
+use crate::track::{Destroyed, NamespaceFlows, TrackPolicy, Verdict};
 
 /// What to ask for in every dump.
 #[derive(Debug, Clone)]
@@ -29,6 +30,8 @@ pub struct DumpPlan {
     pub modulus: u64,
     /// Bytes of the recv(2) buffer (`--packet-size` x `--packet-size-mply`).
     pub recv_buffer: usize,
+    /// `--emit`, `--flow-events`, `--rates`.
+    pub track: TrackPolicy,
 }
 
 impl DumpPlan {
@@ -149,11 +152,133 @@ impl Collector {
         namespace: &NamespaceStamp,
         poll_seq: u64,
         deadline: Instant,
+        mut flows: Option<&mut NamespaceFlows>,
     ) -> Result<u64, CutShort> {
+        self.builder.start_poll(poll_seq);
+        let mut closes = 0;
+        if let Some(flows) = flows.as_deref_mut() {
+            flows.table.start_poll();
+            closes = self.drain_destroyed(flows, namespace, poll_seq);
+        }
         socket.set_tap(self.capture.take());
-        let result = self.collect_families(socket, namespace, poll_seq, deadline);
+        let result = self.collect_families(
+            socket,
+            namespace,
+            poll_seq,
+            deadline,
+            flows.as_deref_mut().map(|f| &mut f.table),
+        );
         self.capture = socket.set_tap(None);
-        result
+        let mut produced = result.map_err(|mut cut| {
+            cut.records += closes;
+            cut
+        })?;
+        if let Some(flows) = flows {
+            // Only a whole poll tells a vanished socket from an unread one.
+            produced += self.sweep(&mut flows.table, namespace, poll_seq);
+            self.metrics
+                .track
+                .first_seen_time_wait
+                .inc_by(flows.table.take_first_seen_in_time_wait());
+        }
+        Ok(produced + closes)
+    }
+
+    /// The closes the kernel announced since this namespace's last poll.
+    fn drain_destroyed(&mut self, flows: &mut NamespaceFlows, namespace: &NamespaceStamp, poll_seq: u64) -> u64 {
+        let Some(listener) = flows.destroy.as_mut() else {
+            return 0;
+        };
+        let Collector {
+            decoder,
+            buf,
+            stamps,
+            builder,
+            metrics,
+            plan,
+            ..
+        } = self;
+        let table = &mut flows.table;
+        let emit = plan.track.flow_events;
+        let mut closes = 0;
+        let now_ns = crate::clock::now_ns();
+        let drained = listener.drain(buf, |payload| {
+            let (record, error) = decoder.decode(payload);
+            if let Some(e) = error {
+                metrics.decode.errors.get_or_create(&KindLabel { kind: e.kind() }).inc();
+            }
+            let Some(record) = record else { return };
+            if table.destroyed(record, now_ns) == Destroyed::AlreadyClosed || !emit {
+                return;
+            }
+            stamp(record, stamps, namespace, poll_seq, now_ns);
+            metrics.track.closes.get_or_create(&KindLabel { kind: "destroy" }).inc();
+            builder.push(record);
+            closes += 1;
+        });
+        std::mem::take(&mut decoder.stats).report_to(&metrics.decode);
+        match drained {
+            Ok(summary) => {
+                metrics.track.destroy_overruns.inc_by(summary.overruns);
+            }
+            Err(e) => {
+                // The listener is reopened at the next poll.
+                metrics
+                    .track
+                    .listener_failures
+                    .get_or_create(&KindLabel { kind: "recv" })
+                    .inc();
+                tracing::warn!(error = %e, netns = ?namespace.inode, "reading TCP destroy notifications failed; reopening");
+                flows.destroy = None;
+            }
+        }
+        closes
+    }
+
+    /// A tracked namespace vanished: its last destroy notifications, then a
+    /// close for every socket it still held.
+    pub(crate) fn close_vanished(
+        &mut self,
+        namespace: &NamespaceStamp,
+        mut flows: NamespaceFlows,
+        poll_seq: u64,
+    ) -> u64 {
+        self.builder.start_poll(poll_seq);
+        self.builder.start_namespace(namespace.inode);
+        flows.table.start_poll();
+        let mut closes = self.drain_destroyed(&mut flows, namespace, poll_seq);
+        closes += self.sweep(&mut flows.table, namespace, poll_seq);
+        self.builder.flush();
+        closes
+    }
+
+    /// Closes the sockets a whole poll no longer saw.
+    fn sweep(&mut self, table: &mut crate::track::SocketTable, namespace: &NamespaceStamp, poll_seq: u64) -> u64 {
+        let emit = self.plan.track.flow_events;
+        let now_ns = crate::clock::now_ns();
+        let Collector {
+            stamps,
+            builder,
+            metrics,
+            ..
+        } = self;
+        let mut closes = 0;
+        table.sweep(now_ns, |mut closed| {
+            if !emit {
+                return;
+            }
+            stamp(&mut closed.record, stamps, namespace, poll_seq, now_ns);
+            metrics
+                .track
+                .closes
+                .get_or_create(&KindLabel {
+                    kind: closed.source.as_str(),
+                })
+                .inc();
+            builder.push(&closed.record);
+            closes += 1;
+        });
+        closes
     }
 
     fn collect_families(
@@ -162,8 +287,8 @@ impl Collector {
         namespace: &NamespaceStamp,
         poll_seq: u64,
         deadline: Instant,
+        mut table: Option<&mut crate::track::SocketTable>,
     ) -> Result<u64, CutShort> {
-        self.builder.start_poll(poll_seq);
         if let Some(attributor) = &mut self.attributor {
             attributor.start_namespace(namespace.inode);
         }
@@ -184,6 +309,9 @@ impl Collector {
                 ..
             } = self;
             let modulus = plan.modulus;
+            // Counted here and added once per dump: an atomic per socket
+            // is a measurable part of a poll that sends nothing.
+            let (mut suppressed, mut opens) = (0u64, 0u64);
             let on_socket = |payload: &[u8], now_ns: u64| {
                 *seen += 1;
                 if modulus > 1 && (*seen - 1) % modulus != 0 {
@@ -196,13 +324,20 @@ impl Collector {
                     tracing::debug!(error = %e, "inet_diag message failed to decode");
                 }
                 if let Some(record) = record {
-                    record.timestamp_ns = Some(now_ns);
-                    record.poll_seq = Some(poll_seq);
-                    stamps.apply(record);
-                    record.netns_inode = namespace.inode;
-                    record.netns_name = namespace.name.clone();
-                    record.netns_pid = namespace.pid;
-                    record.nsid = namespace.nsid;
+                    // Tracking first: it reads only what the kernel sent,
+                    // and a record it suppresses (most of them, on a quiet
+                    // host in `changed` mode) is not worth stamping.
+                    if let Some(table) = table.as_deref_mut() {
+                        match table.observe(record, plan.track, now_ns) {
+                            Verdict::Suppress => {
+                                suppressed += 1;
+                                return;
+                            }
+                            Verdict::Emit(Some(_)) => opens += 1,
+                            Verdict::Emit(None) => {}
+                        }
+                    }
+                    stamp(record, stamps, namespace, poll_seq, now_ns);
                     if let Some(attributor) = attributor {
                         attributor.apply(record);
                     }
@@ -221,6 +356,8 @@ impl Collector {
                 None => socket.dump(&request, buf, deadline, on_socket),
             };
             std::mem::take(&mut decoder.stats).report_to(&metrics.decode);
+            metrics.track.suppressed.inc_by(suppressed);
+            metrics.track.opens.inc_by(opens);
             match result {
                 Ok(summary) => summary.report_to(&metrics.netlink),
                 Err(e) => {
@@ -236,6 +373,18 @@ impl Collector {
         }
         Ok(produced)
     }
+}
+
+/// The context every record of a namespace's poll carries.
+#[inline]
+fn stamp(record: &mut crate::record::Record, stamps: &Stamps, namespace: &NamespaceStamp, poll_seq: u64, now_ns: u64) {
+    record.timestamp_ns = Some(now_ns);
+    record.poll_seq = Some(poll_seq);
+    stamps.apply(record);
+    record.netns_inode = namespace.inode;
+    record.netns_name = namespace.name.clone();
+    record.netns_pid = namespace.pid;
+    record.nsid = namespace.nsid;
 }
 
 #[cfg(test)]

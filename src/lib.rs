@@ -61,3 +61,4 @@ pub mod record;
 pub mod shutdown;
 pub mod sink;
 pub mod tap;
+pub mod track;

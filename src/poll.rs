@@ -143,6 +143,7 @@ impl Poller {
             deserializers: config.output.deserializers,
             modulus: config.poll.modulus,
             recv_buffer: config.poll.recv_buffer,
+            track: config.poll.track,
         };
         let output = &config.output;
         let mut collectors = Vec::with_capacity(config.poll.netlinkers);
@@ -260,6 +261,7 @@ impl Poller {
             nl_timeout,
             first_seq: self.config.poll.first_seq,
             all_states: self.config.poll.states == crate::kernel::ALL_TCP_STATES,
+            track: self.config.poll.track,
         };
         if let Some(store) = &self.metrics.aggregates {
             for aggregate in self.collectors.iter_mut().filter_map(|c| c.aggregate.as_mut()) {
@@ -306,6 +308,12 @@ impl Poller {
         for c in &mut self.collectors {
             c.builder.flush();
         }
+        let mut closed_vanished = 0;
+        for (stamp, flows) in self.registry.take_vanished() {
+            if let Some(c) = self.collectors.first_mut() {
+                closed_vanished += c.close_vanished(&stamp, flows, seq);
+            }
+        }
         let duration = started.elapsed();
         let m = &self.metrics.poll;
         m.cycles.inc();
@@ -314,6 +322,11 @@ impl Poller {
         m.duration_ratio
             .set(duration.as_secs_f64() / cadence.frequency.as_secs_f64());
         m.sockets_last_poll.set(tally.records as i64);
+        if self.config.poll.track.tracks() {
+            let (sockets, bytes) = self.registry.tracking_totals();
+            self.metrics.track.sockets.set(sockets as i64);
+            self.metrics.track.memory_bytes.set(bytes as i64);
+        }
         m.sockets_missed.set(tally.missed as i64);
         if let Some(store) = &self.metrics.aggregates {
             // Replaces what /metrics shows with this poll, all at once.
@@ -325,7 +338,7 @@ impl Poller {
             namespaces_failed: tally.failed,
             namespaces_cut_short: tally.cut_short,
             sockets_missed: tally.missed,
-            records: tally.records,
+            records: tally.records + closed_vanished,
             duration,
         };
         if let Some(tap) = &self.tap {
@@ -419,6 +432,9 @@ impl Poller {
                     sockets_decoded = m.decode.sockets.get(),
                     records_flushed = m.envelope.rows_flushed.get(),
                     polls_incomplete = m.poll.partial.get(),
+                    tracked_sockets = m.track.sockets.get(),
+                    tracking_bytes = m.track.memory_bytes.get(),
+                    records_suppressed = m.track.suppressed.get(),
                     "max-loops reached"
                 );
                 return;
@@ -460,6 +476,7 @@ struct PollJob {
     first_seq: u32,
     /// `--states all`: the kernel's socket count is comparable to ours.
     all_states: bool,
+    track: crate::track::TrackPolicy,
 }
 
 fn poll_namespace(
@@ -474,20 +491,23 @@ fn poll_namespace(
         nl_timeout,
         first_seq,
         all_states,
+        track,
     } = job;
     if entry.ensure_socket(nl_timeout, first_seq, metrics).is_none() {
         return NamespaceOutcome::Unreachable;
     }
+    entry.ensure_flows(track, metrics);
     let NetnsEntry {
         socket: Some(socket),
         stamp,
+        flows,
         ..
     } = entry
     else {
         return NamespaceOutcome::Unreachable;
     };
     let deadline = Instant::now() + timeout;
-    match collector.collect(socket, stamp, seq, deadline) {
+    match collector.collect(socket, stamp, seq, deadline, flows.as_mut()) {
         Ok(n) => {
             entry.note_success();
             entry.last_whole_sockets = Some(n);

@@ -19,7 +19,7 @@ const END_GO: &str = "<!-- END GO_V1 -->";
 
 /// Field groups by protobuf tag range (see the comment atop
 /// `src/record/fields.rs`).
-const GROUPS: [(u32, u32, &str); 11] = [
+const GROUPS: [(u32, u32, &str); 12] = [
     (1, 9, "Context (stamped by xtcp2)"),
     (10, 29, "`inet_diag_msg` header (every socket)"),
     (30, 39, "`INET_DIAG_MEMINFO` (`--deserializers meminfo`)"),
@@ -50,6 +50,11 @@ const GROUPS: [(u32, u32, &str); 11] = [
         230,
         269,
         "Uplinks, the same on every record (`--enrich-nic`, `--enrich-lldp`; see [attribution](attribution.md#uplink-nics---enrich-nic-and-their-lldp-neighbours---enrich-lldp))",
+    ),
+    (
+        270,
+        289,
+        "Flow events and rates (`--flow-events`, `--rates`; see [flows](flows.md))",
     ),
 ];
 

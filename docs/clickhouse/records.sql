@@ -183,7 +183,15 @@ CREATE TABLE IF NOT EXISTS xtcp2.records
     `uplink2_lldp_chassis_id` LowCardinality(String),
     `uplink2_lldp_mgmt_ip` LowCardinality(String),
     `uplink2_lldp_port_id` LowCardinality(String),
-    `uplink2_lldp_port_descr` LowCardinality(String)
+    `uplink2_lldp_port_descr` LowCardinality(String),
+    `flow_event` LowCardinality(String),
+    `flow_close_source` LowCardinality(String),
+    `flow_lifetime_ns` UInt64,
+    `tcpi_bytes_acked_per_s` UInt64,
+    `tcpi_bytes_received_per_s` UInt64,
+    `tcpi_segs_out_per_s` UInt64,
+    `tcpi_segs_in_per_s` UInt64,
+    `tcpi_total_retrans_per_s` UInt64
 )
 ENGINE = MergeTree
 PARTITION BY toDate(timestamp_ns)

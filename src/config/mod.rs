@@ -68,6 +68,8 @@ pub mod bounds {
     pub const IO_URING_BATCH: (u64, u64) = (1, 4_096);
     /// Keep every Nth socket.
     pub const MODULUS: (u64, u64) = (1, 1_000_000);
+    /// `--emit-heartbeat` polls (the tracking entry counts them in 16 bits).
+    pub const EMIT_HEARTBEAT: (u64, u64) = (1, 10_000);
     pub const POLL_JITTER_PCT: (u64, u64) = (0, 100);
     pub const RECONCILE_FREQUENCY: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(7 * 86_400));
     /// The receive buffer (`--packet-size` x `--packet-size-mply`): up to 16 MiB.
@@ -511,6 +513,26 @@ pub struct DaemonArgs {
     /// Keep every Nth socket of each netlinker's stream (sampling); 1 = every socket.
     #[arg(long, env = "XTCP2_MODULUS", default_value_t = 1)]
     pub modulus: u64,
+    /// Which records a poll sends: all (every socket, every poll) or
+    /// changed (a socket's first record, then only when its state, queues
+    /// or counters changed, and every --emit-heartbeat polls; see docs/flows.md).
+    #[arg(long, env = "XTCP2_EMIT", default_value = "all")]
+    pub emit: String,
+    /// With --emit changed: an unchanged socket is still sent every N polls,
+    /// so that consumers tell idle from gone.
+    #[arg(long = "emit-heartbeat", env = "XTCP2_EMIT_HEARTBEAT", default_value_t = 10)]
+    pub emit_heartbeat: u64,
+    /// Flow events: flow_event = open on a socket's first record, and one
+    /// close record per socket, from the kernel's destroy notifications
+    /// (connections between two polls included) or the poll difference.
+    #[arg(long = "flow-events", env = "XTCP2_FLOW_EVENTS", default_value = "false", num_args = 0..=1,
+          default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub flow_events: bool,
+    /// Per-second rates since the socket's previous poll: bytes acked and
+    /// received, segments out and in, retransmissions (*_per_s fields).
+    #[arg(long, env = "XTCP2_RATES", default_value = "false", num_args = 0..=1,
+          default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub rates: bool,
     /// Jitter of every poll tick, percent of --frequency (each period is
     /// drawn from frequency +/- half of it), and of the first poll unless one-shot.
     #[arg(
@@ -801,6 +823,8 @@ fn parse_with(
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("--emit {0:?}: must be all or changed")]
+    Emit(String),
     /// A nats/valkey option (`--nats-mode`, `--valkey-mode`, `--topic`).
     #[error("{0}")]
     DestinationOption(String),
@@ -909,6 +933,8 @@ pub struct PollConfig {
     pub first_seq: u32,
     /// `--write-files`: raw replies saved per netlinker, and where.
     pub capture: Option<CaptureConfig>,
+    /// `--emit`, `--emit-heartbeat`, `--flow-events`, `--rates`.
+    pub track: crate::track::TrackPolicy,
 }
 
 /// `--write-files N --capture-path DIR`.
@@ -1055,6 +1081,7 @@ impl Config {
             a.aggregate_max_series,
             bounds::AGGREGATE_MAX_SERIES,
         )?;
+        in_range("emit-heartbeat", a.emit_heartbeat, bounds::EMIT_HEARTBEAT)?;
         in_range("poll-jitter-pct", a.poll_jitter_pct, bounds::POLL_JITTER_PCT)?;
         in_range("packet-size", a.packet_size, bounds::RECV_BUFFER)?;
         in_range("packet-size-mply", a.packet_size_mply, bounds::RECV_BUFFER)?;
@@ -1219,6 +1246,12 @@ impl Config {
                     dir: a.capture_path.clone(),
                     datagrams_per_netlinker: a.write_files,
                 }),
+                track: crate::track::TrackPolicy {
+                    emit: a.emit.parse().map_err(ConfigError::Emit)?,
+                    heartbeat_polls: a.emit_heartbeat as u16,
+                    flow_events: a.flow_events,
+                    rates: a.rates,
+                },
             },
             netns: NetnsConfig {
                 dirs: a

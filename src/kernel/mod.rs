@@ -6,7 +6,9 @@
 //! to a callback and must not decode them (that is `decode`) nor know which
 //! namespace it is in (that is `netns`). It counts its own work into the
 //! netlink metrics (`DumpSummary::report_to`, `DumpError::report_to`).
+//! `destroy` listens to the kernel's TCP destroy notifications.
 
+pub mod destroy;
 pub mod filter;
 pub mod request;
 pub mod socket;

@@ -431,6 +431,25 @@ define_metrics! {
             /// Attribution sources that could not be read, by kind (cgroup_mount, cgroup_walk, cgroup_cap, docker_connect, docker_http, docker_status, docker_timeout, docker_reply, nsid_open, nsid_socket, nsid_request, nsid_kernel, nsid_malformed, nic_routes, nic_ethtool, nic_subscribe, lldp_socket, lldp_exec, lldp_timeout, lldp_status, lldp_reply).
             source_failures: counter<KindLabel> = "attribution_source_failures";
         }
+        /// Socket tracking (`track`): changed-only records, flow events and rates.
+        track: TrackMetrics {
+            /// Sockets tracked after the last poll, over every namespace.
+            sockets: gauge = "track_sockets";
+            /// Bytes of the tracking tables after the last poll.
+            memory_bytes: gauge = "track_memory" in bytes;
+            /// Records not sent because nothing in them changed (--emit changed).
+            suppressed: counter = "track_records_suppressed";
+            /// Flow opens sent (a socket's first sighting, --flow-events).
+            opens: counter = "flow_opens";
+            /// Flow closes sent, by where they came from (destroy: the kernel's notification; poll: gone from a whole poll without one).
+            closes: counter<KindLabel> = "flow_closes";
+            /// Destroy notifications lost to a full receive buffer (ENOBUFS); those sockets close from the poll difference.
+            destroy_overruns: counter = "flow_destroy_overruns";
+            /// Sockets first seen in TIME-WAIT: their opening was never seen (they lived between two polls).
+            first_seen_time_wait: counter = "flow_first_seen_time_wait";
+            /// Namespaces whose destroy notifications could not be joined, by kind.
+            listener_failures: counter<KindLabel> = "flow_listener_failures";
+        }
         /// On-demand profiles and the Pyroscope push.
         profiling: ProfilingMetrics {
             /// On-demand /debug/pprof requests, by profile kind and outcome.

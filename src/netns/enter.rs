@@ -11,6 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use super::{DiscoveredNetns, NetnsOrigin};
+use crate::kernel::destroy::DestroyListener;
 use crate::kernel::{DiagSocket, DumpError};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,12 @@ pub(crate) enum EnterError {
         #[source]
         source: DumpError,
     },
+    #[error("joining the TCP destroy notifications inside {path}: {source}")]
+    DestroyListener {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the namespace-entering thread could not be started or panicked")]
     Thread,
 }
@@ -50,6 +57,7 @@ impl EnterError {
             },
             EnterError::Replaced { .. } => "replaced",
             EnterError::Socket { .. } => "socket",
+            EnterError::DestroyListener { .. } => "destroy_listener",
             EnterError::Thread => "thread",
         }
     }
@@ -57,10 +65,28 @@ impl EnterError {
 
 /// Opens a `NETLINK_SOCK_DIAG` socket inside the namespace.
 pub(crate) fn open_socket_in(netns: &DiscoveredNetns, recv_timeout: Duration) -> Result<DiagSocket, EnterError> {
+    open_in(netns, move |path| {
+        DiagSocket::open(recv_timeout).map_err(|source| EnterError::Socket { path, source })
+    })
+}
+
+/// Joins the namespace's TCP destroy notifications (`--flow-events`).
+pub(crate) fn open_destroy_listener_in(netns: &DiscoveredNetns) -> Result<DestroyListener, EnterError> {
+    open_in(netns, |path| {
+        DestroyListener::open().map_err(|source| EnterError::DestroyListener { path, source })
+    })
+}
+
+/// Runs `open(path)` with the calling thread's view of the namespace:
+/// directly for the host's, else on a throwaway thread that entered it.
+fn open_in<T: Send + 'static>(
+    netns: &DiscoveredNetns,
+    open: impl FnOnce(String) -> Result<T, EnterError> + Send + 'static,
+) -> Result<T, EnterError> {
     let path = netns.path.display().to_string();
     if netns.origin == NetnsOrigin::Host {
         // Our threads are all in the host namespace: no setns needed.
-        return DiagSocket::open(recv_timeout).map_err(|source| EnterError::Socket { path, source });
+        return open(path);
     }
     let file = File::open(&netns.path).map_err(|source| EnterError::Open {
         path: path.clone(),
@@ -81,7 +107,7 @@ pub(crate) fn open_socket_in(netns: &DiscoveredNetns, recv_timeout: Duration) ->
     }
     let thread = std::thread::Builder::new()
         .name("xtcp2-setns".into())
-        .spawn(move || -> Result<DiagSocket, EnterError> {
+        .spawn(move || -> Result<T, EnterError> {
             // SAFETY: `file` is an open nsfs file owned by this closure, so the
             // fd is valid for the call; setns only affects this thread, which
             // ends right after creating the socket.
@@ -92,7 +118,7 @@ pub(crate) fn open_socket_in(netns: &DiscoveredNetns, recv_timeout: Duration) ->
                     source: std::io::Error::last_os_error(),
                 });
             }
-            DiagSocket::open(recv_timeout).map_err(|source| EnterError::Socket { path, source })
+            open(path)
         })
         .map_err(|_| EnterError::Thread)?;
     thread.join().map_err(|_| EnterError::Thread)?

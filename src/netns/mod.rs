@@ -93,6 +93,8 @@ pub(crate) struct NetnsEntry {
     /// Sockets of the last poll that collected this namespace whole: the
     /// estimate of what a dump cut short missed.
     pub last_whole_sockets: Option<u64>,
+    /// What became of its sockets between polls (`track`), when tracked.
+    pub flows: Option<crate::track::NamespaceFlows>,
 }
 
 impl NetnsEntry {
@@ -145,6 +147,37 @@ impl NetnsEntry {
         from_kernel.or(self.last_whole_sockets)
     }
 
+    /// The namespace's tracking table, made on first use, and its destroy
+    /// listener with `--flow-events` (retried each poll until it opens;
+    /// the first failure of a namespace is logged, all are counted).
+    pub(crate) fn ensure_flows(&mut self, policy: crate::track::TrackPolicy, metrics: &Metrics) {
+        if !policy.tracks() {
+            return;
+        }
+        let flows = self.flows.get_or_insert_with(|| crate::track::NamespaceFlows {
+            table: crate::track::SocketTable::new(crate::clock::now_ns()),
+            destroy: None,
+            listener_failed: false,
+        });
+        if !policy.flow_events || flows.destroy.is_some() {
+            return;
+        }
+        match enter::open_destroy_listener_in(&self.found) {
+            Ok(listener) => flows.destroy = Some(listener),
+            Err(e) => {
+                metrics
+                    .track
+                    .listener_failures
+                    .get_or_create(&KindLabel { kind: e.kind() })
+                    .inc();
+                if !flows.listener_failed {
+                    flows.listener_failed = true;
+                    tracing::warn!(netns = ?self.found.origin, error = %e, "cannot join the TCP destroy notifications: closes in this namespace come from the poll difference only");
+                }
+            }
+        }
+    }
+
     pub(crate) fn note_success(&mut self) {
         if self.failure_streak > 0 {
             tracing::info!(netns = ?self.found.origin, inode = self.found.id.ino, failed_polls = self.failure_streak, "namespace recovered");
@@ -159,6 +192,9 @@ pub struct NetnsRegistry {
     entries: HashMap<NetnsId, NetnsEntry>,
     /// `-populateNsid`: looks up each new namespace's nsid.
     nsids: Option<NsidLookup>,
+    /// Tracked namespaces that vanished since the last poll, with what they
+    /// held: the next poll closes their sockets (`track`).
+    vanished: Vec<(NamespaceStamp, crate::track::NamespaceFlows)>,
 }
 
 /// `-populateNsid`'s rtnetlink socket, opened on first use and again after
@@ -221,6 +257,7 @@ impl NetnsRegistry {
     pub fn apply(&mut self, discovered: Vec<DiscoveredNetns>, metrics: &Metrics) {
         let mut seen: HashMap<NetnsId, DiscoveredNetns> = discovered.into_iter().map(|d| (d.id, d)).collect();
         let before = self.entries.len();
+        let vanished = &mut self.vanished;
         self.entries.retain(|id, entry| match seen.remove(id) {
             Some(found) => {
                 if found.origin != entry.found.origin {
@@ -234,6 +271,11 @@ impl NetnsRegistry {
             }
             None => {
                 tracing::debug!(inode = id.ino, origin = ?entry.found.origin, "namespace gone; closing its socket");
+                if let Some(flows) = entry.flows.take() {
+                    if !flows.table.is_empty() {
+                        vanished.push((entry.stamp.clone(), flows));
+                    }
+                }
                 false
             }
         });
@@ -254,6 +296,7 @@ impl NetnsRegistry {
                     socket: None,
                     failure_streak: 0,
                     last_whole_sockets: None,
+                    flows: None,
                 },
             );
         }
@@ -266,6 +309,19 @@ impl NetnsRegistry {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Sockets tracked and the bytes their tables hold, over every namespace.
+    pub(crate) fn tracking_totals(&self) -> (usize, usize) {
+        self.entries
+            .values()
+            .filter_map(|e| e.flows.as_ref())
+            .fold((0, 0), |(n, b), f| (n + f.table.len(), b + f.table.memory_bytes()))
+    }
+
+    /// The tracked namespaces that vanished since the last call.
+    pub(crate) fn take_vanished(&mut self) -> Vec<(NamespaceStamp, crate::track::NamespaceFlows)> {
+        std::mem::take(&mut self.vanished)
     }
 
     /// All entries, for one poll to work through.

@@ -6,6 +6,7 @@
 //! skmem, 50-59 small attributes, 60-79 sockopt, 80-99 congestion control
 //! info, 100-199 `tcp_info`, 200-219 workload attribution (`attribute`),
 //! 220-229 namespace ids, 230-269 uplinks (`--enrich-nic`, `--enrich-lldp`).
+//! 270-289 flow events and rates (`track`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -420,4 +421,21 @@ define_record! {
     uplink2_lldp_port_id: Arc<str> = 263, Str, "lldpd: lldpcli show neighbors .port.id", "";
     /// Description of the neighbour's port uplink 2 is plugged into.
     uplink2_lldp_port_descr: Arc<str> = 264, Str, "lldpd: lldpcli show neighbors .port.descr", "";
+
+    /// `open` on a socket's first record, `close` on the record of its end (`--flow-events`); absent otherwise.
+    flow_event: Arc<str> = 270, Str, "xtcp2 socket tracking", "";
+    /// Where a close came from: `destroy` (the kernel's notification, final counters) or `poll` (gone between two polls without one: identity only).
+    flow_close_source: Arc<str> = 271, Str, "sock_diag destroy group / poll difference", "";
+    /// On a close: time since the socket was first seen (absent when it never was: it lived less than one poll).
+    flow_lifetime_ns: u64 = 272, Uint, "xtcp2 socket tracking", "ns";
+    /// Bytes acked per second since the socket's previous poll (`--rates`).
+    tcpi_bytes_acked_per_s: u64 = 275, Uint, "delta of tcp_info.tcpi_bytes_acked", "bytes/s";
+    /// Bytes received per second since the socket's previous poll (`--rates`).
+    tcpi_bytes_received_per_s: u64 = 276, Uint, "delta of tcp_info.tcpi_bytes_received", "bytes/s";
+    /// Segments sent per second since the socket's previous poll (`--rates`).
+    tcpi_segs_out_per_s: u64 = 277, Uint, "delta of tcp_info.tcpi_segs_out", "segments/s";
+    /// Segments received per second since the socket's previous poll (`--rates`).
+    tcpi_segs_in_per_s: u64 = 278, Uint, "delta of tcp_info.tcpi_segs_in", "segments/s";
+    /// Retransmitted segments per second since the socket's previous poll (`--rates`).
+    tcpi_total_retrans_per_s: u64 = 279, Uint, "delta of tcp_info.tcpi_total_retrans", "segments/s";
 }
