@@ -326,12 +326,17 @@ impl Collector {
                 if let Some(record) = record {
                     // Tracking first: it reads only what the kernel sent,
                     // and a record it suppresses (most of them, on a quiet
-                    // host in `changed` mode) is not worth stamping.
+                    // host in `changed` mode) is not worth stamping unless
+                    // the aggregates, which count every socket, need it.
+                    let mut send = true;
                     if let Some(table) = table.as_deref_mut() {
                         match table.observe(record, plan.track, now_ns) {
                             Verdict::Suppress => {
                                 suppressed += 1;
-                                return;
+                                send = false;
+                                if aggregate.is_none() {
+                                    return;
+                                }
                             }
                             Verdict::Emit(Some(_)) => opens += 1,
                             Verdict::Emit(None) => {}
@@ -341,11 +346,14 @@ impl Collector {
                     if let Some(attributor) = attributor {
                         attributor.apply(record);
                     }
-                    if let Some(tap) = tap {
-                        tap.offer(record, poll_seq);
-                    }
                     if let Some(aggregate) = aggregate {
                         aggregate.observe(record);
+                    }
+                    if !send {
+                        return;
+                    }
+                    if let Some(tap) = tap {
+                        tap.offer(record, poll_seq);
                     }
                     builder.push(record);
                     produced += 1;

@@ -397,3 +397,60 @@ fn series_of_vanished_namespaces_disappear() {
     );
     daemon.stop_cleanly(Duration::from_secs(20));
 }
+
+/// With `--emit changed` the later polls send nothing for idle sockets,
+/// but the aggregates still count every socket of each poll: the third
+/// poll's state counts equal the records of the first (all first
+/// sightings, nothing changed since).
+#[test]
+fn aggregates_count_the_sockets_that_changed_only_records_leave_out() {
+    if !require(Need::Netns, "the test makes namespaces with connections") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = tempfile::tempdir().expect("tempdir");
+    let _namespaces = make_namespaces(dir.path(), "chg", 3);
+    let file = out.path().join("records.jsonl");
+    let daemon = start_daemon(
+        dir.path(),
+        &file,
+        "500ms",
+        &["--emit", "changed", "--emit-heartbeat", "1000"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exposition = loop {
+        let exposition = daemon.metrics();
+        if sample(&exposition, "xtcp2_poll_cycles_total").unwrap_or(0.0) >= 3.0 {
+            break exposition;
+        }
+        assert!(Instant::now() < deadline, "three polls within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut daemon = daemon;
+    daemon.stop_cleanly(Duration::from_secs(20));
+    // The test's namespaces only: the host's own sockets are busy.
+    let records: Vec<serde_json::Value> = parse_records(&std::fs::read_to_string(&file).expect("records file"))
+        .into_iter()
+        .filter(|r| r["netns_name"].as_str().is_some_and(|n| n.starts_with("chg")))
+        .collect();
+    let first: Vec<serde_json::Value> = records.iter().filter(|r| r["poll_seq"] == 1).cloned().collect();
+    let later = records.len() - first.len();
+    assert!(
+        !first.is_empty() && later == 0,
+        "idle sockets are sent once: {} then {later}",
+        first.len()
+    );
+    let by_state = |sets: BTreeMap<LabelSet, Expected>| -> BTreeMap<LabelSet, BTreeMap<String, u64>> {
+        sets.into_iter()
+            .filter(|(set, _)| set.0.starts_with("chg"))
+            .map(|(set, e)| (set, e.by_state))
+            .collect()
+    };
+    let expected = by_state(from_records(&first));
+    assert_eq!(expected.len(), 3, "{expected:?}");
+    assert_eq!(
+        by_state(from_scrape(&aggregate_samples(&exposition))),
+        expected,
+        "exposition:\n{exposition}"
+    );
+}
