@@ -384,21 +384,29 @@ fn a_stalled_stream_client_slows_neither_the_polls_nor_another_stream() {
     let started = Instant::now();
     let client = {
         let d = d.clone();
-        std::thread::spawn(move || d.client(&["stall_and_listen", "6"]))
+        std::thread::spawn(move || d.client(&["stall_and_listen", "8"]))
     };
-    // Mid-way: the stalled stream has lost records, the reading one none.
-    std::thread::sleep(Duration::from_secs(5));
-    let exposition = http_get(d.daemon.addr, "/metrics").unwrap().text();
-    let dropped: Vec<f64> = exposition
-        .lines()
-        .filter(|l| l.starts_with("xtcp2_grpc_stream_dropped_records_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    assert_eq!(dropped.len(), 2, "two open streams: {exposition}");
-    assert!(
-        dropped.iter().any(|&n| n > 0.0) && dropped.contains(&0.0),
-        "one stream dropping, one not: {dropped:?}"
-    );
+    // While both streams are open: the stalled one loses records, the
+    // reading one none. The Python client's start (stubs generated from
+    // our .proto) takes seconds on a loaded machine, so wait for it.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let (exposition, dropped) = loop {
+        let exposition = http_get(d.daemon.addr, "/metrics").unwrap().text();
+        let dropped: Vec<f64> = exposition
+            .lines()
+            .filter(|l| l.starts_with("xtcp2_grpc_stream_dropped_records_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        if dropped.len() == 2 && dropped.iter().any(|&n| n > 0.0) {
+            break (exposition, dropped);
+        }
+        assert!(
+            Instant::now() < deadline && !client.is_finished(),
+            "no stalled stream dropping records while two were open: {exposition}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(dropped.contains(&0.0), "one stream dropping, one not: {dropped:?}");
     assert_eq!(metric_value(&exposition, "xtcp2_grpc_stream_clients"), 2.0);
     let r = client.join().unwrap();
     let cycles = d.metric("xtcp2_poll_cycles_total") - cycles_before;
