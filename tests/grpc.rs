@@ -380,8 +380,14 @@ fn a_stalled_stream_client_slows_neither_the_polls_nor_another_stream() {
     let sockets = listeners(400);
     let d = Arc::new(GrpcDaemon::start(&["--frequency", "200ms"]));
     d.wait_for_polls(2, Duration::from_secs(15));
-    let cycles_before = d.metric("xtcp2_poll_cycles_total");
-    let started = Instant::now();
+    // The cadence without streams, on this machine at this moment: what
+    // the cadence with a stalled stream is held against (a loaded CI
+    // machine runs 200 ms polls late whatever the streams do).
+    let polls_per_s =
+        |from: f64, since: Instant| (d.metric("xtcp2_poll_cycles_total") - from) / since.elapsed().as_secs_f64();
+    let (baseline_from, baseline_since) = (d.metric("xtcp2_poll_cycles_total"), Instant::now());
+    std::thread::sleep(Duration::from_secs(3));
+    let baseline = polls_per_s(baseline_from, baseline_since);
     let client = {
         let d = d.clone();
         std::thread::spawn(move || d.client(&["stall_and_listen", "8"]))
@@ -407,14 +413,14 @@ fn a_stalled_stream_client_slows_neither_the_polls_nor_another_stream() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(dropped.contains(&0.0), "one stream dropping, one not: {dropped:?}");
+    let (stalled_from, stalled_since) = (d.metric("xtcp2_poll_cycles_total"), Instant::now());
     assert_eq!(metric_value(&exposition, "xtcp2_grpc_stream_clients"), 2.0);
     let r = client.join().unwrap();
-    let cycles = d.metric("xtcp2_poll_cycles_total") - cycles_before;
-    let expected = started.elapsed().as_secs_f64() / 0.2;
+    let polls_while_stalled = d.metric("xtcp2_poll_cycles_total") - stalled_from;
+    let stalled = polls_per_s(stalled_from, stalled_since);
     assert!(
-        (expected * 0.85..=expected * 1.1).contains(&cycles),
-        "{cycles} polls in {:?} at 200 ms",
-        started.elapsed()
+        stalled >= baseline * 0.85 && stalled <= 5.0 * 1.1,
+        "{stalled:.2} polls/s with a stalled stream against {baseline:.2} without (200 ms period)"
     );
     let stamps: Vec<u64> = r["timestamps"]
         .as_array()
@@ -424,7 +430,13 @@ fn a_stalled_stream_client_slows_neither_the_polls_nor_another_stream() {
         .collect();
     let count = stamps.len();
     let starts = poll_starts(stamps);
-    assert!(starts.len() >= 24, "the reading stream saw {} polls", starts.len());
+    // It read from before the stall was seen until the end: it saw at least
+    // most of the polls of that window (the last may end after it left).
+    assert!(
+        starts.len() as f64 >= polls_while_stalled * 0.8 && starts.len() >= 5,
+        "the reading stream saw {} polls of {polls_while_stalled} while the other stalled",
+        starts.len()
+    );
     // Whole polls: at least our listeners in each, on average.
     assert!(
         count >= sockets.len() * starts.len(),
