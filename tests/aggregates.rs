@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use netns_support::*;
 use observability_support::*;
-use support::{require, require_tool, Need};
+use support::{require, require_tool, Need, STATE_NAMES};
 
 /// A label set of the aggregates: (netns, pod_uid, container_id).
 type LabelSet = (String, String, String);
@@ -102,24 +102,6 @@ struct Expected {
     acked: u64,
     received: u64,
 }
-
-/// `ss` state names by the kernel's numbers, as the `state` label has them.
-const STATE_NAMES: [&str; 14] = [
-    "UNKNOWN",
-    "ESTAB",
-    "SYN-SENT",
-    "SYN-RECV",
-    "FIN-WAIT-1",
-    "FIN-WAIT-2",
-    "TIME-WAIT",
-    "UNCONN",
-    "CLOSE-WAIT",
-    "LAST-ACK",
-    "LISTEN",
-    "CLOSING",
-    "NEW-SYN-RECV",
-    "BOUND-INACTIVE",
-];
 
 /// The aggregates computed from the records themselves.
 fn from_records(records: &[serde_json::Value]) -> BTreeMap<LabelSet, Expected> {

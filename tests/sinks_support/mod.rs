@@ -451,30 +451,12 @@ pub fn decode_tsv(bytes: &[u8]) -> Vec<Row> {
     rows_from_table(table)
 }
 
-/// `ss` state names by kernel state number (include/net/tcp_states.h).
-const STATE_NAMES: [&str; 14] = [
-    "UNKNOWN",
-    "ESTAB",
-    "SYN-SENT",
-    "SYN-RECV",
-    "FIN-WAIT-1",
-    "FIN-WAIT-2",
-    "TIME-WAIT",
-    "UNCONN",
-    "CLOSE-WAIT",
-    "LAST-ACK",
-    "LISTEN",
-    "CLOSING",
-    "NEW-SYN-RECV",
-    "BOUND-INACTIVE",
-];
-
 /// Turns a humanised csv/tsv cell back into the canonical text.
 pub fn dehumanise(name: &str, cell: &str) -> String {
     let kind = field_named(name).map(|f| f.kind).unwrap_or(FieldKind::Str);
     match kind {
         FieldKind::TimestampNs => parse_rfc3339_ns(cell).to_string(),
-        FieldKind::TcpState => STATE_NAMES
+        FieldKind::TcpState => crate::support::STATE_NAMES
             .iter()
             .position(|s| *s == cell)
             .unwrap_or_else(|| panic!("{name}: {cell:?} is not a TCP state name"))

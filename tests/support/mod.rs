@@ -35,3 +35,22 @@ pub use prerequisites::{
     DAEMON_CAPABILITIES,
 };
 pub use python::{clickhouse, python, run_python_json, run_python_json_with_env};
+
+/// `ss` state names by kernel state number (include/net/tcp_states.h),
+/// written here rather than taken from the code under test.
+pub const STATE_NAMES: [&str; 14] = [
+    "UNKNOWN",
+    "ESTAB",
+    "SYN-SENT",
+    "SYN-RECV",
+    "FIN-WAIT-1",
+    "FIN-WAIT-2",
+    "TIME-WAIT",
+    "UNCONN",
+    "CLOSE-WAIT",
+    "LAST-ACK",
+    "LISTEN",
+    "CLOSING",
+    "NEW-SYN-RECV",
+    "BOUND-INACTIVE",
+];
